@@ -1,0 +1,214 @@
+"""One error hierarchy for every way a Kling call can go wrong.
+
+Each error carries what a person needs to act on it: the HTTP status, the server's own message,
+and for anything about a job, the vendor task_id. Which errors are worth retrying is decided here
+once (:func:`is_transient`, :func:`is_safe_to_resubmit`) and used by the sync and async clients alike.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: How much of a server's message (or a non-JSON body) an error keeps: enough to read, not a page.
+MESSAGE_LIMIT = 300
+
+
+class KlingError(Exception):
+    """Base class of every error this provider raises about the Kling API."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        server_message: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.server_message = server_message
+        self.task_id = task_id
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One broken rule of a request: which field, which rule, which value."""
+
+    field: str
+    rule: str
+    value: Any
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.rule} (got {shorten_value(self.value)})"
+
+
+class KlingValidationError(KlingError, ValueError):
+    """The request breaks the API's rules; nothing was sent. Lists every broken rule at once."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = tuple(errors)
+        noun = "problem" if len(self.errors) == 1 else "problems"
+        lines = "\n".join(f"  - {error}" for error in self.errors)
+        super().__init__(f"Invalid Kling request, nothing was sent ({len(self.errors)} {noun}):\n{lines}")
+
+
+class KlingAPIError(KlingError):
+    """The server answered with an error status."""
+
+
+class KlingBadRequestError(KlingAPIError):
+    """HTTP 400: the server refused the request."""
+
+
+class KlingAuthError(KlingAPIError):
+    """HTTP 401/403: the API key is missing, wrong or not allowed."""
+
+
+class KlingInsufficientCreditsError(KlingAPIError):
+    """The account has too few credits for this generation (HTTP 402, or a 400 that says so)."""
+
+
+class KlingNotFoundError(KlingAPIError):
+    """HTTP 404: no such task on this account."""
+
+
+class KlingRateLimitError(KlingAPIError):
+    """HTTP 429. ``retry_after`` is the wait in seconds the server asked for, if it asked."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class KlingServerError(KlingAPIError):
+    """HTTP 5xx: the vendor (or a proxy in front of it) failed."""
+
+
+class KlingResponseError(KlingError):
+    """The server answered, but not in a shape the contract describes (not JSON, fields missing)."""
+
+
+class KlingTransportError(KlingError):
+    """No usable answer: connection refused or reset, timeout.
+
+    ``request_sent`` is False only when the request provably never reached the server
+    (the connection was never established), which is what makes a submit safe to repeat.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.request_sent = request_sent
+
+
+class KlingSubmitUncertainError(KlingError):
+    """A submit failed in a way that may still have created (and charged) a job."""
+
+
+class KlingJobFailedError(KlingError):
+    """The vendor reports the generation itself as failed."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether asking again later may succeed: the retry rule for every status call."""
+    return isinstance(
+        error, (KlingRateLimitError, KlingServerError, KlingTransportError, KlingResponseError)
+    )
+
+
+def is_safe_to_resubmit(error: BaseException) -> bool:
+    """Whether a failed submit provably created no job, so sending it again cannot pay twice."""
+    if isinstance(error, KlingRateLimitError):
+        return True
+    return isinstance(error, KlingTransportError) and not error.request_sent
+
+
+def shorten(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Collapse white space and cut ``text`` to ``limit`` characters, marking the cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def shorten_value(value: Any, limit: int = 80) -> str:
+    """A value as it belongs in an error message: its repr, and for long strings their length too."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    return shorten(repr(value), limit)
+
+
+_TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+
+
+def server_message(body: bytes | str) -> str:
+    """The human part of an error body: a JSON ``error``/``detail``/``message``, else readable text."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, Mapping):
+        for key in ("error", "detail", "message", "errors"):
+            found = parsed.get(key)
+            if isinstance(found, Mapping):
+                found = found.get("message", found)
+            if found:
+                return shorten(found if isinstance(found, str) else json.dumps(found))
+    if parsed is not None:
+        return shorten(text)
+    readable = html.unescape(_TAG.sub(" ", text))
+    return shorten(readable) or "(empty body)"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds; None when absent or a date we ignore."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return max(seconds, 0.0)
+
+
+def error_from_response(
+    status: int,
+    body: bytes | str,
+    *,
+    retry_after: str | None = None,
+    task_id: str | None = None,
+) -> KlingAPIError:
+    """Turn an error status and body into the matching :class:`KlingAPIError`."""
+    said = server_message(body)
+    about = f" (task_id {task_id})" if task_id else ""
+    common: dict[str, Any] = {"http_status": status, "server_message": said, "task_id": task_id}
+    if status == 429:
+        wait = parse_retry_after(retry_after)
+        hint = f", retry after {wait:g} s" if wait is not None else ""
+        return KlingRateLimitError(
+            f"Kling API rate limit hit (HTTP 429{hint}){about}: {said}", retry_after=wait, **common
+        )
+    if status in (401, 403):
+        return KlingAuthError(
+            f"Kling API refused the API key (HTTP {status}): {said}. "
+            "Check the password of the Kling connection.",
+            **common,
+        )
+    if status == 402 or (status == 400 and "credit" in said.lower()):
+        return KlingInsufficientCreditsError(
+            f"Not enough Kling credits (HTTP {status}): {said}", **common
+        )
+    if status == 404:
+        return KlingNotFoundError(f"Kling API knows no such task (HTTP 404){about}: {said}", **common)
+    if status == 400:
+        return KlingBadRequestError(f"Kling API rejected the request (HTTP 400): {said}", **common)
+    if status >= 500:
+        return KlingServerError(f"Kling API server error (HTTP {status}){about}: {said}", **common)
+    return KlingAPIError(f"Kling API answered HTTP {status}{about}: {said}", **common)

@@ -1,0 +1,183 @@
+"""Typed, defensive readings of the API's success bodies.
+
+Fields the contract does not name are kept in ``extra``; a missing required field becomes a
+:class:`KlingResponseError` that says which one, never a KeyError. Which statuses end a job is
+decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from airflow_provider_kling.core.errors import KlingResponseError, shorten
+
+log = logging.getLogger(__name__)
+
+COMPLETED_STATUSES = frozenset({"completed"})
+#: "failed" is documented; the rest are its likely kin, so a job ending that way is never waited on.
+FAILED_STATUSES = frozenset({"failed", "cancelled", "canceled", "expired", "error", "rejected"})
+#: Non-terminal statuses we expect; any other unknown status is logged and also treated as running.
+RUNNING_STATUSES = frozenset({"processing", "pending", "queued", "submitted", "running", "in_progress"})
+
+
+class JobState(str, Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+def job_state(status: str) -> JobState:
+    """Where a vendor status leaves the job; unknown statuses count as still running."""
+    normalized = status.strip().lower()
+    if normalized in COMPLETED_STATUSES:
+        return JobState.COMPLETED
+    if normalized in FAILED_STATUSES:
+        return JobState.FAILED
+    if normalized not in RUNNING_STATUSES:
+        log.warning("Kling reported an unknown job status %r; treating it as still running.", status)
+    return JobState.RUNNING
+
+
+def read_json(body: bytes | str, *, what: str, http_status: int | None = None) -> Any:
+    """Parse a body as JSON, or raise a :class:`KlingResponseError` quoting a readable piece of it."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+        raise KlingResponseError(
+            f"Kling API {what} answer is not JSON (HTTP {http_status}): {shorten(text) or '(empty body)'}",
+            http_status=http_status,
+        ) from None
+
+
+def _data(body: Any, what: str, http_status: int | None) -> dict[str, Any]:
+    if isinstance(body, Mapping):
+        data = body.get("data")
+        if isinstance(data, Mapping):
+            return dict(data)
+    raise KlingResponseError(
+        f"Kling API {what} answer has no 'data' object (HTTP {http_status}): {shorten(json.dumps(body))}",
+        http_status=http_status,
+    )
+
+
+def _require(data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str, http_status: int | None) -> Any:
+    value = data.get(name)
+    if value is None or (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise KlingResponseError(
+            f"Kling API {what} answer lacks a valid '{name}' (got {value!r}; HTTP {http_status})",
+            http_status=http_status,
+            task_id=data.get("task_id") if isinstance(data.get("task_id"), str) else None,
+        )
+    return value
+
+
+def _optional_int(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+_SECONDS_RANGE = re.compile(r"(\d+)\s*(?:-|–|to)\s*(\d+)|(\d+)")
+
+
+def parse_estimated_time(text: str | None) -> tuple[int, int] | None:
+    """``"60-90 seconds"`` -> ``(60, 90)``; None when there is no number to read."""
+    if not text:
+        return None
+    match = _SECONDS_RANGE.search(text)
+    if match is None:
+        return None
+    if match.group(3):
+        single = int(match.group(3))
+        return single, single
+    low, high = int(match.group(1)), int(match.group(2))
+    return min(low, high), max(low, high)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """The answer to a submit: the job exists and the credits are spent."""
+
+    task_id: str
+    status: str
+    credits_used: int | None
+    credits_remaining: int | None
+    estimated_time: str | None
+    message: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: Any, *, http_status: int | None = None) -> SubmitResult:
+        data = _data(body, "submit", http_status)
+        known = {"task_id", "status", "credits_used", "credits_remaining", "estimated_time", "message"}
+        return cls(
+            task_id=_require(data, "task_id", str, "submit", http_status),
+            status=str(data.get("status") or "processing"),
+            credits_used=_optional_int(data, "credits_used"),
+            credits_remaining=_optional_int(data, "credits_remaining"),
+            estimated_time=str(data["estimated_time"]) if data.get("estimated_time") is not None else None,
+            message=str(data["message"]) if data.get("message") is not None else None,
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    @property
+    def estimated_seconds(self) -> tuple[int, int] | None:
+        return parse_estimated_time(self.estimated_time)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One reading of a job's status. A completed job always has a ``video_url``."""
+
+    task_id: str
+    status: str
+    state: JobState
+    progress: int | None = None
+    video_url: str | None = None
+    duration: int | None = None
+    has_audio: bool | None = None
+    message: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: Any, *, task_id: str, http_status: int | None = None) -> JobStatus:
+        """Read a status body for ``task_id`` (the id asked about, whatever the body repeats)."""
+        data = _data(body, "status", http_status)
+        data.setdefault("task_id", task_id)
+        status = _require(data, "status", str, "status", http_status)
+        state = job_state(status)
+        known = {"task_id", "status", "progress", "video_url", "duration", "has_audio", "message", "error"}
+        video_url = data.get("video_url")
+        if state is JobState.COMPLETED:
+            video_url = _require(data, "video_url", str, "status", http_status)
+        has_audio = data.get("has_audio")
+        message = data.get("message") or data.get("error")
+        return cls(
+            task_id=task_id,
+            status=status,
+            state=state,
+            progress=_optional_int(data, "progress"),
+            video_url=video_url if isinstance(video_url, str) else None,
+            duration=_optional_int(data, "duration"),
+            has_audio=has_audio if isinstance(has_audio, bool) else None,
+            message=str(message) if message else None,
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form, e.g. for XCom or a trigger event."""
+        result = asdict(self)
+        result["state"] = self.state.value
+        return result
