@@ -10,7 +10,13 @@ from urllib.parse import quote, urlsplit
 
 import tenacity
 
-from airflow_provider_kling.core.errors import KlingRateLimitError
+from airflow_provider_kling.core.errors import (
+    KlingRateLimitError,
+    KlingResponseError,
+    KlingSubmitUncertainError,
+    error_from_response,
+)
+from airflow_provider_kling.core.responses import JobStatus, SubmitResult, read_json
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +27,8 @@ STATUS_PATH = "/kling26/api/status/{task_id}/"
 #: Seconds to open a connection, and to wait for an answer once the request is sent.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
+#: The largest answer read; the contract's bodies are a few hundred bytes.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def status_path(task_id: str) -> str:
@@ -42,7 +50,11 @@ def base_url(host: str | None, port: int | None = None) -> str:
 
 
 def auth_headers(api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "Accept": "application/json"}
+    return {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,10 @@ class RetryPolicy:
             sleep = retry_state.next_action.sleep if retry_state.next_action else 0.0
             log.warning(
                 "Kling call failed (attempt %d of %d), retrying in %.1f s: %s",
-                retry_state.attempt_number, self.attempts, sleep, error,
+                retry_state.attempt_number,
+                self.attempts,
+                sleep,
+                error,
             )
 
         return {
@@ -83,3 +98,47 @@ class RetryPolicy:
 
     def asynchronous(self, should_retry: Callable[[BaseException], bool]) -> tenacity.AsyncRetrying:
         return tenacity.AsyncRetrying(**self._arguments(should_retry))
+
+
+def _check_size(body: bytes, http_status: int) -> None:
+    if len(body) > MAX_BODY_BYTES:
+        raise KlingResponseError(
+            f"Kling API answer is larger than {MAX_BODY_BYTES} bytes (HTTP {http_status}); not read",
+            http_status=http_status,
+        )
+
+
+def read_submit_response(http_status: int, body: bytes, retry_after: str | None) -> SubmitResult:
+    """Interpret a submit's answer. Anything that might hide a created job says so."""
+    if http_status in (200, 201):
+        try:
+            _check_size(body, http_status)
+            return SubmitResult.from_body(
+                read_json(body, what="submit", http_status=http_status), http_status=http_status
+            )
+        except KlingResponseError as unreadable:
+            raise uncertain_submit(unreadable) from unreadable
+    error = error_from_response(http_status, body[:MAX_BODY_BYTES], retry_after=retry_after)
+    if http_status >= 500:
+        raise uncertain_submit(error) from error
+    raise error
+
+
+def read_status_response(http_status: int, body: bytes, retry_after: str | None, task_id: str) -> JobStatus:
+    if http_status != 200:
+        raise error_from_response(
+            http_status, body[:MAX_BODY_BYTES], retry_after=retry_after, task_id=task_id
+        )
+    _check_size(body, http_status)
+    parsed = read_json(body, what="status", http_status=http_status)
+    return JobStatus.from_body(parsed, task_id=task_id, http_status=http_status)
+
+
+def uncertain_submit(cause: BaseException) -> KlingSubmitUncertainError:
+    """The error for a submit whose fate is unknown: it may have created, and charged, a job."""
+    return KlingSubmitUncertainError(
+        f"The Kling submit failed after the request was sent, so a job may have been created and "
+        f"charged: {cause}. It was not sent again. Check the vendor dashboard before re-running.",
+        http_status=getattr(cause, "http_status", None),
+        server_message=getattr(cause, "server_message", None),
+    )

@@ -119,9 +119,7 @@ class KlingJobFailedError(KlingError):
 
 def is_transient(error: BaseException) -> bool:
     """Whether asking again later may succeed: the retry rule for every status call."""
-    return isinstance(
-        error, (KlingRateLimitError, KlingServerError, KlingTransportError, KlingResponseError)
-    )
+    return isinstance(error, (KlingRateLimitError, KlingServerError, KlingTransportError, KlingResponseError))
 
 
 def is_safe_to_resubmit(error: BaseException) -> bool:
@@ -202,9 +200,7 @@ def error_from_response(
             **common,
         )
     if status == 402 or (status == 400 and "credit" in said.lower()):
-        return KlingInsufficientCreditsError(
-            f"Not enough Kling credits (HTTP {status}): {said}", **common
-        )
+        return KlingInsufficientCreditsError(f"Not enough Kling credits (HTTP {status}): {said}", **common)
     if status == 404:
         return KlingNotFoundError(f"Kling API knows no such task (HTTP 404){about}: {said}", **common)
     if status == 400:

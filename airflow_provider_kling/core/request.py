@@ -98,9 +98,7 @@ class GenerationRequest:
         elif not prompt.strip():
             errors.append(FieldError("prompt", "is required and must not be blank", prompt))
         elif len(prompt) > PROMPT_MAX_CHARS:
-            errors.append(
-                FieldError("prompt", f"must be at most {PROMPT_MAX_CHARS} characters", prompt)
-            )
+            errors.append(FieldError("prompt", f"must be at most {PROMPT_MAX_CHARS} characters", prompt))
 
         urls: tuple[Any, ...] = ()
         if image_urls is None:

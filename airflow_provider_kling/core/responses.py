@@ -67,7 +67,9 @@ def _data(body: Any, what: str, http_status: int | None) -> dict[str, Any]:
     )
 
 
-def _require(data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str, http_status: int | None) -> Any:
+def _require(
+    data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str, http_status: int | None
+) -> Any:
     value = data.get(name)
     if value is None or (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise KlingResponseError(

@@ -1,0 +1,214 @@
+"""KlingHook: the Kling API with an Airflow connection's credentials, sync (requests) and async (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import aiohttp
+import requests
+from airflow.providers.common.compat.connection import get_async_connection
+from airflow.sdk import BaseHook, Connection
+from urllib3.exceptions import NewConnectionError
+
+from airflow_provider_kling.core import api
+from airflow_provider_kling.core.errors import (
+    KlingAuthError,
+    KlingError,
+    KlingNotFoundError,
+    KlingTransportError,
+    is_safe_to_resubmit,
+    is_transient,
+)
+from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.responses import JobStatus, SubmitResult
+
+
+@dataclass(frozen=True)
+class _ApiSettings:
+    base_url: str
+    api_key: str = field(repr=False)
+
+    @classmethod
+    def from_connection(cls, conn: Connection) -> _ApiSettings:
+        if not conn.password:
+            raise KlingAuthError(
+                f"The Kling connection {conn.conn_id!r} has no API key: set it as the connection's password."
+            )
+        return cls(base_url=api.base_url(conn.host, conn.port), api_key=conn.password)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return api.auth_headers(self.api_key)
+
+
+class _LoopSession:
+    """One aiohttp session per event loop, open while anyone holds it."""
+
+    def __init__(self) -> None:
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(connect=api.CONNECT_TIMEOUT, sock_read=api.READ_TIMEOUT)
+        )
+        self.holders = 0
+
+
+_loop_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def shared_client_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The event loop's shared aiohttp session: every Kling poll in a triggerer reuses its connections.
+
+    Hold it around a polling loop (as the trigger does) so the session outlives single calls;
+    it closes when its last holder leaves, so nothing leaks when a loop ends.
+    """
+    loop = asyncio.get_running_loop()
+    shared = _loop_sessions.get(loop)
+    if shared is None:
+        shared = _loop_sessions[loop] = _LoopSession()
+    shared.holders += 1
+    try:
+        yield shared.session
+    finally:
+        shared.holders -= 1
+        if shared.holders == 0:
+            del _loop_sessions[loop]
+            await shared.session.close()
+
+
+def _transport_error(error: Exception, *, request_sent: bool, url: str) -> KlingTransportError:
+    where = "could not connect to" if not request_sent else "got no usable answer from"
+    return KlingTransportError(
+        f"Kling API: {where} {url}: {type(error).__name__}: {error}", request_sent=request_sent
+    )
+
+
+def _requests_error(error: requests.RequestException, url: str) -> KlingTransportError:
+    # A refused or unresolvable connection, or a connect timeout, means no byte reached the server.
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    not_sent = isinstance(error, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
+    return _transport_error(error, request_sent=not not_sent, url=url)
+
+
+class KlingHook(BaseHook):
+    """Talk to the Kling 2.6 API: connection host = base URL (default https://ulazai.com), password = key.
+
+    Status calls retry transient failures (429 honouring Retry-After, 5xx, timeouts, resets);
+    a submit is repeated only when the server provably created no job.
+    """
+
+    conn_name_attr = "kling_conn_id"
+    default_conn_name = "kling_default"
+    conn_type = "kling"
+    hook_name = "Kling AI video"
+
+    status_retry_policy = api.RetryPolicy()
+    submit_retry_policy = api.RetryPolicy(attempts=3)
+
+    def __init__(self, kling_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.kling_conn_id = kling_conn_id
+        self._async_settings: _ApiSettings | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"
+
+    @cached_property
+    def _settings(self) -> _ApiSettings:
+        return _ApiSettings.from_connection(self.get_connection(self.kling_conn_id))
+
+    @property
+    def base_url(self) -> str:
+        return self._settings.base_url
+
+    def get_conn(self) -> requests.Session:
+        """The pooled session every sync call goes through."""
+        return self._session
+
+    @cached_property
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers.update(self._settings.headers)
+        return session
+
+    # -- sync -----------------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest) -> SubmitResult:
+        """Start a generation: credits are spent once this returns."""
+        return self.submit_retry_policy.sync(is_safe_to_resubmit)(self._submit_once, request)
+
+    def _submit_once(self, request: GenerationRequest) -> SubmitResult:
+        url = self.base_url + api.SUBMIT_PATH
+        try:
+            response = self.get_conn().post(
+                url, json=request.to_payload(), timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT)
+            )
+        except requests.RequestException as error:
+            transport_error = _requests_error(error, url)
+            if transport_error.request_sent:
+                raise api.uncertain_submit(transport_error) from error
+            raise transport_error from error
+        return api.read_submit_response(
+            response.status_code, response.content, response.headers.get("Retry-After")
+        )
+
+    def get_status(self, task_id: str) -> JobStatus:
+        return self.status_retry_policy.sync(is_transient)(self._get_status_once, task_id)
+
+    def _get_status_once(self, task_id: str) -> JobStatus:
+        url = self.base_url + api.status_path(task_id)
+        try:
+            response = self.get_conn().get(url, timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT))
+        except requests.RequestException as error:
+            raise _requests_error(error, url) from error
+        return api.read_status_response(
+            response.status_code, response.content, response.headers.get("Retry-After"), task_id
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the URL and key by asking for a task that cannot exist: 404 means the key works.
+
+        Costs no credits, and makes one request (no retries), so the UI's Test button answers fast.
+        """
+        try:
+            self._get_status_once(f"airflow-connection-test-{uuid.uuid4().hex}")
+        except KlingNotFoundError:
+            return True, f"Connected to {self.base_url}: the API key was accepted (no credits spent)."
+        except KlingAuthError as error:
+            return False, str(error)
+        except KlingError as error:
+            return False, f"Could not check the Kling connection at {self.base_url}: {error}"
+        return True, f"Connected to {self.base_url}: the API key was accepted (no credits spent)."
+
+    # -- async ----------------------------------------------------------------------------------
+
+    async def _get_async_settings(self) -> _ApiSettings:
+        if self._async_settings is None:
+            connection = await get_async_connection(self.kling_conn_id, hook=self)
+            self._async_settings = _ApiSettings.from_connection(connection)
+        return self._async_settings
+
+    async def aget_status(self, task_id: str) -> JobStatus:
+        """The async :meth:`get_status`, for triggers: same retries, on the loop's shared session."""
+        return await self.status_retry_policy.asynchronous(is_transient)(self._aget_status_once, task_id)
+
+    async def _aget_status_once(self, task_id: str) -> JobStatus:
+        settings = await self._get_async_settings()
+        url = settings.base_url + api.status_path(task_id)
+        async with shared_client_session() as session:
+            try:
+                async with session.get(url, headers=settings.headers) as response:
+                    body = await response.content.read(api.MAX_BODY_BYTES + 1)
+                    http_status, retry_after = response.status, response.headers.get("Retry-After")
+            except aiohttp.ClientConnectorError as error:
+                raise _transport_error(error, request_sent=False, url=url) from error
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                raise _transport_error(error, request_sent=True, url=url) from error
+        return api.read_status_response(http_status, body, retry_after, task_id)
