@@ -1,0 +1,101 @@
+"""KlingStatusSensor: wait for any Kling job, e.g. one submitted upstream without waiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
+
+from airflow_provider_kling.core.errors import KlingError, is_transient
+from airflow_provider_kling.core.responses import JobState
+from airflow_provider_kling.triggers.kling import (
+    KlingStatusTrigger,
+    KlingWaitTimeoutError,
+    result_from_event,
+    video_result,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+
+class KlingStatusSensor(BaseSensorOperator):
+    """Wait until the Kling job ``kling_task_id`` has its video; return the same result as the operator.
+
+    ``kling_task_id`` is templated, e.g. ``"{{ ti.xcom_pull(task_ids='submit', key='task_id') }}"``.
+    A failed job fails the sensor at once: no retry can make a failed generation succeed.
+    Works in poke, reschedule and deferrable modes (``timeout`` bounds each of them).
+    """
+
+    template_fields: Sequence[str] = ("kling_task_id",)
+    ui_color = "#f2e6ff"
+
+    def __init__(
+        self,
+        *,
+        kling_task_id: str,
+        kling_conn_id: str = "kling_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poke_interval: float | timedelta = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        self.kling_task_id = kling_task_id
+        self.kling_conn_id = kling_conn_id
+        self.deferrable = deferrable
+
+    @cached_property
+    def hook(self) -> KlingHook:
+        from airflow_provider_kling.hooks.kling import KlingHook
+
+        return KlingHook(self.kling_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        self.defer(
+            trigger=KlingStatusTrigger(
+                task_id=self.kling_task_id,
+                deadline=time.time() + self.timeout,
+                poll_interval=self.poke_interval,
+                kling_conn_id=self.kling_conn_id,
+            ),
+            method_name="execute_complete",
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        try:
+            status = self.hook.get_status(self.kling_task_id)
+        except KlingError as error:
+            if is_transient(error):
+                self.log.warning("Kling status unavailable, poking again later: %s", error)
+                return False
+            raise AirflowFailException(str(error)) from error
+        self.log.info("Kling job %s: %s, progress %s%%", status.task_id, status.status, status.progress)
+        if status.state is JobState.FAILED:
+            raise AirflowFailException(
+                f"Kling job {status.task_id} ended as {status.status!r}: {status.message or 'no message'}"
+            )
+        if status.state is JobState.COMPLETED:
+            return PokeReturnValue(is_done=True, xcom_value=video_result(status.as_dict()))
+        return False
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        try:
+            return video_result(result_from_event(event))
+        except KlingWaitTimeoutError as timeout:
+            raise AirflowSensorTimeout(str(timeout)) from timeout
+        except KlingError as error:
+            raise AirflowFailException(str(error)) from error

@@ -1,0 +1,178 @@
+"""KlingStatusTrigger: wait for a Kling job in the triggerer, holding no worker slot.
+
+The trigger only reads status (it never submits, so a triggerer restart cannot pay twice), carries
+an absolute deadline (so a restart does not extend the wait), and ends with exactly one event
+whose small payload is documented in :class:`WaitOutcome` and read back by :func:`result_from_event`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from enum import Enum
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_kling.core.errors import (
+    KlingError,
+    KlingJobFailedError,
+    is_transient,
+)
+from airflow_provider_kling.core.responses import JobState, JobStatus
+
+log = logging.getLogger(__name__)
+
+#: Consecutive polls (each already retried by the hook) that may fail before the wait gives up.
+FAILURE_BUDGET = 5
+
+
+class WaitOutcome(str, Enum):
+    """The ``status`` of the one event a wait ends with.
+
+    Every event is ``{"status", "task_id", "message", "progress", "result"}``: ``result`` is the
+    job's status fields (:meth:`JobStatus.as_dict`) for ``success`` and ``failed``, else None.
+    """
+
+    SUCCESS = "success"  # the video is ready
+    FAILED = "failed"  # the vendor says the generation failed
+    TIMEOUT = "timeout"  # the deadline passed; the job may still be running
+    ERROR = "error"  # we could not find out (bad key, unknown task, API down for too long)
+
+
+class KlingWaitTimeoutError(KlingError):
+    """The wait's deadline passed before the job finished."""
+
+
+def wait_event(
+    outcome: WaitOutcome,
+    task_id: str,
+    message: str,
+    *,
+    progress: int | None = None,
+    status: JobStatus | None = None,
+) -> dict[str, Any]:
+    return {
+        "status": outcome.value,
+        "task_id": task_id,
+        "message": message,
+        "progress": progress,
+        "result": status.as_dict() if status else None,
+    }
+
+
+def result_from_event(event: Any) -> dict[str, Any]:
+    """The finished job's fields from a wait event; raises the matching error for any other outcome."""
+    if not isinstance(event, dict) or event.get("status") not in {o.value for o in WaitOutcome}:
+        raise KlingError(f"Kling wait ended with an event this provider does not know: {event!r}")
+    outcome, task_id, message = WaitOutcome(event["status"]), event.get("task_id"), event.get("message")
+    if outcome is WaitOutcome.SUCCESS and isinstance(event.get("result"), dict):
+        return dict(event["result"])
+    if outcome is WaitOutcome.FAILED:
+        raise KlingJobFailedError(message or "Kling job failed", task_id=task_id)
+    if outcome is WaitOutcome.TIMEOUT:
+        raise KlingWaitTimeoutError(message or "Kling wait timed out", task_id=task_id)
+    raise KlingError(message or f"Kling wait for {task_id} failed", task_id=task_id)
+
+
+def video_result(status: dict[str, Any], credits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-serialisable result of a finished generation, as the operator and sensor return it."""
+    return {
+        "task_id": status["task_id"],
+        "status": status["status"],
+        "video_url": status["video_url"],
+        "duration": status["duration"],
+        "has_audio": status["has_audio"],
+        "credits_used": (credits or {}).get("credits_used"),
+        "credits_remaining": (credits or {}).get("credits_remaining"),
+    }
+
+
+class KlingStatusTrigger(BaseTrigger):
+    """Poll ``GET /status/{task_id}/`` until the job ends or ``deadline`` (a Unix time) passes."""
+
+    def __init__(
+        self, task_id: str, deadline: float, poll_interval: float = 10.0, kling_conn_id: str = "kling_default"
+    ):
+        super().__init__()
+        self.task_id = task_id
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+        self.kling_conn_id = kling_conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "task_id": self.task_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "kling_conn_id": self.kling_conn_id,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        yield TriggerEvent(await self.wait())
+
+    async def wait(self) -> dict[str, Any]:
+        """The wait itself, as a plain coroutine: the operator's non-deferrable path runs it too."""
+        from airflow_provider_kling.hooks.kling import KlingHook, shared_client_session
+
+        hook = KlingHook(self.kling_conn_id)
+        progress: int | None = None
+        failures = 0
+        async with shared_client_session():
+            while True:
+                remaining = self.deadline - time.time()
+                if remaining <= 0:
+                    return self._timed_out(progress)
+                try:
+                    status = await hook.aget_status(self.task_id)
+                except KlingError as error:
+                    failures += 1
+                    if not is_transient(error) or failures >= FAILURE_BUDGET:
+                        tried = f" after {failures} failed polls" if is_transient(error) else ""
+                        return wait_event(
+                            WaitOutcome.ERROR,
+                            self.task_id,
+                            f"Could not read Kling job {self.task_id}{tried}: {error}",
+                            progress=progress,
+                        )
+                    self.log.warning(
+                        "Kling status poll failed (%d of %d allowed): %s", failures, FAILURE_BUDGET, error
+                    )
+                else:
+                    failures = 0
+                    if status.progress != progress or status.state is not JobState.RUNNING:
+                        shown = f", progress {status.progress}%" if status.progress is not None else ""
+                        self.log.info("Kling job %s: %s%s", self.task_id, status.status, shown)
+                    progress = status.progress if status.progress is not None else progress
+                    if status.state is JobState.COMPLETED:
+                        return wait_event(
+                            WaitOutcome.SUCCESS,
+                            self.task_id,
+                            f"Video ready: {status.video_url}",
+                            status=status,
+                        )
+                    if status.state is JobState.FAILED:
+                        said = f": {status.message}" if status.message else ""
+                        return wait_event(
+                            WaitOutcome.FAILED,
+                            self.task_id,
+                            f"Kling job {self.task_id} ended as {status.status!r}{said}",
+                            progress=progress,
+                            status=status,
+                        )
+                await asyncio.sleep(min(self.poll_interval, max(self.deadline - time.time(), 0)))
+
+    def _timed_out(self, progress: int | None) -> dict[str, Any]:
+        seen = f"{progress}%" if progress is not None else "unknown"
+        return wait_event(
+            WaitOutcome.TIMEOUT,
+            self.task_id,
+            f"Stopped waiting for Kling job {self.task_id} at its deadline (last progress {seen}). "
+            "The job was not cancelled (the API has no cancel call): it may still finish, and is charged.",
+            progress=progress,
+        )

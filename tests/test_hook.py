@@ -1,0 +1,409 @@
+"""KlingHook against the emulator as a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from airflow_provider_kling.core.api import SUBMIT_PATH, RetryPolicy, read_submit_response
+from airflow_provider_kling.core.errors import (
+    KlingAuthError,
+    KlingBadRequestError,
+    KlingError,
+    KlingInsufficientCreditsError,
+    KlingNotFoundError,
+    KlingServerError,
+    KlingSubmitUncertainError,
+    KlingTransportError,
+    KlingValidationError,
+)
+from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.responses import JobState
+from airflow_provider_kling.emulator import KlingEmulator
+from airflow_provider_kling.hooks import kling as hook_module
+from airflow_provider_kling.hooks.kling import KlingHook, shared_client_session
+
+FAST_RETRIES = RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.05)
+IMAGE = "https://example.com/dog.jpg"
+
+
+def use_connection(
+    monkeypatch: pytest.MonkeyPatch, host: str, api_key: str, conn_id: str = "kling_default"
+) -> None:
+    connection = {"conn_type": "kling", "host": host, "password": api_key}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+
+
+def fast_hook(conn_id: str = "kling_default") -> KlingHook:
+    hook = KlingHook(conn_id)
+    hook.status_retry_policy = FAST_RETRIES
+    hook.submit_retry_policy = FAST_RETRIES
+    return hook
+
+
+@pytest.fixture
+def hook(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingHook:
+    use_connection(monkeypatch, kling_emulator.base_url, kling_emulator.api_key)
+    return fast_hook()
+
+
+def wait_until_done(hook: KlingHook, task_id: str, seconds: float = 10) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = hook.get_status(task_id)
+        if status.state is not JobState.RUNNING:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"job {task_id} did not finish in {seconds} s")
+
+
+def jobs_created(emulator: KlingEmulator) -> int:
+    return int(emulator.stats()["jobs_created"])
+
+
+def requests_to(emulator: KlingEmulator, endpoint: str) -> int:
+    return int(emulator.stats()["requests"][endpoint])
+
+
+# -- the connection ------------------------------------------------------------------------------
+
+
+def test_connection_host_without_scheme_means_https(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_connection(monkeypatch, "api.example.com", "k")
+    assert KlingHook().base_url == "https://api.example.com"
+
+
+def test_connection_without_host_uses_the_vendor_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_connection(monkeypatch, "", "k")
+    assert KlingHook().base_url == "https://ulazai.com"
+
+
+def test_connection_from_a_uri_with_scheme_in_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_URI", "kling://http://:the%2Fkey@127.0.0.1:8088")
+    hook = KlingHook("kling_uri")
+    assert hook.base_url == "http://127.0.0.1:8088"
+    assert hook.get_conn().headers["Authorization"] == "Bearer the/key"
+
+
+def test_connection_without_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_connection(monkeypatch, "https://ulazai.com", "")
+    with pytest.raises(KlingAuthError, match="no API key"):
+        KlingHook().get_status("anything")
+
+
+def test_hook_repr_has_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_connection(monkeypatch, "https://ulazai.com", "repr-secret-key")
+    hook = KlingHook()
+    assert hook.base_url
+    assert "repr-secret-key" not in repr(hook) and "repr-secret-key" not in repr(hook.__dict__)
+
+
+# -- submit and status ---------------------------------------------------------------------------
+
+
+def test_text_to_video_is_submitted_and_completes(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    result = hook.submit(GenerationRequest("a red fox in snow", duration=10))
+    assert result.credits_used == 100 and result.credits_remaining is not None
+    status = wait_until_done(hook, result.task_id)
+    assert status.state is JobState.COMPLETED
+    assert status.video_url and status.duration == 10
+    assert jobs_created(kling_emulator) == 1
+
+
+def test_image_to_video_is_submitted_and_completes(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    result = hook.submit(GenerationRequest("the dog runs", image_urls=[IMAGE], sound=True))
+    status = wait_until_done(hook, result.task_id)
+    assert (status.state, status.has_audio) == (JobState.COMPLETED, True)
+    job = next(j for j in kling_emulator.jobs() if j["task_id"] == result.task_id)
+    assert job["request"]["imageUrls"] == [IMAGE]
+
+
+def test_status_of_a_running_job_reports_progress(hook: KlingHook) -> None:
+    result = hook.submit(GenerationRequest("slow clouds"))
+    status = hook.get_status(result.task_id)
+    assert status.state is JobState.RUNNING and status.progress is not None
+
+
+def test_failed_job_reads_as_failed_with_the_vendor_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    with KlingEmulator(speed=60, seed=1, job_failure_rate=1.0) as emulator:
+        use_connection(monkeypatch, emulator.base_url, emulator.api_key)
+        hook = fast_hook()
+        status = wait_until_done(hook, hook.submit(GenerationRequest("doomed")).task_id)
+    assert status.state is JobState.FAILED and status.message
+
+
+# -- errors from real HTTP answers ---------------------------------------------------------------
+
+
+def test_wrong_key_is_an_auth_error_without_retries(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, kling_emulator.base_url, "not-the-key")
+    with pytest.raises(KlingAuthError) as raised:
+        fast_hook().get_status("any")
+    assert raised.value.http_status == 401
+    assert requests_to(kling_emulator, "status") == 1
+
+
+def test_unknown_task_is_not_found_without_retries(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    with pytest.raises(KlingNotFoundError) as raised:
+        hook.get_status("no-such-task")
+    assert raised.value.task_id == "no-such-task"
+    assert requests_to(kling_emulator, "status") == 1
+
+
+def test_too_few_credits_is_a_credit_error_and_creates_no_job(
+    hook: KlingHook, kling_emulator: KlingEmulator
+) -> None:
+    kling_emulator.set_credits(kling_emulator.api_key, 10)
+    with pytest.raises(KlingInsufficientCreditsError):
+        hook.submit(GenerationRequest("expensive", duration=10, sound=True))
+    assert jobs_created(kling_emulator) == 0
+    assert requests_to(kling_emulator, "submit") == 1
+
+
+def test_server_side_rejection_is_a_bad_request_error(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    # A body that passes our rules cannot be refused by the emulator, so send one by hand.
+    response = hook.get_conn().post(kling_emulator.base_url + SUBMIT_PATH, json={"prompt": ""})
+    with pytest.raises(KlingBadRequestError, match="prompt"):
+        read_submit_response(response.status_code, response.content, None)
+
+
+def test_status_rides_out_a_burst_of_server_errors(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    task_id = hook.submit(GenerationRequest("storm")).task_id
+    kling_emulator.inject("status", "server_error", count=3)
+    assert hook.get_status(task_id).task_id == task_id
+    assert requests_to(kling_emulator, "status") == 4
+
+
+def test_status_gives_up_after_its_attempts(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    task_id = hook.submit(GenerationRequest("storm")).task_id
+    kling_emulator.inject("status", "server_error", count=10)
+    with pytest.raises(KlingServerError):
+        hook.get_status(task_id)
+    assert requests_to(kling_emulator, "status") == FAST_RETRIES.attempts
+
+
+def test_html_502_becomes_a_readable_server_error(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    task_id = hook.submit(GenerationRequest("gateway")).task_id
+    kling_emulator.inject("status", "html_502", count=10)
+    with pytest.raises(KlingServerError) as raised:
+        hook.get_status(task_id)
+    assert raised.value.http_status == 502
+    assert "502" in str(raised.value) and "<html" not in str(raised.value).lower()
+
+
+def test_rate_limit_then_success_waits_as_told(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    task_id = hook.submit(GenerationRequest("patience")).task_id
+    kling_emulator.inject("status", "rate_limit", count=1, retry_after=1)
+    started = time.monotonic()
+    assert hook.get_status(task_id).task_id == task_id
+    assert time.monotonic() - started >= 1.0
+    assert requests_to(kling_emulator, "status") == 2
+
+
+def test_unreadable_status_answer_is_retried(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    task_id = hook.submit(GenerationRequest("noise")).task_id
+    kling_emulator.inject("status", "garbage", count=1)
+    assert hook.get_status(task_id).task_id == task_id
+
+
+def test_dropped_status_connection_is_retried(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    task_id = hook.submit(GenerationRequest("drop")).task_id
+    kling_emulator.inject("status", "drop", count=1)
+    assert hook.get_status(task_id).task_id == task_id
+
+
+def test_submit_rate_limited_is_sent_again_and_creates_one_job(
+    hook: KlingHook, kling_emulator: KlingEmulator
+) -> None:
+    kling_emulator.inject("submit", "rate_limit", count=1, retry_after=0)
+    hook.submit(GenerationRequest("queue"))
+    assert requests_to(kling_emulator, "submit") == 2
+    assert jobs_created(kling_emulator) == 1
+
+
+def test_submit_server_error_is_not_retried_and_says_a_job_may_exist(
+    hook: KlingHook, kling_emulator: KlingEmulator
+) -> None:
+    kling_emulator.inject("submit", "server_error", count=5)
+    with pytest.raises(KlingSubmitUncertainError, match="may have been created") as raised:
+        hook.submit(GenerationRequest("maybe"))
+    assert raised.value.http_status == 503
+    assert requests_to(kling_emulator, "submit") == 1
+
+
+def test_submit_whose_answer_is_lost_is_not_retried(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    kling_emulator.inject("submit", "timeout_after_create", count=1, delay=0.2)
+    with pytest.raises(KlingSubmitUncertainError, match="Check the vendor dashboard"):
+        hook.submit(GenerationRequest("lost answer"))
+    assert requests_to(kling_emulator, "submit") == 1
+    assert jobs_created(kling_emulator) == 1
+
+
+def test_submit_unreadable_success_is_uncertain(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    kling_emulator.inject("submit", "garbage", count=1)
+    with pytest.raises(KlingSubmitUncertainError):
+        hook.submit(GenerationRequest("garbled"))
+    assert requests_to(kling_emulator, "submit") == 1
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_submit_refused_before_sending_is_retried_then_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_connection(monkeypatch, f"http://127.0.0.1:{closed_port()}", "k")
+    with pytest.raises(KlingTransportError) as raised:
+        fast_hook().submit(GenerationRequest("nobody home"))
+    assert raised.value.request_sent is False
+    assert not isinstance(raised.value, KlingSubmitUncertainError)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"prompt": ""},
+        {"prompt": "a", "duration": 7},
+        {"prompt": "a", "image_urls": ["ftp://x/y.jpg"]},
+        {"prompt": "a", "aspect_ratio": "4:3"},
+    ],
+)
+def test_invalid_request_never_reaches_the_server(
+    hook: KlingHook, kling_emulator: KlingEmulator, arguments: dict[str, Any]
+) -> None:
+    with pytest.raises(KlingValidationError):
+        hook.submit(GenerationRequest(**arguments))
+    assert requests_to(kling_emulator, "submit") == 0
+
+
+# -- test_connection -----------------------------------------------------------------------------
+
+
+def test_test_connection_accepts_a_good_key_without_spending(
+    hook: KlingHook, kling_emulator: KlingEmulator
+) -> None:
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert "accepted" in message
+    assert jobs_created(kling_emulator) == 0
+
+
+def test_test_connection_reports_a_wrong_key(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, kling_emulator.base_url, "wrong-key")
+    ok, message = KlingHook().test_connection()
+    assert not ok and "401" in message
+
+
+def test_test_connection_reports_an_unreachable_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_connection(monkeypatch, f"http://127.0.0.1:{closed_port()}", "k")
+    ok, message = KlingHook().test_connection()
+    assert not ok and "could not connect" in message
+
+
+# -- async ---------------------------------------------------------------------------------------
+
+
+def test_async_status_reads_the_job(hook: KlingHook) -> None:
+    task_id = hook.submit(GenerationRequest("async fox")).task_id
+    status = asyncio.run(fast_hook().aget_status(task_id))
+    assert status.task_id == task_id and status.state is JobState.RUNNING
+
+
+def test_async_status_rides_out_server_errors(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
+    task_id = hook.submit(GenerationRequest("async storm")).task_id
+    kling_emulator.inject("status", "server_error", count=2)
+    assert asyncio.run(fast_hook().aget_status(task_id)).task_id == task_id
+
+
+def test_async_wrong_key_fails_at_once(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, kling_emulator.base_url, "wrong-key")
+    with pytest.raises(KlingAuthError):
+        asyncio.run(fast_hook().aget_status("any"))
+    assert requests_to(kling_emulator, "status") == 1
+
+
+@pytest.fixture
+def sessions_opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[aiohttp.ClientSession]]:
+    opened: list[aiohttp.ClientSession] = []
+
+    class CountingSession(aiohttp.ClientSession):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(hook_module.aiohttp, "ClientSession", CountingSession)
+    yield opened
+
+
+def test_all_pollers_in_one_loop_share_one_session(
+    hook: KlingHook, sessions_opened: list[aiohttp.ClientSession]
+) -> None:
+    task_ids = [hook.submit(GenerationRequest(f"clip {n}")).task_id for n in range(5)]
+
+    async def poll_all() -> None:
+        async with shared_client_session():
+            for _ in range(3):
+                await asyncio.gather(*(fast_hook().aget_status(t) for t in task_ids))
+
+    asyncio.run(poll_all())
+    assert len(sessions_opened) == 1
+    assert sessions_opened[0].closed
+
+
+def test_shared_session_closes_when_its_last_holder_leaves(
+    sessions_opened: list[aiohttp.ClientSession],
+) -> None:
+    async def hold_twice() -> bool:
+        async with shared_client_session() as outer:
+            async with shared_client_session() as inner:
+                assert inner is outer
+            still_open = not outer.closed
+        return still_open
+
+    assert asyncio.run(hold_twice())
+    assert len(sessions_opened) == 1 and sessions_opened[0].closed
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+
+def test_api_key_appears_in_no_log_line_or_error(
+    kling_emulator: KlingEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    secret = kling_emulator.api_key
+    use_connection(monkeypatch, kling_emulator.base_url, secret)
+    caplog.set_level(logging.DEBUG)
+    hook = fast_hook()
+    messages: list[str] = []
+    task_id = hook.submit(GenerationRequest("secret life of keys")).task_id
+    kling_emulator.inject("status", "server_error", count=2)
+    kling_emulator.inject("status", "rate_limit", count=1, retry_after=0)
+    hook.get_status(task_id)
+    asyncio.run(hook.aget_status(task_id))
+    kling_emulator.inject("submit", "server_error", count=1)
+    for failing in (lambda: hook.submit(GenerationRequest("x")), lambda: hook.get_status("missing")):
+        with pytest.raises(KlingError) as raised:
+            failing()
+        messages += [str(raised.value), repr(raised.value), repr(raised.value.__cause__)]
+    captured = capfd.readouterr()
+    assert "Kling call failed" in caplog.text  # the retries above were logged
+    for text in [caplog.text, captured.out, captured.err, *messages]:
+        assert secret not in text

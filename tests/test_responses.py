@@ -1,0 +1,189 @@
+"""Reading the API's answers: typed, defensive, and clear when something is missing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import tenacity
+
+from airflow_provider_kling.core.api import RetryPolicy
+from airflow_provider_kling.core.errors import (
+    KlingAPIError,
+    KlingAuthError,
+    KlingBadRequestError,
+    KlingInsufficientCreditsError,
+    KlingNotFoundError,
+    KlingRateLimitError,
+    KlingResponseError,
+    KlingServerError,
+    KlingSubmitUncertainError,
+    KlingTransportError,
+    error_from_response,
+    is_safe_to_resubmit,
+    is_transient,
+)
+from airflow_provider_kling.core.responses import JobState, JobStatus, SubmitResult, job_state, read_json
+
+SUBMIT_BODY = {
+    "success": True,
+    "data": {
+        "task_id": "uuid-here",
+        "status": "processing",
+        "credits_used": 55,
+        "credits_remaining": 945,
+        "estimated_time": "60-90 seconds",
+        "message": "KLING 2.6 video generation started",
+    },
+}
+
+
+def test_submit_answer_from_the_contract_is_read() -> None:
+    result = SubmitResult.from_body(SUBMIT_BODY)
+    assert (result.task_id, result.credits_used, result.credits_remaining) == ("uuid-here", 55, 945)
+    assert result.estimated_seconds == (60, 90)
+
+
+def test_unknown_fields_are_kept_in_extra() -> None:
+    body = {"data": {**SUBMIT_BODY["data"], "queue_position": 3}}
+    assert SubmitResult.from_body(body).extra == {"queue_position": 3}
+
+
+def test_submit_answer_without_task_id_is_a_clear_error() -> None:
+    with pytest.raises(KlingResponseError, match="lacks a valid 'task_id'"):
+        SubmitResult.from_body({"success": True, "data": {"status": "processing"}}, http_status=201)
+
+
+def test_answer_without_data_object_is_a_clear_error() -> None:
+    with pytest.raises(KlingResponseError, match="no 'data' object"):
+        JobStatus.from_body({"success": True}, task_id="t")
+
+
+def test_processing_status_carries_progress() -> None:
+    status = JobStatus.from_body({"data": {"status": "processing", "progress": 45}}, task_id="t")
+    assert (status.state, status.progress) == (JobState.RUNNING, 45)
+
+
+def test_completed_status_carries_the_video() -> None:
+    body = {
+        "data": {
+            "task_id": "t",
+            "status": "completed",
+            "video_url": "https://cdn/x.mp4",
+            "duration": 5,
+            "has_audio": True,
+        }
+    }
+    status = JobStatus.from_body(body, task_id="t")
+    assert (status.state, status.video_url, status.duration, status.has_audio) == (
+        JobState.COMPLETED,
+        "https://cdn/x.mp4",
+        5,
+        True,
+    )
+
+
+def test_completed_status_without_video_url_is_a_clear_error() -> None:
+    with pytest.raises(KlingResponseError, match="'video_url'"):
+        JobStatus.from_body({"data": {"status": "completed"}}, task_id="t")
+
+
+@pytest.mark.parametrize("status", ["failed", "FAILED", "cancelled", "canceled", "expired", "error"])
+def test_failed_and_its_kin_end_the_job(status: str) -> None:
+    assert job_state(status) is JobState.FAILED
+
+
+def test_unknown_status_is_still_running_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert job_state("warming_up") is JobState.RUNNING
+    assert "warming_up" in caplog.text
+
+
+def test_status_as_dict_is_json_ready() -> None:
+    status = JobStatus.from_body({"data": {"status": "processing", "progress": 5}}, task_id="t")
+    assert status.as_dict()["state"] == "running"
+
+
+def test_non_json_body_is_quoted_readably() -> None:
+    with pytest.raises(KlingResponseError, match=r"not JSON.*Service Unavailable"):
+        read_json(b"<html><body>Service Unavailable</body></html>", what="status", http_status=200)
+
+
+@pytest.mark.parametrize(
+    ("http_status", "body", "error_class"),
+    [
+        (400, b'{"success": false, "error": "prompt is required"}', KlingBadRequestError),
+        (400, b'{"success": false, "error": "Insufficient credits"}', KlingInsufficientCreditsError),
+        (401, b'{"detail": "Invalid token"}', KlingAuthError),
+        (403, b'{"message": "Forbidden"}', KlingAuthError),
+        (402, b'{"error": {"message": "Not enough credits"}}', KlingInsufficientCreditsError),
+        (404, b'{"error": "Task not found"}', KlingNotFoundError),
+        (429, b'{"error": "Slow down"}', KlingRateLimitError),
+        (500, b"", KlingServerError),
+        (503, b"<html>busy</html>", KlingServerError),
+        (418, b"teapot", KlingAPIError),
+    ],
+)
+def test_http_errors_map_to_one_class_each(http_status: int, body: bytes, error_class: type) -> None:
+    error = error_from_response(http_status, body)
+    assert type(error) is error_class
+    assert error.http_status == http_status
+
+
+def test_error_keeps_the_server_message_and_task_id() -> None:
+    error = error_from_response(404, b'{"success": false, "error": "Task not found"}', task_id="abc")
+    assert (error.server_message, error.task_id) == ("Task not found", "abc")
+    assert "abc" in str(error) and "Task not found" in str(error)
+
+
+def test_html_error_page_becomes_short_readable_text() -> None:
+    page = b"<html><head><title>502 Bad Gateway</title><style>body{}</style></head><body>" + b"x " * 2000
+    error = error_from_response(502, page)
+    assert "502 Bad Gateway" in str(error)
+    assert "<" not in str(error) and "body{}" not in str(error)
+    assert len(error.server_message or "") <= 300
+
+
+def test_rate_limit_keeps_retry_after() -> None:
+    error = error_from_response(429, b"{}", retry_after="7")
+    assert isinstance(error, KlingRateLimitError) and error.retry_after == 7.0
+
+
+def test_transient_errors_are_the_ones_worth_asking_again() -> None:
+    assert is_transient(KlingServerError("x"))
+    assert is_transient(KlingRateLimitError("x"))
+    assert is_transient(KlingTransportError("x", request_sent=True))
+    assert not is_transient(KlingAuthError("x"))
+    assert not is_transient(KlingNotFoundError("x"))
+    assert not is_transient(KlingInsufficientCreditsError("x"))
+
+
+def test_submit_is_resent_only_when_no_job_can_exist() -> None:
+    assert is_safe_to_resubmit(KlingRateLimitError("x"))
+    assert is_safe_to_resubmit(KlingTransportError("x", request_sent=False))
+    assert not is_safe_to_resubmit(KlingTransportError("x", request_sent=True))
+    assert not is_safe_to_resubmit(KlingServerError("x"))
+    assert not is_safe_to_resubmit(KlingSubmitUncertainError("x"))
+
+
+def retry_state_after(error: BaseException, attempt: int = 1) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(tenacity.Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    state.set_exception((type(error), error, None))
+    return state
+
+
+def test_retry_waits_as_long_as_retry_after_asks() -> None:
+    policy = RetryPolicy()
+    assert policy.wait(retry_state_after(KlingRateLimitError("x", retry_after=7))) == 7
+
+
+def test_retry_after_is_capped() -> None:
+    policy = RetryPolicy(max_retry_after=30)
+    assert policy.wait(retry_state_after(KlingRateLimitError("x", retry_after=3600))) == 30
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(initial_wait=1, max_wait=8)
+    waits = [policy.wait(retry_state_after(KlingServerError("x"), attempt)) for attempt in (1, 3, 10)]
+    assert 1 <= waits[0] <= 2 and 4 <= waits[1] <= 5 and waits[2] == 8
