@@ -1,3 +1,56 @@
+"""Test set-up: a throwaway AIRFLOW_HOME (set before Airflow is imported) and the emulator fixtures."""
+
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_DAGS = REPO / "example_dags"
+TEST_DAGS = REPO / "tests" / "dags"
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
+
+# Never touch the developer's own Airflow: every test session gets its own home and SQLite database.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="kling-tests-airflow-home-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+    [
+        {
+            "name": name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(path)},
+        }
+        for name, path in (("kling_examples", EXAMPLE_DAGS), ("kling_test_cases", TEST_DAGS))
+    ]
+)
+
 pytest_plugins = ["airflow_provider_kling.emulator.pytest_plugin"]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A migrated metadata database, for tests that run DAGs with ``dag.test()``."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ
+    )
+
+
+@pytest.fixture(scope="module")
+def example_dagbag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(EXAMPLE_DAGS))
+
+
+@pytest.fixture(scope="module")
+def case_dagbag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(TEST_DAGS))

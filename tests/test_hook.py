@@ -340,13 +340,13 @@ def test_async_wrong_key_fails_at_once(
 @pytest.fixture
 def sessions_opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[aiohttp.ClientSession]]:
     opened: list[aiohttp.ClientSession] = []
+    real_session = aiohttp.ClientSession
 
-    class CountingSession(aiohttp.ClientSession):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            opened.append(self)
+    def counting_session(*args: Any, **kwargs: Any) -> aiohttp.ClientSession:
+        opened.append(real_session(*args, **kwargs))
+        return opened[-1]
 
-    monkeypatch.setattr(hook_module.aiohttp, "ClientSession", CountingSession)
+    monkeypatch.setattr(hook_module.aiohttp, "ClientSession", counting_session)
     yield opened
 
 

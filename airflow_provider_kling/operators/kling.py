@@ -130,8 +130,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             raise
 
     # -- ResumableJobMixin: submit once, reattach on retry -----------------------------------------
+    # The "external id" kept in task_state_store is the submission record: the vendor task_id and
+    # the credits its submit reported, so a reattached try still reports what the video cost.
 
-    def submit_job(self, context: Context) -> str:
+    def submit_job(self, context: Context) -> dict[str, Any]:
         request: GenerationRequest = self._request
         store = context.get("task_state_store")
         if store is not None:
@@ -146,22 +148,26 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             request.estimated_credits,
         )
         submitted = self.hook.submit(request)
-        self._task_id = submitted.task_id
-        if store is not None:
-            store.set(self.external_id_key, submitted.task_id)
-            store.delete(PENDING_SUBMIT_KEY)
-        self._credits = {
+        submission: dict[str, Any] = {
+            "task_id": submitted.task_id,
             "credits_used": submitted.credits_used,
             "credits_remaining": submitted.credits_remaining,
         }
-        context["ti"].xcom_push(key="task_id", value=submitted.task_id)
+        if store is not None:
+            store.set(self.external_id_key, submission)
+            store.delete(PENDING_SUBMIT_KEY)
+        self._announce(context, submitted.task_id)
         self.log.info(
             "Kling job %s accepted: %s credits used, %s remaining",
             submitted.task_id,
             submitted.credits_used,
             submitted.credits_remaining,
         )
-        return submitted.task_id
+        return submission
+
+    def _announce(self, context: Context, task_id: str) -> None:
+        self._task_id = task_id
+        context["ti"].xcom_push(key="task_id", value=task_id)
 
     def _handle_unconfirmed_submit(self) -> None:
         warning = (
@@ -178,9 +184,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         )
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
-        self._task_id = external_id
-        context["ti"].xcom_push(key="task_id", value=external_id)
-        return self.hook.get_status(external_id).status
+        self._announce(context, external_id["task_id"])
+        return self.hook.get_status(external_id["task_id"]).status
 
     def is_job_active(self, status: str) -> bool:
         return job_state(status) is JobState.RUNNING
@@ -192,7 +197,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         if not self.wait_for_completion:
             return
         trigger = KlingStatusTrigger(
-            task_id=external_id,
+            task_id=external_id["task_id"],
             deadline=time.time() + _seconds(self.timeout),
             poll_interval=self.poll_interval,
             kling_conn_id=self.kling_conn_id,
@@ -201,31 +206,30 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
-                kwargs={"credits": getattr(self, "_credits", None)},
+                kwargs={"submission": external_id},
                 timeout=timedelta(seconds=_seconds(self.timeout)) + DEFER_SAFETY_MARGIN,
             )
         self._event = asyncio.run(trigger.wait())
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
         if not self.wait_for_completion:
-            return external_id
+            return external_id["task_id"]
         event = getattr(self, "_event", None)
         if event is None:  # an earlier try's job had already finished: read it once more
-            status = self.hook.get_status(external_id)
-            return video_result(status.as_dict(), None)
-        return self._finish(event, getattr(self, "_credits", None))
+            return self._result(self.hook.get_status(external_id["task_id"]).as_dict(), external_id)
+        return self._result(result_from_event(event), external_id)
 
-    def execute_complete(
-        self, context: Context, event: dict[str, Any], credits: dict[str, Any] | None = None
-    ) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any], submission: Any = None) -> Any:
         """Resume after the trigger's one event: the result, or a clear error."""
+        if submission is None and (store := context.get("task_state_store")) is not None:
+            submission = store.get(self.external_id_key)  # dag.test() drops the defer kwargs
         try:
-            return self._finish(event, credits)
+            return self._result(result_from_event(event), submission)
         except FINAL_ERRORS as error:
             raise AirflowFailException(str(error)) from error
 
-    def _finish(self, event: dict[str, Any], credits: dict[str, Any] | None) -> dict[str, Any]:
-        result = video_result(result_from_event(event), credits)
+    def _result(self, status: dict[str, Any], submission: Any) -> dict[str, Any]:
+        result = video_result(status, submission if isinstance(submission, dict) else None)
         self.log.info("Kling video ready: %s", result["video_url"])
         return result
 

@@ -1,0 +1,137 @@
+"""``kling-emulator`` / ``python -m airflow_provider_kling.emulator``: serve the emulator until signalled.
+
+The first stdout line is ``Kling emulator listening on http://HOST:PORT`` with the real port, so a
+script (or a test) that passed ``--port 0`` can read where to connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from airflow_provider_kling.emulator.config import (
+    DEFAULT_API_KEY,
+    FAULT_ENDPOINTS,
+    EmulatorConfig,
+    FaultRates,
+)
+from airflow_provider_kling.emulator.server import serving
+
+DEFAULT_PORT = 8088
+FAULT_NAMES = [rate_field.name for rate_field in fields(FaultRates)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = EmulatorConfig()
+    parser = argparse.ArgumentParser(
+        prog="kling-emulator", description="Serve an emulator of the Kling 2.6 video API for offline tests."
+    )
+    add = parser.add_argument
+    add("--host", default=defaults.host, help="address to listen on (default: %(default)s)")
+    add("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
+    add(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help=f"an accepted API key; repeat for several accounts (default: {DEFAULT_API_KEY})",
+    )
+    add(
+        "--credits",
+        type=int,
+        default=defaults.credits,
+        help="starting credits per key (default: %(default)s)",
+    )
+    add("--min-seconds", type=float, default=defaults.min_seconds, help="shortest job (default: %(default)s)")
+    add("--max-seconds", type=float, default=defaults.max_seconds, help="longest job (default: %(default)s)")
+    add("--speed", type=float, default=defaults.speed, help="divides job durations (default: %(default)s)")
+    add("--seed", type=int, help="makes task ids, durations, failures and faults repeatable")
+    add(
+        "--job-failure-rate",
+        type=float,
+        default=defaults.job_failure_rate,
+        help="share of jobs that end failed (default: %(default)s)",
+    )
+    for endpoint in FAULT_ENDPOINTS:
+        for name in FAULT_NAMES:
+            add(
+                f"--{endpoint}-{name.replace('_', '-')}-rate",
+                dest=f"{endpoint}_{name}_rate",
+                type=float,
+                default=0.0,
+                help=f"share of {endpoint} requests answered with the {name} fault (default: %(default)s)",
+            )
+    add(
+        "--slow-seconds",
+        type=float,
+        default=defaults.slow_seconds,
+        help="how long a slow or timeout_after_create fault holds the answer (default: %(default)s)",
+    )
+    add(
+        "--retry-after",
+        type=float,
+        default=defaults.retry_after,
+        help="Retry-After seconds of a rate_limit fault (default: %(default)s)",
+    )
+    add("--state-file", type=Path, help="JSON file keeping jobs and credits across restarts")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> EmulatorConfig:
+    def rates(endpoint: str) -> FaultRates:
+        return FaultRates(**{name: getattr(args, f"{endpoint}_{name}_rate") for name in FAULT_NAMES})
+
+    return EmulatorConfig(
+        api_keys=tuple(args.api_keys or (DEFAULT_API_KEY,)),
+        credits=args.credits,
+        min_seconds=args.min_seconds,
+        max_seconds=args.max_seconds,
+        speed=args.speed,
+        seed=args.seed,
+        job_failure_rate=args.job_failure_rate,
+        submit_faults=rates("submit"),
+        status_faults=rates("status"),
+        slow_seconds=args.slow_seconds,
+        retry_after=args.retry_after,
+        state_file=args.state_file,
+        host=args.host,
+        port=args.port,
+    )
+
+
+async def _serve_until_signalled(config: EmulatorConfig) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stopping.set)
+    async with serving(config) as (_, base_url):
+        print(f"Kling emulator listening on {base_url}", flush=True)
+        await stopping.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = _config(args)
+    except ValueError as invalid:
+        parser.error(str(invalid))
+    if not args.api_keys:
+        print(
+            f"kling-emulator: no --api-key given, accepting the default key {DEFAULT_API_KEY}",
+            file=sys.stderr,
+        )
+    try:
+        asyncio.run(_serve_until_signalled(config))
+    except (OSError, ValueError) as failure:  # a taken port, an unreadable state file
+        print(f"kling-emulator: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

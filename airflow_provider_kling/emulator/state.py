@@ -1,0 +1,296 @@
+"""The emulator's memory: accounts and their credits, jobs, counters and queued faults.
+
+Every method runs on the server's event loop. The HTTP routes and the in-process
+:class:`~airflow_provider_kling.emulator.server.KlingEmulator` both call these methods, so each
+control has one implementation and needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.responses import JobState
+from airflow_provider_kling.emulator.config import (
+    FAULT_ENDPOINTS,
+    EmulatorConfig,
+    Fault,
+    FaultKind,
+    check_seconds,
+)
+
+#: Endpoints whose requests and responses are counted.
+COUNTED_ENDPOINTS = (*FAULT_ENDPOINTS, "video")
+
+#: The vendor's word for a job still being generated.
+PROCESSING = "processing"
+
+#: Seconds a change waits before the state file is written, so a burst of polls costs one write.
+SAVE_DELAY = 0.1
+
+STATE_FILE_VERSION = 1
+
+
+class InsufficientCreditsError(Exception):
+    """The account cannot pay for the job; nothing was created or charged."""
+
+    def __init__(self, required: int, remaining: int) -> None:
+        super().__init__(f"{required} credits required, {remaining} remaining")
+        self.required = required
+        self.remaining = remaining
+
+
+@dataclass
+class Job:
+    """One generation. ``account`` is the key's label (``key-1``...), never the key itself;
+    ``request`` is the submit body as received."""
+
+    task_id: str
+    account: str
+    request: dict[str, Any]
+    duration: int
+    sound: bool
+    credits_used: int
+    created_at: float
+    ready_at: float
+    fails: bool
+    status_polls: list[float] = field(default_factory=list)
+
+    def state(self, now: float) -> JobState:
+        if now < self.ready_at:
+            return JobState.RUNNING
+        return JobState.FAILED if self.fails else JobState.COMPLETED
+
+    def status(self, now: float) -> str:
+        state = self.state(now)
+        return PROCESSING if state is JobState.RUNNING else state.value
+
+    def progress(self, now: float) -> int:
+        """Percent done, 0-99 while running: 100 is only ever said as "completed"."""
+        span = self.ready_at - self.created_at
+        done = (now - self.created_at) / span if span > 0 else 1.0
+        return max(0, min(99, int(99 * done)))
+
+
+class EmulatorState:
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self._account_of_key = {key: f"key-{number}" for number, key in enumerate(config.api_keys, 1)}
+        self._save_handle: asyncio.TimerHandle | None = None
+        self._clear()
+        if config.state_file is not None and config.state_file.exists():
+            self._load(config.state_file)
+
+    def _clear(self) -> None:
+        seed = self.config.seed
+        # Faults draw from their own generator, so polling never shifts the ids or durations of jobs.
+        self._job_rng = random.Random(seed)
+        self._fault_rng = random.Random(None if seed is None else f"faults-{seed}")
+        self._credits = {account: self.config.credits for account in self._account_of_key.values()}
+        self._jobs: dict[str, Job] = {}
+        self._scripted_faults: dict[str, deque[Fault]] = {endpoint: deque() for endpoint in FAULT_ENDPOINTS}
+        self._requests: Counter[str] = Counter()
+        self._responses: dict[str, Counter[int]] = {endpoint: Counter() for endpoint in COUNTED_ENDPOINTS}
+        self._faults_applied: dict[str, Counter[str]] = {endpoint: Counter() for endpoint in FAULT_ENDPOINTS}
+        self._jobs_created = 0
+
+    # The API
+
+    def account(self, authorization: str | None) -> str | None:
+        """The account a ``Bearer`` Authorization header opens, or None."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self._account_of_key.get(token.strip())
+
+    def create_job(self, account: str, generation: GenerationRequest, body: dict[str, Any]) -> Job:
+        price = generation.estimated_credits
+        remaining = self._credits[account]
+        if price > remaining:
+            raise InsufficientCreditsError(price, remaining)
+        task_id = self._new_task_id()
+        nominal_seconds = self._job_rng.uniform(self.config.min_seconds, self.config.max_seconds)
+        fails = self._job_rng.random() < self.config.job_failure_rate
+        now = time.time()
+        job = Job(
+            task_id=task_id,
+            account=account,
+            request=body,
+            duration=int(generation.duration),
+            sound=generation.sound,
+            credits_used=price,
+            created_at=now,
+            ready_at=now + nominal_seconds / self.config.speed,
+            fails=fails,
+        )
+        self._credits[account] = remaining - price
+        self._jobs[task_id] = job
+        self._jobs_created += 1
+        self._changed()
+        return job
+
+    def _new_task_id(self) -> str:
+        # A seeded run restarted from its state file replays the same ids; skip those already taken.
+        while True:
+            task_id = str(uuid.UUID(int=self._job_rng.getrandbits(128), version=4))
+            if task_id not in self._jobs:
+                return task_id
+
+    def credits_remaining(self, account: str) -> int:
+        return self._credits[account]
+
+    def poll(self, account: str, task_id: str) -> Job | None:
+        """The account's job, noting when it was asked about; None for unknown or foreign ids."""
+        job = self._jobs.get(task_id)
+        if job is None or job.account != account:
+            return None
+        job.status_polls.append(time.time())
+        self._changed()
+        return job
+
+    def completed_job(self, task_id: str) -> Job | None:
+        job = self._jobs.get(task_id)
+        if job is None or job.state(time.time()) is not JobState.COMPLETED:
+            return None
+        return job
+
+    # Counters and faults
+
+    def count_request(self, endpoint: str) -> None:
+        self._requests[endpoint] += 1
+
+    def count_response(self, endpoint: str, http_status: int) -> None:
+        self._responses[endpoint][http_status] += 1
+
+    def next_fault(self, endpoint: str) -> Fault | None:
+        """The fault for this request: the next scripted one, else maybe a random one."""
+        scripted = self._scripted_faults[endpoint]
+        if scripted:
+            fault: Fault | None = scripted.popleft()
+        else:
+            rates = self.config.submit_faults if endpoint == "submit" else self.config.status_faults
+            kind = rates.pick(self._fault_rng.random())
+            fault = None if kind is None else Fault(kind, self.config.retry_after, self.config.slow_seconds)
+        if fault is not None:
+            self._faults_applied[endpoint][fault.kind.value] += 1
+        return fault
+
+    # Controls, shared by the HTTP routes and the Python API
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": {endpoint: self._requests[endpoint] for endpoint in COUNTED_ENDPOINTS},
+            "responses": {
+                endpoint: {str(code): count for code, count in sorted(counts.items())}
+                for endpoint, counts in self._responses.items()
+            },
+            "faults_applied": {endpoint: dict(counts) for endpoint, counts in self._faults_applied.items()},
+            "faults_pending": {endpoint: len(queue) for endpoint, queue in self._scripted_faults.items()},
+            "jobs_created": self._jobs_created,
+            "credits_remaining": dict(self._credits),
+        }
+
+    def jobs(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [{**asdict(job), "status": job.status(now)} for job in self._jobs.values()]
+
+    def inject(
+        self,
+        endpoint: str,
+        kind: FaultKind | str,
+        count: int = 1,
+        *,
+        retry_after: float | None = None,
+        delay: float | None = None,
+    ) -> int:
+        """Queue ``count`` faults for the next requests to ``endpoint``; returns how many are queued there.
+
+        Arguments may come straight from a JSON body, so their types are checked here.
+        """
+        if endpoint not in FAULT_ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {', '.join(FAULT_ENDPOINTS)}, got {endpoint!r}")
+        try:
+            fault_kind = FaultKind(kind)
+        except ValueError:
+            kinds = ", ".join(known.value for known in FaultKind)
+            raise ValueError(f"kind must be one of {kinds}, got {kind!r}") from None
+        if fault_kind is FaultKind.TIMEOUT_AFTER_CREATE and endpoint != "submit":
+            raise ValueError("timeout_after_create applies to the submit endpoint only")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a whole number >= 1, got {count!r}")
+        wait = self.config.retry_after if retry_after is None else check_seconds("retry_after", retry_after)
+        hold = self.config.slow_seconds if delay is None else check_seconds("delay", delay)
+        queue = self._scripted_faults[endpoint]
+        queue.extend([Fault(fault_kind, retry_after=wait, delay=hold)] * count)
+        return len(queue)
+
+    def set_credits(self, api_key: str, credits: int) -> str:
+        """Set a key's balance; returns the key's account label."""
+        account = self._account_of_key.get(api_key) if isinstance(api_key, str) else None
+        if account is None:
+            raise ValueError("api_key is not one of the emulator's keys")
+        if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
+            raise ValueError(f"credits must be a whole number >= 0, got {credits!r}")
+        self._credits[account] = credits
+        self._changed()
+        return account
+
+    def reset(self) -> None:
+        """Back to a fresh start: no jobs, counters or queued faults, full ledger, generators reseeded."""
+        self._clear()
+        self._changed()
+
+    # Persistence
+
+    def _changed(self) -> None:
+        if self.config.state_file is not None and self._save_handle is None:
+            self._save_handle = asyncio.get_running_loop().call_later(SAVE_DELAY, self._save)
+
+    def flush(self) -> None:
+        """Write a pending change now (at shutdown)."""
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save()
+
+    def _save(self) -> None:
+        self._save_handle = None
+        path = self.config.state_file
+        assert path is not None
+        snapshot = {
+            "version": STATE_FILE_VERSION,
+            "credits": self._credits,
+            "jobs": [asdict(job) for job in self._jobs.values()],
+        }
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump(snapshot, file)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _load(self, path: Path) -> None:
+        try:
+            snapshot = json.loads(path.read_text(encoding="utf-8"))
+            if snapshot.get("version") != STATE_FILE_VERSION:
+                raise ValueError(f"unknown version {snapshot.get('version')!r}")
+            jobs = [Job(**job) for job in snapshot["jobs"]]
+            saved_credits = snapshot["credits"]
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{path} is not a Kling emulator state file: {error}") from None
+        # Accounts are labelled by their key's position, so a restart must pass the keys in the same order.
+        self._credits.update(
+            {account: credits for account, credits in saved_credits.items() if account in self._credits}
+        )
+        self._jobs = {job.task_id: job for job in jobs}

@@ -1,0 +1,86 @@
+"""Every example DAG runs end to end with dag.test() against the emulator: one job per video."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.utils.state import DagRunState
+from dag_runs import connect, xcoms
+
+from airflow_provider_kling.emulator import KlingEmulator
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+@pytest.fixture
+def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingEmulator:
+    connect(monkeypatch, kling_emulator)
+    return kling_emulator
+
+
+def run_fast(dagbag: DagBag, dag_id: str, **task_overrides: Any) -> Any:
+    """Run a DAG with dag.test(), polling every 0.2 s instead of the examples' 10 s."""
+    dag = dagbag.dags[dag_id]
+    for task in dag.tasks:
+        overrides = {"poll_interval": 0.2, "poke_interval": 0.2, **task_overrides}
+        for name, value in overrides.items():
+            if name in getattr(task, "partial_kwargs", {}):
+                task.partial_kwargs[name] = value
+            elif hasattr(task, name) and not hasattr(task, "partial_kwargs"):
+                setattr(task, name, value)
+    return dag.test()
+
+
+def test_example_dags_import_without_errors(example_dagbag: DagBag) -> None:
+    assert example_dagbag.import_errors == {}
+    assert {
+        "kling_text_to_video",
+        "kling_image_to_video",
+        "kling_bulk_generation",
+        "kling_submit_then_sense",
+    } <= set(example_dagbag.dag_ids)
+
+
+def test_text_to_video_example_makes_one_video(example_dagbag: DagBag, emulator: KlingEmulator) -> None:
+    dag_run = run_fast(example_dagbag, "kling_text_to_video")
+    assert dag_run.state == DagRunState.SUCCESS
+    [task_id] = xcoms(dag_run, "generate_clip", key="task_id")
+    [result] = xcoms(dag_run, "generate_clip")
+    assert result["task_id"] == task_id and result["status"] == "completed"
+    assert result["video_url"].endswith(f"{task_id}.mp4") and result["credits_used"] == 45
+    assert xcoms(dag_run, "publish") == [result["video_url"]]
+    assert emulator.stats()["jobs_created"] == 1
+
+
+def test_image_to_video_example_sends_the_image(example_dagbag: DagBag, emulator: KlingEmulator) -> None:
+    dag_run = run_fast(example_dagbag, "kling_image_to_video")
+    assert dag_run.state == DagRunState.SUCCESS
+    [result] = xcoms(dag_run, "animate_image")
+    assert result["has_audio"] is True and result["duration"] == 10
+    [job] = emulator.jobs()
+    assert job["request"]["generationMode"] == "image_to_video"
+    assert job["request"]["imageUrls"] == ["https://example.com/images/dog.jpg"]
+
+
+def test_bulk_example_makes_one_video_per_prompt(example_dagbag: DagBag, emulator: KlingEmulator) -> None:
+    dag_run = run_fast(example_dagbag, "kling_bulk_generation")
+    assert dag_run.state == DagRunState.SUCCESS
+    task_ids = xcoms(dag_run, "generate", key="task_id")
+    results = xcoms(dag_run, "generate")
+    assert len(task_ids) == len(results) == 3
+    assert [r["task_id"] for r in results] == task_ids
+    assert xcoms(dag_run, "report") == [3]
+    assert emulator.stats()["jobs_created"] == 3
+
+
+def test_submit_then_sense_example_waits_on_the_pushed_task_id(
+    example_dagbag: DagBag, emulator: KlingEmulator
+) -> None:
+    dag_run = run_fast(example_dagbag, "kling_submit_then_sense")
+    assert dag_run.state == DagRunState.SUCCESS
+    [task_id] = xcoms(dag_run, "submit")
+    [result] = xcoms(dag_run, "wait_for_video")
+    assert result["task_id"] == task_id and result["video_url"]
+    assert emulator.stats()["jobs_created"] == 1
