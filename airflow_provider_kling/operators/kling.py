@@ -193,9 +193,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     def is_job_succeeded(self, status: str) -> bool:
         return job_state(status) is JobState.COMPLETED
 
-    def poll_until_complete(self, external_id: Any, context: Context) -> None:
+    def poll_until_complete(self, external_id: Any, context: Context) -> Any:
+        # The mixin returns this on a reattach, and calls get_job_result after it on a fresh submit.
         if not self.wait_for_completion:
-            return
+            return external_id["task_id"]
         trigger = KlingStatusTrigger(
             task_id=external_id["task_id"],
             deadline=time.time() + _seconds(self.timeout),
@@ -209,15 +210,16 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                 kwargs={"submission": external_id},
                 timeout=timedelta(seconds=_seconds(self.timeout)) + DEFER_SAFETY_MARGIN,
             )
-        self._event = asyncio.run(trigger.wait())
+        self._finished = self._result(result_from_event(asyncio.run(trigger.wait())), external_id)
+        return self._finished
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
         if not self.wait_for_completion:
             return external_id["task_id"]
-        event = getattr(self, "_event", None)
-        if event is None:  # an earlier try's job had already finished: read it once more
-            return self._result(self.hook.get_status(external_id["task_id"]).as_dict(), external_id)
-        return self._result(result_from_event(event), external_id)
+        if hasattr(self, "_finished"):
+            return self._finished
+        # An earlier try's job had already finished: read its result once more.
+        return self._result(self.hook.get_status(external_id["task_id"]).as_dict(), external_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any], submission: Any = None) -> Any:
         """Resume after the trigger's one event: the result, or a clear error."""

@@ -1,0 +1,134 @@
+"""KlingGenerateOperator and KlingStatusSensor, run with dag.test() against the emulator.
+
+The DAGs are in tests/dags/kling_operator_cases.py, one behaviour each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from airflow.utils.state import DagRunState, TaskInstanceState
+from dag_runs import connect, task_instance, xcoms
+
+from airflow_provider_kling.emulator import KlingEmulator
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+@pytest.fixture
+def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingEmulator:
+    connect(monkeypatch, kling_emulator)
+    return kling_emulator
+
+
+def run(case_dagbag: Any, dag_id: str) -> Any:
+    return case_dagbag.dags[dag_id].test()
+
+
+def statuses_polled(emulator: KlingEmulator) -> int:
+    return int(emulator.stats()["requests"]["status"])
+
+
+@pytest.mark.parametrize("mode", ["deferrable", "blocking"])
+def test_generate_returns_the_video_and_pushes_the_task_id(
+    case_dagbag: Any, emulator: KlingEmulator, mode: str
+) -> None:
+    dag_run = run(case_dagbag, f"case_{mode}_generate")
+    assert dag_run.state == DagRunState.SUCCESS
+    [task_id] = xcoms(dag_run, "generate", key="task_id")
+    [result] = xcoms(dag_run, "generate")
+    assert result == {
+        "task_id": task_id,
+        "status": "completed",
+        "video_url": f"{emulator.base_url}/_emulator/videos/{task_id}.mp4",
+        "duration": 5,
+        "has_audio": False,
+        "credits_used": 45,
+        "credits_remaining": 10_000 - 45,
+    }
+    assert emulator.stats()["jobs_created"] == 1
+
+
+@pytest.mark.parametrize("mode", ["deferrable", "blocking"])
+def test_retry_after_a_failed_wait_reattaches_to_the_same_job(
+    case_dagbag: Any, emulator: KlingEmulator, mode: str
+) -> None:
+    dag_run = run(case_dagbag, f"case_{mode}_retry_after_timeout")
+    assert dag_run.state == DagRunState.SUCCESS
+    assert task_instance(dag_run, "generate").try_number >= 2
+    [job] = emulator.jobs()
+    [result] = xcoms(dag_run, "generate")
+    assert result["task_id"] == job["task_id"] and result["credits_used"] == 45
+    assert emulator.stats()["jobs_created"] == 1
+
+
+def test_invalid_request_fails_at_once_and_sends_nothing(case_dagbag: Any, emulator: KlingEmulator) -> None:
+    dag_run = run(case_dagbag, "case_invalid_request")
+    ti = task_instance(dag_run, "generate")
+    assert (ti.state, ti.try_number) == (TaskInstanceState.FAILED, 1)
+    assert emulator.stats()["requests"] == {"submit": 0, "status": 0, "video": 0}
+
+
+def test_wrong_key_fails_at_once_without_retries(
+    case_dagbag: Any, emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(monkeypatch, emulator, conn_id="kling_wrong_key", api_key="not-the-key")
+    dag_run = run(case_dagbag, "case_wrong_key")
+    ti = task_instance(dag_run, "generate")
+    assert (ti.state, ti.try_number) == (TaskInstanceState.FAILED, 1)
+    assert emulator.stats()["jobs_created"] == 0
+
+
+def test_failed_job_fails_the_task(case_dagbag: Any, kling_emulator_factory: Any, monkeypatch: Any) -> None:
+    failing = kling_emulator_factory(job_failure_rate=1.0)
+    connect(monkeypatch, failing)
+    dag_run = run(case_dagbag, "case_job_fails")
+    assert task_instance(dag_run, "generate").state == TaskInstanceState.FAILED
+    assert failing.stats()["jobs_created"] == 1
+
+
+def test_unconfirmed_submit_fails_instead_of_paying_twice(case_dagbag: Any, emulator: KlingEmulator) -> None:
+    emulator.inject("submit", "timeout_after_create", count=1, delay=0.1)
+    dag_run = run(case_dagbag, "case_unconfirmed_submit_fails")
+    ti = task_instance(dag_run, "generate")
+    assert (ti.state, ti.try_number) == (TaskInstanceState.FAILED, 1)
+    assert emulator.stats()["jobs_created"] == 1
+
+
+def test_unconfirmed_submit_resubmits_when_told_to(case_dagbag: Any, emulator: KlingEmulator) -> None:
+    emulator.inject("submit", "timeout_after_create", count=1, delay=0.1)
+    dag_run = run(case_dagbag, "case_unconfirmed_submit_resubmits")
+    assert dag_run.state == DagRunState.SUCCESS
+    assert task_instance(dag_run, "generate").try_number == 2
+    assert emulator.stats()["jobs_created"] == 2
+
+
+def test_submit_only_returns_the_task_id_without_polling(case_dagbag: Any, emulator: KlingEmulator) -> None:
+    dag_run = run(case_dagbag, "case_submit_only")
+    [job] = emulator.jobs()
+    assert xcoms(dag_run, "submit") == [job["task_id"]]
+    assert xcoms(dag_run, "submit", key="task_id") == [job["task_id"]]
+    assert statuses_polled(emulator) == 0
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
+def test_sensor_waits_for_a_task_id_from_upstream(
+    case_dagbag: Any, emulator: KlingEmulator, mode: str
+) -> None:
+    dag_run = run(case_dagbag, f"case_sensor_{mode}")
+    assert dag_run.state == DagRunState.SUCCESS
+    [task_id] = xcoms(dag_run, "submit")
+    [result] = xcoms(dag_run, "wait")
+    assert result["task_id"] == task_id and result["status"] == "completed"
+    assert emulator.stats()["jobs_created"] == 1
+
+
+def test_sensor_fails_at_once_on_a_failed_job(
+    case_dagbag: Any, kling_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = kling_emulator_factory(job_failure_rate=1.0)
+    connect(monkeypatch, failing)
+    dag_run = run(case_dagbag, "case_sensor_poke")
+    ti = task_instance(dag_run, "wait")
+    assert (ti.state, ti.try_number) == (TaskInstanceState.FAILED, 1)
