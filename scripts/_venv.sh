@@ -1,0 +1,25 @@
+# Sourced by the other scripts: make (once) and activate the project's virtualenv in .venv,
+# with the package installed from this checkout plus the extras named in $KLING_EXTRAS.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "airflow-provider-kling needs Python 3.10 or newer; $PYTHON is $("$PYTHON" --version 2>&1)." >&2
+  exit 1
+fi
+VENV="${KLING_VENV:-$ROOT/.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "Creating the virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+echo "Installing airflow-provider-kling${KLING_EXTRAS:+[$KLING_EXTRAS]} and its dependencies into $VENV"
+install_log="$VENV/install.log"
+if ! { python -m pip install --disable-pip-version-check --upgrade pip \
+       && python -m pip install --disable-pip-version-check -e "$ROOT${KLING_EXTRAS:+[$KLING_EXTRAS]}"; } \
+     >"$install_log" 2>&1; then
+  cat "$install_log" >&2
+  echo "Installing failed; the log above is also in $install_log" >&2
+  exit 1
+fi
