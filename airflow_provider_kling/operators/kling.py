@@ -198,7 +198,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         if not self.wait_for_completion:
             return external_id["task_id"]
         trigger = KlingStatusTrigger(
-            task_id=external_id["task_id"],
+            kling_task_id=external_id["task_id"],
             deadline=time.time() + _seconds(self.timeout),
             poll_interval=self.poll_interval,
             kling_conn_id=self.kling_conn_id,

@@ -67,7 +67,7 @@ class KlingStatusSensor(BaseSensorOperator):
             return super().execute(context)
         self.defer(
             trigger=KlingStatusTrigger(
-                task_id=self.kling_task_id,
+                kling_task_id=self.kling_task_id,
                 deadline=time.time() + self.timeout,
                 poll_interval=self.poke_interval,
                 kling_conn_id=self.kling_conn_id,

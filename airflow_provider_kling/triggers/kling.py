@@ -94,10 +94,15 @@ class KlingStatusTrigger(BaseTrigger):
     """Poll ``GET /status/{task_id}/`` until the job ends or ``deadline`` (a Unix time) passes."""
 
     def __init__(
-        self, task_id: str, deadline: float, poll_interval: float = 10.0, kling_conn_id: str = "kling_default"
+        self,
+        kling_task_id: str,
+        deadline: float,
+        poll_interval: float = 10.0,
+        kling_conn_id: str = "kling_default",
     ):
         super().__init__()
-        self.task_id = task_id
+        # Not ``task_id``: BaseTrigger keeps the Airflow task's id there, set by the triggerer.
+        self.kling_task_id = kling_task_id
         self.deadline = deadline
         self.poll_interval = poll_interval
         self.kling_conn_id = kling_conn_id
@@ -106,7 +111,7 @@ class KlingStatusTrigger(BaseTrigger):
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
-                "task_id": self.task_id,
+                "kling_task_id": self.kling_task_id,
                 "deadline": self.deadline,
                 "poll_interval": self.poll_interval,
                 "kling_conn_id": self.kling_conn_id,
@@ -129,15 +134,15 @@ class KlingStatusTrigger(BaseTrigger):
                 if remaining <= 0:
                     return self._timed_out(progress)
                 try:
-                    status = await hook.aget_status(self.task_id)
+                    status = await hook.aget_status(self.kling_task_id)
                 except KlingError as error:
                     failures += 1
                     if not is_transient(error) or failures >= FAILURE_BUDGET:
                         tried = f" after {failures} failed polls" if is_transient(error) else ""
                         return wait_event(
                             WaitOutcome.ERROR,
-                            self.task_id,
-                            f"Could not read Kling job {self.task_id}{tried}: {error}",
+                            self.kling_task_id,
+                            f"Could not read Kling job {self.kling_task_id}{tried}: {error}",
                             progress=progress,
                         )
                     self.log.warning(
@@ -147,12 +152,12 @@ class KlingStatusTrigger(BaseTrigger):
                     failures = 0
                     if status.progress != progress or status.state is not JobState.RUNNING:
                         shown = f", progress {status.progress}%" if status.progress is not None else ""
-                        self.log.info("Kling job %s: %s%s", self.task_id, status.status, shown)
+                        self.log.info("Kling job %s: %s%s", self.kling_task_id, status.status, shown)
                     progress = status.progress if status.progress is not None else progress
                     if status.state is JobState.COMPLETED:
                         return wait_event(
                             WaitOutcome.SUCCESS,
-                            self.task_id,
+                            self.kling_task_id,
                             f"Video ready: {status.video_url}",
                             status=status,
                         )
@@ -160,8 +165,8 @@ class KlingStatusTrigger(BaseTrigger):
                         said = f": {status.message}" if status.message else ""
                         return wait_event(
                             WaitOutcome.FAILED,
-                            self.task_id,
-                            f"Kling job {self.task_id} ended as {status.status!r}{said}",
+                            self.kling_task_id,
+                            f"Kling job {self.kling_task_id} ended as {status.status!r}{said}",
                             progress=progress,
                             status=status,
                         )
@@ -171,8 +176,8 @@ class KlingStatusTrigger(BaseTrigger):
         seen = f"{progress}%" if progress is not None else "unknown"
         return wait_event(
             WaitOutcome.TIMEOUT,
-            self.task_id,
-            f"Stopped waiting for Kling job {self.task_id} at its deadline (last progress {seen}). "
+            self.kling_task_id,
+            f"Stopped waiting for Kling job {self.kling_task_id} at its deadline (last progress {seen}). "
             "The job was not cancelled (the API has no cancel call): it may still finish, and is charged.",
             progress=progress,
         )

@@ -1,0 +1,241 @@
+"""End to end on a real Airflow: `airflow standalone` (scheduler, triggerer, dag-processor, api-server)
+runs the text-to-video example against the emulator running as its own process.
+
+It shows what the README promises: the generate task passes through ``deferred`` (no worker slot
+held while the video renders), the triggerer does the polling (every status call reaches the
+emulator while the task is deferred), and exactly one job is created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import EXAMPLE_DAGS
+
+DAG_ID = "kling_text_to_video"
+TASK_ID = "generate_clip"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """Stop a process we started, and its children, by its process (group) id."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@dataclass
+class Emulator:
+    process: subprocess.Popen[str]
+    url: str
+
+    def stats(self) -> dict[str, Any]:
+        return dict(requests.get(f"{self.url}/_emulator/stats", timeout=5).json())
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(requests.get(f"{self.url}/_emulator/jobs", timeout=5).json())
+
+
+@dataclass
+class Airflow:
+    home: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    api_url: str
+    observed_states: list[tuple[float, str | None]] = field(default_factory=list)
+
+    def cli(self, *arguments: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow", *arguments],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def query(self, sql: str, *parameters: Any) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
+            return db.execute(sql, parameters).fetchall()
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    # The vendor's 60-90 s jobs run 10x faster: 6-9 s, long enough to watch the task wait deferred.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_kling.emulator",
+            "--port",
+            "0",
+            "--speed",
+            "10",
+            "--seed",
+            "7",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    banner = process.stdout.readline()
+    try:
+        assert banner.startswith("Kling emulator listening on http://127.0.0.1:"), banner
+        yield Emulator(process, banner.split()[-1])
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def airflow(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+    home = tmp_path_factory.mktemp("airflow-home")
+    api_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env |= {
+        # standalone starts its components as `airflow ...` commands: find this environment's first.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
+            {"conn_type": "kling", "host": emulator.url, "password": "kling-emulator-key"}
+        ),
+    }
+    log = (home / "standalone.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow", "standalone"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    running = Airflow(home, env, process, f"http://127.0.0.1:{api_port}")
+    try:
+        wait_for(lambda: api_is_up(running), 180, "the api-server to answer", running)
+        yield running
+    finally:
+        stop(process)
+        log.close()
+
+
+def api_is_up(airflow: Airflow) -> bool:
+    try:
+        return requests.get(f"{airflow.api_url}/api/v2/monitor/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_for(condition: Any, seconds: float, what: str, airflow: Airflow) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if airflow.process.poll() is not None:
+            break
+        if condition():
+            return
+        time.sleep(0.25)
+    tail = (airflow.home / "standalone.log").read_text(errors="replace")[-4000:]
+    raise AssertionError(f"Gave up waiting for {what} after {seconds} s. airflow standalone said:\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def finished_run(airflow: Airflow, emulator: Emulator) -> dict[str, Any]:
+    """Trigger the example once and watch its generate task's state until the run ends."""
+    wait_for(
+        lambda: airflow.query("SELECT 1 FROM dag WHERE dag_id = ?", DAG_ID),
+        180,
+        f"the dag-processor to register {DAG_ID}",
+        airflow,
+    )
+    airflow.cli("dags", "unpause", DAG_ID)  # only this one: the other examples stay paused
+    run_id = f"e2e_{int(time.time())}"
+    airflow.cli("dags", "trigger", DAG_ID, "--run-id", run_id)
+
+    def run_state() -> str | None:
+        rows = airflow.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
+        task_rows = airflow.query(
+            "SELECT state FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+            DAG_ID,
+            run_id,
+            TASK_ID,
+        )
+        airflow.observed_states.append((time.time(), task_rows[0][0] if task_rows else None))
+        return rows[0][0] if rows else None
+
+    wait_for(lambda: run_state() in ("success", "failed"), 240, f"the {DAG_ID} run to end", airflow)
+    return {"run_id": run_id, "state": run_state()}
+
+
+def test_example_dag_run_succeeds(finished_run: dict[str, Any]) -> None:
+    assert finished_run["state"] == "success"
+
+
+def test_generate_task_waited_in_the_deferred_state(finished_run: dict[str, Any], airflow: Airflow) -> None:
+    assert "deferred" in [state for _, state in airflow.observed_states]
+
+
+def test_the_triggerer_did_the_polling(
+    finished_run: dict[str, Any], airflow: Airflow, emulator: Emulator
+) -> None:
+    states = airflow.observed_states
+    deferred_at = [i for i, (_, state) in enumerate(states) if state == "deferred"]
+    # The deferral began after the last sample before it and ended before the first sample after it.
+    window_start = states[deferred_at[0] - 1][0] if deferred_at[0] > 0 else states[0][0]
+    window_end = states[deferred_at[-1] + 1][0]
+    [job] = emulator.jobs()
+    assert job["status_polls"], "nobody polled the job"
+    assert all(window_start <= poll <= window_end for poll in job["status_polls"]), (
+        window_start,
+        job["status_polls"],
+        window_end,
+    )
+
+
+def test_exactly_one_job_was_created(finished_run: dict[str, Any], emulator: Emulator) -> None:
+    assert emulator.stats()["jobs_created"] == 1
+
+
+def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow: Airflow) -> None:
+    logs = [
+        path.read_text(errors="replace")
+        for path in (airflow.home / "logs").rglob("*")
+        if path.is_file() and f"run_id={finished_run['run_id']}" in str(path) and TASK_ID in str(path)
+    ]
+    assert any("Kling job" in text and "progress" in text for text in logs)
+
+
+def test_example_dags_have_no_import_errors(airflow: Airflow) -> None:
+    listed = airflow.cli("dags", "list-import-errors", "--output", "json")
+    [json_line] = [line for line in listed.splitlines() if line.startswith("[")]  # after any warnings
+    assert json.loads(json_line) == []
