@@ -1,0 +1,145 @@
+"""KlingStatusTrigger: its real async generator against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from airflow.triggers.base import TriggerEvent
+from dag_runs import connect
+
+from airflow_provider_kling.core.api import RetryPolicy
+from airflow_provider_kling.core.errors import KlingError, KlingJobFailedError
+from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.emulator import KlingEmulator
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.triggers import kling as trigger_module
+from airflow_provider_kling.triggers.kling import (
+    KlingStatusTrigger,
+    KlingWaitTimeoutError,
+    result_from_event,
+)
+
+
+@pytest.fixture
+def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingEmulator:
+    connect(monkeypatch, kling_emulator)
+    monkeypatch.setattr(
+        KlingHook, "status_retry_policy", RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02)
+    )
+    return kling_emulator
+
+
+def submit(prompt: str = "a fox") -> str:
+    return KlingHook().submit(GenerationRequest(prompt)).task_id
+
+
+def trigger_for(task_id: str, seconds: float = 30, poll_interval: float = 0.1) -> KlingStatusTrigger:
+    return KlingStatusTrigger(
+        kling_task_id=task_id, deadline=time.time() + seconds, poll_interval=poll_interval
+    )
+
+
+def run_to_end(trigger: KlingStatusTrigger) -> list[dict[str, Any]]:
+    """Drive the trigger as the triggerer does, collecting every event it yields."""
+
+    async def collect() -> list[TriggerEvent]:
+        return [event async for event in trigger.run()]
+
+    return [event.payload for event in asyncio.run(collect())]
+
+
+def test_completed_job_yields_one_success_event_with_the_video(emulator: KlingEmulator) -> None:
+    task_id = submit()
+    [event] = run_to_end(trigger_for(task_id))
+    assert event["status"] == "success" and event["task_id"] == task_id
+    assert event["result"]["video_url"].endswith(f"{task_id}.mp4")
+    assert result_from_event(event)["state"] == "completed"
+
+
+def test_failed_job_yields_a_failed_event_with_the_vendor_message(
+    kling_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(monkeypatch, kling_emulator_factory(job_failure_rate=1.0))
+    [event] = run_to_end(trigger_for(submit()))
+    assert event["status"] == "failed" and "failed (emulated)" in event["message"]
+    with pytest.raises(KlingJobFailedError):
+        result_from_event(event)
+
+
+def test_deadline_yields_a_timeout_event_that_says_the_job_goes_on(emulator: KlingEmulator) -> None:
+    task_id = submit()
+    started = time.monotonic()
+    [event] = run_to_end(trigger_for(task_id, seconds=0.3))
+    assert time.monotonic() - started < 1.0
+    assert event["status"] == "timeout" and event["progress"] is not None
+    assert "not cancelled" in event["message"]
+    with pytest.raises(KlingWaitTimeoutError):
+        result_from_event(event)
+
+
+def test_a_burst_of_server_errors_is_ridden_out(emulator: KlingEmulator) -> None:
+    task_id = submit()
+    emulator.inject("status", "server_error", count=6)
+    [event] = run_to_end(trigger_for(task_id))
+    assert event["status"] == "success"
+
+
+def test_too_many_failed_polls_in_a_row_end_the_wait_as_an_error(emulator: KlingEmulator) -> None:
+    task_id = submit()
+    emulator.inject("status", "server_error", count=1000)
+    [event] = run_to_end(trigger_for(task_id, poll_interval=0.01))
+    assert event["status"] == "error" and "503" in event["message"]
+    polls = emulator.stats()["requests"]["status"]
+    assert polls == trigger_module.FAILURE_BUDGET * KlingHook.status_retry_policy.attempts
+
+
+def test_wrong_key_fails_at_once(emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    task_id = submit()
+    connect(monkeypatch, emulator, api_key="not-the-key")
+    [event] = run_to_end(trigger_for(task_id))
+    assert event["status"] == "error" and "401" in event["message"]
+    assert emulator.stats()["requests"]["status"] == 1
+    with pytest.raises(KlingError):
+        result_from_event(event)
+
+
+def test_unknown_task_fails_at_once(emulator: KlingEmulator) -> None:
+    [event] = run_to_end(trigger_for("no-such-task"))
+    assert event["status"] == "error" and "404" in event["message"]
+    assert emulator.stats()["requests"]["status"] == 1
+
+
+def test_serialised_kwargs_hold_no_key_and_only_primitives(emulator: KlingEmulator) -> None:
+    classpath, kwargs = trigger_for("abc").serialize()
+    assert classpath == "airflow_provider_kling.triggers.kling.KlingStatusTrigger"
+    assert set(kwargs) == {"kling_task_id", "deadline", "poll_interval", "kling_conn_id"}
+    assert emulator.api_key not in repr(kwargs)
+    assert all(isinstance(value, (str, float, int)) for value in kwargs.values())
+
+
+def test_trigger_recreated_from_its_kwargs_finishes_the_same_job(emulator: KlingEmulator) -> None:
+    task_id = submit()
+    original = trigger_for(task_id, seconds=0.2)
+    [first] = run_to_end(original)  # the "triggerer" stops before the job is done
+    assert first["status"] == "timeout"
+    _, kwargs = original.serialize()
+    recreated = KlingStatusTrigger(**{**kwargs, "deadline": time.time() + 30})
+    [event] = run_to_end(recreated)
+    assert event["status"] == "success" and event["task_id"] == task_id
+    assert emulator.stats()["jobs_created"] == 1
+
+
+def test_restart_keeps_the_original_deadline(emulator: KlingEmulator) -> None:
+    _, kwargs = trigger_for(submit(), seconds=0.3).serialize()
+    time.sleep(0.3)  # the deadline passes while the "triggerer" is down
+    [event] = run_to_end(KlingStatusTrigger(**kwargs))
+    assert event["status"] == "timeout"
+    assert emulator.stats()["requests"]["status"] == 0
+
+
+def test_unexpected_event_is_a_clear_error() -> None:
+    with pytest.raises(KlingError, match="does not know"):
+        result_from_event({"status": "teleported"})
