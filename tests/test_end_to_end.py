@@ -129,6 +129,7 @@ def airflow(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
             {"conn_type": "kling", "host": emulator.url, "password": "kling-emulator-key"}
         ),
@@ -239,3 +240,32 @@ def test_example_dags_have_no_import_errors(airflow: Airflow) -> None:
     listed = airflow.cli("dags", "list-import-errors", "--output", "json")
     [json_line] = [line for line in listed.splitlines() if line.startswith("[")]  # after any warnings
     assert json.loads(json_line) == []
+
+
+def test_airflow_lists_the_provider(airflow: Airflow) -> None:
+    assert "airflow-provider-kling" in airflow.cli("providers", "list", "--output", "json")
+
+
+def test_connection_added_with_the_cli_passes_airflow_connection_test(
+    airflow: Airflow, emulator: Emulator
+) -> None:
+    airflow.cli(
+        "connections", "add", "kling_from_cli",
+        "--conn-type", "kling", "--conn-host", emulator.url, "--conn-password", "kling-emulator-key",
+    )  # fmt: skip
+    before = emulator.stats()
+    assert "Connection success!" in airflow.cli("connections", "test", "kling_from_cli")
+    after = emulator.stats()
+    # Our test_connection asked for a task that cannot exist (a 404 proves the key works), spending nothing.
+    assert after["responses"]["status"]["404"] == before["responses"]["status"].get("404", 0) + 1
+    assert after["jobs_created"] == before["jobs_created"]
+
+
+def test_connection_test_reports_a_wrong_key(airflow: Airflow, emulator: Emulator) -> None:
+    airflow.cli(
+        "connections", "add", "kling_wrong_key",
+        "--conn-type", "kling", "--conn-host", emulator.url, "--conn-password", "not-the-key",
+    )  # fmt: skip
+    command = [sys.executable, "-m", "airflow", "connections", "test", "kling_wrong_key"]
+    done = subprocess.run(command, env=airflow.env, capture_output=True, text=True, timeout=120)
+    assert "401" in done.stdout + done.stderr
