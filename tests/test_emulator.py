@@ -660,10 +660,10 @@ def test_many_concurrent_clients_are_all_served(kling_emulator_factory: KlingEmu
                     await response.read()
                     return response.status
 
-            return await asyncio.gather(*(one() for _ in range(500)))
+            return await asyncio.gather(*(one() for _ in range(2000)))
 
-    assert asyncio.run(crowd()) == [201] * 500
-    assert emulator.stats()["jobs_created"] == 500
+    assert asyncio.run(crowd()) == [201] * 2000
+    assert emulator.stats()["jobs_created"] == 2000
 
 
 # The command line

@@ -57,7 +57,9 @@ def test_text_to_video_example_makes_one_video(example_dagbag: DagBag, emulator:
 def test_image_to_video_example_sends_the_image(example_dagbag: DagBag, emulator: KlingEmulator) -> None:
     dag_run = run_fast(example_dagbag, "kling_image_to_video")
     assert dag_run.state == DagRunState.SUCCESS
+    [task_id] = xcoms(dag_run, "animate_image", key="task_id")
     [result] = xcoms(dag_run, "animate_image")
+    assert result["task_id"] == task_id
     assert result["has_audio"] is True and result["duration"] == 10
     [job] = emulator.jobs()
     assert job["request"]["generationMode"] == "image_to_video"
@@ -81,6 +83,7 @@ def test_submit_then_sense_example_waits_on_the_pushed_task_id(
     dag_run = run_fast(example_dagbag, "kling_submit_then_sense")
     assert dag_run.state == DagRunState.SUCCESS
     [task_id] = xcoms(dag_run, "submit")
+    assert xcoms(dag_run, "submit", key="task_id") == [task_id]
     [result] = xcoms(dag_run, "wait_for_video")
     assert result["task_id"] == task_id and result["video_url"]
     assert emulator.stats()["jobs_created"] == 1

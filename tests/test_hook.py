@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from test_request import INVALID_REQUESTS
 
 from airflow_provider_kling.core.api import SUBMIT_PATH, RetryPolicy, read_submit_response
 from airflow_provider_kling.core.errors import (
@@ -271,20 +272,14 @@ def test_submit_refused_before_sending_is_retried_then_reported(monkeypatch: pyt
 
 
 @pytest.mark.parametrize(
-    "arguments",
-    [
-        {"prompt": ""},
-        {"prompt": "a", "duration": 7},
-        {"prompt": "a", "image_urls": ["ftp://x/y.jpg"]},
-        {"prompt": "a", "aspect_ratio": "4:3"},
-    ],
+    "arguments", [case[1] for case in INVALID_REQUESTS], ids=[case[0] for case in INVALID_REQUESTS]
 )
 def test_invalid_request_never_reaches_the_server(
     hook: KlingHook, kling_emulator: KlingEmulator, arguments: dict[str, Any]
 ) -> None:
     with pytest.raises(KlingValidationError):
         hook.submit(GenerationRequest(**arguments))
-    assert requests_to(kling_emulator, "submit") == 0
+    assert kling_emulator.stats()["requests"] == {"submit": 0, "status": 0, "video": 0}
 
 
 # -- test_connection -----------------------------------------------------------------------------

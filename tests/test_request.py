@@ -68,9 +68,8 @@ INVALID_REQUESTS: list[tuple[str, dict[str, Any], str, str]] = [
     ("arguments", "field", "rule"), [c[1:] for c in INVALID_REQUESTS], ids=[c[0] for c in INVALID_REQUESTS]
 )
 def test_invalid_request_names_field_rule_and_value(arguments: dict[str, Any], field: str, rule: str) -> None:
-    prompt = arguments.pop("prompt")
     with pytest.raises(KlingValidationError) as raised:
-        GenerationRequest(prompt, **arguments)
+        GenerationRequest(**arguments)
     [error] = raised.value.errors
     assert error.field == field
     assert rule in error.rule
