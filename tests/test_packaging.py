@@ -30,7 +30,7 @@ def modules_added_by_importing_the_operator() -> dict[str, list[str]]:
 
 def test_importing_the_operator_loads_no_third_party_package_beyond_airflow_sdk() -> None:
     probe = modules_added_by_importing_the_operator()
-    assert probe["new_top_level"] == ["airflow_provider_kling"]
+    assert set(probe["new_top_level"]) <= {"airflow_provider_kling"}
     heavy = {"requests", "aiohttp", "airflow_provider_kling.emulator", "airflow_provider_kling.hooks.kling"}
     assert heavy.isdisjoint(probe["added"])
 
