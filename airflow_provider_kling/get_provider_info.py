@@ -14,6 +14,18 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Generate videos with the Kling 2.6 API (as sold by UlazAI) from Airflow.",
         "versions": [__version__],
         "connection-types": [
-            {"connection-type": "kling", "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook"}
+            {
+                "connection-type": "kling",
+                "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook",
+                "hook-name": "Kling AI video",
+                # Declared here, not by hook methods (deprecated in Airflow 3.2): the UI reads it
+                # without importing the hook. Airflow 3.1 ignores it and shows the plain form.
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"host": "Base URL", "password": "API key"},
+                    "placeholders": {"host": "https://ulazai.com", "password": "your UlazAI API key"},
+                },
+            }
         ],
+        "extra-links": ["airflow_provider_kling.links.kling.KlingVideoLink"],
     }

@@ -50,6 +50,17 @@ def test_generate_returns_the_video_and_pushes_the_task_id(
     assert emulator.stats()["jobs_created"] == 1
 
 
+def test_video_link_points_at_the_finished_video(case_dagbag: Any, emulator: KlingEmulator) -> None:
+    dag_run = run(case_dagbag, "case_deferrable_generate")
+    [result] = xcoms(dag_run, "generate")
+    assert xcoms(dag_run, "generate", key="_link_KlingVideoLink") == [result["video_url"]]
+
+
+def test_video_link_is_absent_while_there_is_no_video(case_dagbag: Any, emulator: KlingEmulator) -> None:
+    dag_run = run(case_dagbag, "case_submit_only")
+    assert xcoms(dag_run, "submit", key="_link_KlingVideoLink") == [""]
+
+
 @pytest.mark.parametrize("mode", ["deferrable", "blocking"])
 def test_retry_after_a_failed_wait_reattaches_to_the_same_job(
     case_dagbag: Any, emulator: KlingEmulator, mode: str

@@ -41,10 +41,20 @@ def test_provider_entry_point_registers_the_kling_connection_type() -> None:
     ]
     assert entry_point.load() is get_provider_info
     [connection_type] = get_provider_info()["connection-types"]
-    assert connection_type == {
-        "connection-type": "kling",
-        "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook",
-    }
+    assert connection_type["connection-type"] == "kling"
+    assert connection_type["hook-class-name"] == "airflow_provider_kling.hooks.kling.KlingHook"
+
+
+def test_connection_form_labels_the_key_and_hides_unused_fields() -> None:
+    [connection_type] = get_provider_info()["connection-types"]
+    form = connection_type["ui-field-behaviour"]
+    assert form["relabeling"] == {"host": "Base URL", "password": "API key"}
+    assert form["placeholders"]["host"] == "https://ulazai.com"
+    assert {"schema", "login"} <= set(form["hidden-fields"])
+
+
+def test_video_link_is_registered() -> None:
+    assert "airflow_provider_kling.links.kling.KlingVideoLink" in get_provider_info()["extra-links"]
 
 
 def test_kling_emulator_command_is_installed() -> None:

@@ -21,6 +21,7 @@ from airflow_provider_kling.core.errors import (
 )
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobState, job_state
+from airflow_provider_kling.links.kling import KlingVideoLink
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger, result_from_event, video_result
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     template_fields: Sequence[str] = ("prompt", "image_urls", "generation_mode", "duration", "aspect_ratio")
     ui_color = "#f2e6ff"
     external_id_key = "kling_task_id"
+    operator_extra_links = (KlingVideoLink(),)
 
     def __init__(
         self,

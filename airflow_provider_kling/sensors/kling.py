@@ -18,6 +18,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_kling.core.errors import KlingError, is_transient
 from airflow_provider_kling.core.responses import JobState
+from airflow_provider_kling.links.kling import KlingVideoLink
 from airflow_provider_kling.triggers.kling import (
     KlingStatusTrigger,
     KlingWaitTimeoutError,
@@ -41,6 +42,7 @@ class KlingStatusSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("kling_task_id",)
     ui_color = "#f2e6ff"
+    operator_extra_links = (KlingVideoLink(),)
 
     def __init__(
         self,
