@@ -440,7 +440,7 @@ def test_faults_route_queues_a_fault_over_http(emulator: KlingEmulator) -> None:
     "fault",
     [
         {"endpoint": "status", "kind": "meltdown"},
-        {"endpoint": "video", "kind": "drop"},
+        {"endpoint": "jobs", "kind": "drop"},
         {"endpoint": "status", "kind": "timeout_after_create"},
         {"endpoint": "status", "kind": "drop", "count": 0},
         {"endpoint": "status", "kind": "slow", "delay": -1},
@@ -453,7 +453,7 @@ def test_faults_route_refuses_a_fault_it_cannot_apply(emulator: KlingEmulator, f
 
     assert answer.status_code == 400
     assert answer.json()["success"] is False
-    assert emulator.stats()["faults_pending"] == {"submit": 0, "status": 0}
+    assert emulator.stats()["faults_pending"] == {"submit": 0, "status": 0, "video": 0}
 
 
 # Random faults
@@ -550,7 +550,7 @@ def test_reset_clears_jobs_counters_faults_and_ledger(emulator: KlingEmulator) -
     assert emulator.jobs() == []
     assert stats["jobs_created"] == 0
     assert stats["requests"] == {"submit": 0, "status": 0, "video": 0}
-    assert stats["faults_pending"] == {"submit": 0, "status": 0}
+    assert stats["faults_pending"] == {"submit": 0, "status": 0, "video": 0}
     assert stats["credits_remaining"] == {"key-1": 10_000}
 
 
@@ -698,3 +698,10 @@ def test_cli_serves_on_a_free_port_and_exits_cleanly_on_sigterm() -> None:
     assert process.returncode == 0, stderr
     assert rest_of_stdout == ""
     assert "Traceback" not in stderr
+
+
+def test_scripted_fault_on_the_video_download(emulator: KlingEmulator) -> None:
+    final, _ = wait_until_finished(emulator, submitted_task(emulator))
+    emulator.inject("video", "server_error", count=1)
+
+    assert [requests.get(final["video_url"], timeout=10).status_code for _ in range(2)] == [503, 200]

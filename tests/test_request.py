@@ -173,3 +173,14 @@ def test_wire_reader_requires_the_mode_and_a_text_duration_and_uses_api_names() 
 def test_wire_reader_refuses_a_body_that_is_not_an_object() -> None:
     with pytest.raises(KlingValidationError, match="must be a JSON object"):
         GenerationRequest.from_payload(["prompt"])
+
+
+def test_budget_refuses_a_request_estimated_above_it_naming_both_numbers() -> None:
+    with pytest.raises(
+        KlingValidationError, match=r"max_credits: .*estimated cost of 220 credits \(got 100\)"
+    ):
+        GenerationRequest("a", duration=10, sound=True, prompt_directory_optin=False).check_budget(100)
+
+
+def test_budget_accepts_a_request_estimated_at_it() -> None:
+    GenerationRequest("a", duration=10, sound=True, prompt_directory_optin=False).check_budget(220)

@@ -29,6 +29,9 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 #: The largest answer read; the contract's bodies are a few hundred bytes.
 MAX_BODY_BYTES = 1024 * 1024
+#: The largest video kept by default: a 10 s clip is tens of MB, so this only stops a runaway stream.
+MAX_VIDEO_BYTES = 512 * 1024 * 1024
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
 
 def status_path(task_id: str) -> str:

@@ -117,6 +117,10 @@ class KlingJobFailedError(KlingError):
     """The vendor reports the generation itself as failed."""
 
 
+class KlingDownloadError(KlingError):
+    """The finished video could not be kept: gone, not a video, or larger than allowed."""
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether asking again later may succeed: the retry rule for every status call."""
     return isinstance(error, (KlingRateLimitError, KlingServerError, KlingTransportError, KlingResponseError))

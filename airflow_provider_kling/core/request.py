@@ -204,6 +204,19 @@ class GenerationRequest:
         """The price-table estimate for this request (the server's charge may differ)."""
         return estimate_credits(self.duration, self.sound, self.prompt_directory_optin)
 
+    def check_budget(self, max_credits: int) -> None:
+        """Refuse, before anything is sent, a request whose estimate exceeds ``max_credits``."""
+        if self.estimated_credits > max_credits:
+            raise KlingValidationError(
+                [
+                    FieldError(
+                        "max_credits",
+                        f"is below this request's estimated cost of {self.estimated_credits} credits",
+                        max_credits,
+                    )
+                ]
+            )
+
     def fingerprint(self) -> str:
         """A stable digest of the body, to recognise the same request on a later try."""
         canonical = json.dumps(self.to_payload(), sort_keys=True, ensure_ascii=False)

@@ -209,7 +209,9 @@ class _Routes:
         return web.json_response({"success": True, "data": data})
 
     async def video(self, request: web.Request) -> web.StreamResponse:
-        self.state.count_request("video")
+        return await self._with_faults("video", request, self._video)
+
+    async def _video(self, request: web.Request) -> web.StreamResponse:
         job = self.state.completed_job(request.match_info["task_id"])
         if job is None:
             return _error(404, "Video not found")

@@ -12,6 +12,8 @@ DEFAULT_API_KEY = "kling-emulator-key"
 
 #: The API endpoints faults can be injected on.
 FAULT_ENDPOINTS = ("submit", "status")
+#: Where scripted faults (``inject``) can go: the API endpoints, and the video download.
+SCRIPTED_FAULT_ENDPOINTS = (*FAULT_ENDPOINTS, "video")
 
 
 class FaultKind(str, Enum):

@@ -23,6 +23,7 @@ from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobState
 from airflow_provider_kling.emulator.config import (
     FAULT_ENDPOINTS,
+    SCRIPTED_FAULT_ENDPOINTS,
     EmulatorConfig,
     Fault,
     FaultKind,
@@ -30,7 +31,7 @@ from airflow_provider_kling.emulator.config import (
 )
 
 #: Endpoints whose requests and responses are counted.
-COUNTED_ENDPOINTS = (*FAULT_ENDPOINTS, "video")
+COUNTED_ENDPOINTS = SCRIPTED_FAULT_ENDPOINTS
 
 #: The vendor's word for a job still being generated.
 PROCESSING = "processing"
@@ -98,10 +99,14 @@ class EmulatorState:
         self._fault_rng = random.Random(None if seed is None else f"faults-{seed}")
         self._credits = {account: self.config.credits for account in self._account_of_key.values()}
         self._jobs: dict[str, Job] = {}
-        self._scripted_faults: dict[str, deque[Fault]] = {endpoint: deque() for endpoint in FAULT_ENDPOINTS}
+        self._scripted_faults: dict[str, deque[Fault]] = {
+            endpoint: deque() for endpoint in SCRIPTED_FAULT_ENDPOINTS
+        }
         self._requests: Counter[str] = Counter()
         self._responses: dict[str, Counter[int]] = {endpoint: Counter() for endpoint in COUNTED_ENDPOINTS}
-        self._faults_applied: dict[str, Counter[str]] = {endpoint: Counter() for endpoint in FAULT_ENDPOINTS}
+        self._faults_applied: dict[str, Counter[str]] = {
+            endpoint: Counter() for endpoint in SCRIPTED_FAULT_ENDPOINTS
+        }
         self._jobs_created = 0
 
     # The API
@@ -175,9 +180,10 @@ class EmulatorState:
     def next_fault(self, endpoint: str) -> Fault | None:
         """The fault for this request: the next scripted one, else maybe a random one."""
         scripted = self._scripted_faults[endpoint]
+        fault: Fault | None = None
         if scripted:
-            fault: Fault | None = scripted.popleft()
-        else:
+            fault = scripted.popleft()
+        elif endpoint in FAULT_ENDPOINTS:
             rates = self.config.submit_faults if endpoint == "submit" else self.config.status_faults
             kind = rates.pick(self._fault_rng.random())
             fault = None if kind is None else Fault(kind, self.config.retry_after, self.config.slow_seconds)
@@ -217,8 +223,10 @@ class EmulatorState:
 
         Arguments may come straight from a JSON body, so their types are checked here.
         """
-        if endpoint not in FAULT_ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {', '.join(FAULT_ENDPOINTS)}, got {endpoint!r}")
+        if endpoint not in SCRIPTED_FAULT_ENDPOINTS:
+            raise ValueError(
+                f"endpoint must be one of {', '.join(SCRIPTED_FAULT_ENDPOINTS)}, got {endpoint!r}"
+            )
         try:
             fault_kind = FaultKind(kind)
         except ValueError:

@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from urllib.parse import urlsplit
 
 import aiohttp
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
-from airflow.sdk import BaseHook, Connection
+from airflow.sdk import BaseHook, Connection, ObjectStoragePath
 from urllib3.exceptions import NewConnectionError
 
 from airflow_provider_kling.core import api
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
+    KlingDownloadError,
     KlingError,
     KlingNotFoundError,
     KlingTransportError,
+    error_from_response,
     is_safe_to_resubmit,
     is_transient,
+    shorten,
 )
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult
@@ -95,6 +100,37 @@ def _requests_error(error: requests.RequestException, url: str) -> KlingTranspor
     reason = getattr(error.args[0], "reason", None) if error.args else None
     not_sent = isinstance(error, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
     return _transport_error(error, request_sent=not not_sent, url=url)
+
+
+@dataclass(frozen=True)
+class SavedVideo:
+    """Where a video was kept, its size and its SHA-256."""
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+def _check_video_response(response: requests.Response, video_url: str, max_bytes: int) -> None:
+    if response.status_code == 429 or response.status_code >= 500:
+        raise error_from_response(
+            response.status_code,
+            response.content[: api.MAX_BODY_BYTES],
+            retry_after=response.headers.get("Retry-After"),
+        )
+    if response.status_code != 200:
+        raise KlingDownloadError(
+            f"Could not download {video_url}: HTTP {response.status_code} (the link may have expired)",
+            http_status=response.status_code,
+        )
+    content_type = response.headers.get("Content-Type", "")
+    if content_type.startswith(("text/", "application/json")):
+        raise KlingDownloadError(f"{video_url} is not a video (Content-Type {content_type})")
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise KlingDownloadError(
+            f"{video_url} is {declared} bytes, larger than the {max_bytes} allowed; not kept"
+        )
 
 
 class KlingHook(BaseHook):
@@ -171,6 +207,55 @@ class KlingHook(BaseHook):
         return api.read_status_response(
             response.status_code, response.content, response.headers.get("Retry-After"), task_id
         )
+
+    def download_video(
+        self, video_url: str, destination: ObjectStoragePath, max_bytes: int = api.MAX_VIDEO_BYTES
+    ) -> SavedVideo:
+        """Stream a finished video to ``destination``: bounded memory, at most ``max_bytes``, atomic.
+
+        The bytes go to a hidden ``.part`` file beside ``destination`` that is renamed into place
+        only when complete, so a partial download never appears at the final path. Transient
+        failures (5xx, 429, resets) retry the download, never the generation.
+        """
+        if urlsplit(video_url).scheme not in ("http", "https"):
+            raise KlingDownloadError(
+                f"Refusing to download a video_url that is not http(s): {shorten(video_url)}"
+            )
+        return self.status_retry_policy.sync(is_transient)(
+            self._download_once, video_url, destination, max_bytes
+        )
+
+    def _download_once(self, video_url: str, destination: ObjectStoragePath, max_bytes: int) -> SavedVideo:
+        partial = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.part"
+        digest, size = hashlib.sha256(), 0
+        try:
+            # A session of its own: the API key is for the API, never for the video's host.
+            with self._download_session.get(
+                video_url, stream=True, timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT)
+            ) as response:
+                _check_video_response(response, video_url, max_bytes)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_content(api.DOWNLOAD_CHUNK_BYTES):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise KlingDownloadError(
+                                f"{video_url} is larger than {max_bytes} bytes; not kept"
+                            )
+                        digest.update(chunk)
+                        out.write(chunk)
+            partial.rename(destination)
+        except requests.RequestException as error:
+            raise _requests_error(error, video_url) from error
+        finally:
+            if partial.exists():
+                partial.unlink()
+        self.log.info("Saved the Kling video to %s (%d bytes)", destination, size)
+        return SavedVideo(path=str(destination), bytes=size, sha256=digest.hexdigest())
+
+    @cached_property
+    def _download_session(self) -> requests.Session:
+        return requests.Session()
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the URL and key by asking for a task that cannot exist: 404 means the key works.
