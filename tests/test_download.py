@@ -1,0 +1,156 @@
+"""KlingHook.download_video: keep the finished video on any object storage, atomically and bounded."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+import requests
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.io.store import attach
+from dag_runs import connect
+
+from airflow_provider_kling.core.api import RetryPolicy
+from airflow_provider_kling.core.errors import KlingDownloadError, KlingTransportError
+from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.responses import JobState
+from airflow_provider_kling.emulator import KlingEmulator
+from airflow_provider_kling.hooks.kling import KlingHook
+
+ASSETS = Path(__file__).resolve().parent.parent / "airflow_provider_kling" / "emulator" / "assets"
+FAST_RETRIES = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02)
+
+
+@pytest.fixture
+def hook(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingHook:
+    connect(monkeypatch, kling_emulator)
+    hook = KlingHook()
+    hook.status_retry_policy = FAST_RETRIES
+    return hook
+
+
+@pytest.fixture
+def video_url(hook: KlingHook) -> str:
+    task_id = hook.submit(GenerationRequest("a fox")).task_id
+    deadline = time.monotonic() + 10
+    while (status := hook.get_status(task_id)).state is JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status.video_url
+    return status.video_url
+
+
+@pytest.fixture
+def memory_storage() -> Iterator[ObjectStoragePath]:
+    attach(protocol="memory", fs=fsspec.filesystem("memory"))  # fsspec's in-memory filesystem
+    root = ObjectStoragePath("memory://kling-tests/videos")
+    yield root
+    if root.exists():
+        root.fs.rm(root.path, recursive=True)
+
+
+def expected_sha256() -> str:
+    return hashlib.sha256((ASSETS / "sample-silent.mp4").read_bytes()).hexdigest()
+
+
+def test_video_is_saved_to_a_local_file_with_its_sha256(
+    hook: KlingHook, video_url: str, tmp_path: Path
+) -> None:
+    destination = ObjectStoragePath(f"file://{tmp_path}/2026-11-25/clip.mp4")
+    saved = hook.download_video(video_url, destination)
+    assert saved.path == str(destination)
+    assert saved.sha256 == expected_sha256()
+    assert saved.bytes == (ASSETS / "sample-silent.mp4").stat().st_size
+    assert (tmp_path / "2026-11-25" / "clip.mp4").read_bytes()[4:8] == b"ftyp"
+    assert [p.name for p in (tmp_path / "2026-11-25").iterdir()] == ["clip.mp4"]
+
+
+def test_video_is_saved_to_an_fsspec_filesystem(
+    hook: KlingHook, video_url: str, memory_storage: ObjectStoragePath
+) -> None:
+    destination = memory_storage / "clip.mp4"
+    saved = hook.download_video(video_url, destination)
+    assert saved.sha256 == expected_sha256()
+    assert hashlib.sha256(destination.read_bytes()).hexdigest() == expected_sha256()
+    assert [p.name for p in memory_storage.iterdir()] == ["clip.mp4"]
+
+
+def test_a_download_cut_short_leaves_nothing_at_the_final_path(
+    hook: KlingHook, video_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def one_chunk_then_reset(self: requests.Response, chunk_size: int = 1) -> Iterator[bytes]:
+        yield b"\x00\x00\x00\x18ftypmp42"
+        raise requests.ConnectionError("connection reset by peer")
+
+    monkeypatch.setattr(requests.Response, "iter_content", one_chunk_then_reset)
+    with pytest.raises(KlingTransportError):
+        hook.download_video(video_url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_video_over_the_size_cap_is_refused_and_not_kept(
+    hook: KlingHook, video_url: str, tmp_path: Path
+) -> None:
+    with pytest.raises(KlingDownloadError, match="larger than the 1000 allowed"):
+        hook.download_video(video_url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"), max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stream_over_the_size_cap_without_a_length_is_cut_and_not_kept(
+    hook: KlingHook, video_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_get = requests.Session.get
+
+    def get_without_length(self: requests.Session, url: str, **kwargs: Any) -> requests.Response:
+        response = real_get(self, url, **kwargs)
+        response.headers.pop("Content-Length", None)
+        return response
+
+    monkeypatch.setattr(requests.Session, "get", get_without_length)
+    with pytest.raises(KlingDownloadError, match="larger than 1000 bytes"):
+        hook.download_video(video_url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"), max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["ftp://cdn.example.com/v.mp4", "file:///etc/passwd", "javascript:alert(1)"])
+def test_a_video_url_that_is_not_http_is_refused_before_any_request(
+    hook: KlingHook, kling_emulator: KlingEmulator, tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(KlingDownloadError, match="not http"):
+        hook.download_video(url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert kling_emulator.stats()["requests"]["video"] == 0
+
+
+def test_a_transient_download_failure_is_retried(
+    hook: KlingHook, kling_emulator: KlingEmulator, video_url: str, tmp_path: Path
+) -> None:
+    kling_emulator.inject("video", "server_error", count=2)
+    saved = hook.download_video(video_url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert saved.sha256 == expected_sha256()
+    assert kling_emulator.stats()["requests"]["video"] == 3
+
+
+def test_an_expired_link_is_a_clear_error(
+    hook: KlingHook, kling_emulator: KlingEmulator, tmp_path: Path
+) -> None:
+    gone = f"{kling_emulator.base_url}/_emulator/videos/no-such-task.mp4"
+    with pytest.raises(KlingDownloadError, match="HTTP 404"):
+        hook.download_video(gone, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+
+
+def test_a_page_that_is_not_a_video_is_refused(
+    hook: KlingHook, kling_emulator: KlingEmulator, tmp_path: Path
+) -> None:
+    page = f"{kling_emulator.base_url}/_emulator/stats"
+    with pytest.raises(KlingDownloadError, match="not a video"):
+        hook.download_video(page, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_api_key_is_not_sent_to_the_video_host(hook: KlingHook, video_url: str, tmp_path: Path) -> None:
+    hook.download_video(video_url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert "Authorization" not in hook._download_session.headers
