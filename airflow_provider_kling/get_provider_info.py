@@ -20,6 +20,13 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Kling AI video",
                 # Declared here, not by hook methods (deprecated in Airflow 3.2): the UI reads it
                 # without importing the hook. Airflow 3.1 ignores it and shows the plain form.
+                "conn-fields": {
+                    "low_credit_warning": {
+                        "label": "Warn below credits",
+                        "schema": {"type": ["integer", "null"], "minimum": 0},
+                        "description": "Log a warning when a submit leaves fewer credits than this.",
+                    }
+                },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "port", "extra"],
                     "relabeling": {"host": "Base URL", "password": "API key"},

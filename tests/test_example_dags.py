@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState
 from dag_runs import connect, xcoms
+from sqlalchemy import select
 
 from airflow_provider_kling.emulator import KlingEmulator
 
@@ -40,6 +44,8 @@ def test_example_dags_import_without_errors(example_dagbag: DagBag) -> None:
         "kling_image_to_video",
         "kling_bulk_generation",
         "kling_submit_then_sense",
+        "kling_keep_videos",
+        "kling_publish_new_videos",
     } <= set(example_dagbag.dag_ids)
 
 
@@ -86,4 +92,25 @@ def test_submit_then_sense_example_waits_on_the_pushed_task_id(
     assert xcoms(dag_run, "submit", key="task_id") == [task_id]
     [result] = xcoms(dag_run, "wait_for_video")
     assert result["task_id"] == task_id and result["video_url"]
+    assert emulator.stats()["jobs_created"] == 1
+
+
+def test_keep_videos_example_writes_the_file_and_an_asset_event(
+    example_dagbag: DagBag, emulator: KlingEmulator, tmp_path: Any
+) -> None:
+    dag = example_dagbag.dags["kling_keep_videos"]
+    dag.get_task("generate_and_keep").poll_interval = 0.2
+    dag_run = dag.test(run_conf={"video_dir": str(tmp_path)})
+    assert dag_run.state == DagRunState.SUCCESS
+    [result] = xcoms(dag_run, "generate_and_keep")
+    [video] = list(tmp_path.rglob("*.mp4"))
+    assert result["path"] == f"file://{video}"
+    assert result["sha256"] == hashlib.sha256(video.read_bytes()).hexdigest()
+    with create_session() as session:
+        [event] = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri == result["path"])
+        ).all()
+        assert event.extra["task_id"] == result["task_id"] and event.extra["sha256"] == result["sha256"]
     assert emulator.stats()["jobs_created"] == 1

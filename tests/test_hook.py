@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import socket
+import socketserver
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -402,3 +404,81 @@ def test_api_key_appears_in_no_log_line_or_error(
     assert "Kling call failed" in caplog.text  # the retries above were logged
     for text in [caplog.text, captured.out, captured.err, *messages]:
         assert secret not in text
+
+
+class SlowWriter(socketserver.BaseRequestHandler):
+    """Answers any request with a status body sent in two pieces, 50 ms apart, as proxies may."""
+
+    body = b'{"success": true, "data": {"task_id": "t", "status": "completed", "video_url": "https://cdn/v.mp4"}}'
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(self.body)}\r\n"
+        self.request.sendall((head + "Connection: close\r\n\r\n").encode() + self.body[:30])
+        time.sleep(0.05)
+        self.request.sendall(self.body[30:])
+
+
+@pytest.fixture
+def slow_writer(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), SlowWriter) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        use_connection(monkeypatch, url, "k")
+        yield url
+        server.shutdown()
+
+
+def test_a_status_body_that_arrives_in_pieces_is_read_whole(slow_writer: str) -> None:
+    assert fast_hook().get_status("t").state is JobState.COMPLETED
+    assert asyncio.run(fast_hook().aget_status("t")).state is JobState.COMPLETED
+
+
+def test_submit_refused_before_sending_is_tried_as_often_as_the_policy_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_connection(monkeypatch, f"http://127.0.0.1:{closed_port()}", "k")
+    hook = fast_hook()
+    attempts: list[GenerationRequest] = []
+    real_submit_once = hook._submit_once
+
+    def counted(request: GenerationRequest) -> Any:
+        attempts.append(request)
+        return real_submit_once(request)
+
+    monkeypatch.setattr(hook, "_submit_once", counted)
+    with pytest.raises(KlingTransportError):
+        hook.submit(GenerationRequest("nobody home"))
+    assert len(attempts) == FAST_RETRIES.attempts
+
+
+def test_a_submit_warns_when_credits_fall_below_the_connection_threshold(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    connection = {
+        "conn_type": "kling",
+        "host": kling_emulator.base_url,
+        "password": kling_emulator.api_key,
+        "extra": {"low_credit_warning": 100},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps(connection))
+    kling_emulator.set_credits(kling_emulator.api_key, 140)
+    hook = fast_hook()
+    hook.submit(GenerationRequest("first"))  # 95 left
+    out, err = capfd.readouterr()
+    assert "Only 95 Kling credits left" in out + err
+
+
+def test_a_submit_does_not_warn_above_the_threshold(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    connection = {
+        "conn_type": "kling",
+        "host": kling_emulator.base_url,
+        "password": kling_emulator.api_key,
+        "extra": {"low_credit_warning": 100},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps(connection))
+    fast_hook().submit(GenerationRequest("first"))
+    out, err = capfd.readouterr()
+    assert "credits left" not in out + err

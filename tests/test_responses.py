@@ -7,7 +7,12 @@ import logging
 import pytest
 import tenacity
 
-from airflow_provider_kling.core.api import RetryPolicy
+from airflow_provider_kling.core.api import (
+    MAX_BODY_BYTES,
+    RetryPolicy,
+    read_status_response,
+    read_submit_response,
+)
 from airflow_provider_kling.core.errors import (
     KlingAPIError,
     KlingAuthError,
@@ -19,6 +24,7 @@ from airflow_provider_kling.core.errors import (
     KlingServerError,
     KlingSubmitUncertainError,
     KlingTransportError,
+    created_no_job,
     error_from_response,
     is_safe_to_resubmit,
     is_transient,
@@ -187,3 +193,37 @@ def test_backoff_grows_and_is_capped() -> None:
     policy = RetryPolicy(initial_wait=1, max_wait=8)
     waits = [policy.wait(retry_state_after(KlingServerError("x"), attempt)) for attempt in (1, 3, 10)]
     assert 1 <= waits[0] <= 2 and 4 <= waits[1] <= 5 and waits[2] == 8
+
+
+def test_any_2xx_submit_answer_is_read_as_accepted() -> None:
+    result = read_submit_response(202, b'{"success": true, "data": {"task_id": "abc"}}', None)
+    assert result.task_id == "abc"
+
+
+@pytest.mark.parametrize("http_status", [301, 408, 409, 500, 502])
+def test_a_submit_answer_that_does_not_refuse_the_request_may_hide_a_job(http_status: int) -> None:
+    with pytest.raises(KlingSubmitUncertainError):
+        read_submit_response(http_status, b"{}", None)
+
+
+@pytest.mark.parametrize("http_status", [400, 401, 402, 403, 404, 422, 429])
+def test_a_submit_refused_outright_created_no_job(http_status: int) -> None:
+    with pytest.raises(KlingAPIError) as raised:
+        read_submit_response(http_status, b"{}", None)
+    assert created_no_job(raised.value)
+
+
+def test_odd_numbers_in_a_submit_answer_do_not_lose_its_task_id() -> None:
+    body = b'{"data": {"task_id": "abc", "credits_used": NaN, "credits_remaining": Infinity}}'
+    result = read_submit_response(201, body, None)
+    assert (result.task_id, result.credits_used, result.credits_remaining) == ("abc", None, None)
+
+
+def test_an_absurd_progress_is_ignored_not_a_crash() -> None:
+    status = read_status_response(200, b'{"data": {"status": "processing", "progress": 1e999}}', None, "t")
+    assert status.progress is None
+
+
+def test_an_oversized_status_answer_is_a_clear_error() -> None:
+    with pytest.raises(KlingResponseError, match="larger than"):
+        read_status_response(200, b" " * (MAX_BODY_BYTES + 1), None, "t")

@@ -11,7 +11,7 @@ from airflow.triggers.base import TriggerEvent
 from dag_runs import connect
 
 from airflow_provider_kling.core.api import RetryPolicy
-from airflow_provider_kling.core.errors import KlingError, KlingJobFailedError
+from airflow_provider_kling.core.errors import KlingAuthError, KlingError, KlingJobFailedError
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.hooks.kling import KlingHook
@@ -143,3 +143,29 @@ def test_restart_keeps_the_original_deadline(emulator: KlingEmulator) -> None:
 def test_unexpected_event_is_a_clear_error() -> None:
     with pytest.raises(KlingError, match="does not know"):
         result_from_event({"status": "teleported"})
+
+
+def test_a_poll_stuck_in_retries_does_not_carry_the_wait_past_its_deadline(emulator: KlingEmulator) -> None:
+    task_id = submit()
+    emulator.inject("status", "rate_limit", count=4, retry_after=3)
+    started = time.monotonic()
+    [event] = run_to_end(trigger_for(task_id, seconds=1.0))
+    assert event["status"] == "timeout"
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_error_event_names_the_error_class(
+    emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = submit()
+    connect(monkeypatch, emulator, api_key="not-the-key")
+    [event] = run_to_end(trigger_for(task_id))
+    assert event["error"] == "KlingAuthError"
+    with pytest.raises(KlingAuthError):
+        result_from_event(event)
+
+
+@pytest.mark.parametrize("poll_interval", [0, -5])
+def test_poll_interval_must_be_positive(poll_interval: float) -> None:
+    with pytest.raises(ValueError, match="poll_interval"):
+        trigger_for("abc", poll_interval=poll_interval)

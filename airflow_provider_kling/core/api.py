@@ -111,9 +111,13 @@ def _check_size(body: bytes, http_status: int) -> None:
         )
 
 
+#: Submit answers that prove no job was created: the request was refused as it stood.
+SUBMIT_REFUSED_STATUSES = frozenset({400, 401, 402, 403, 404, 422, 429})
+
+
 def read_submit_response(http_status: int, body: bytes, retry_after: str | None) -> SubmitResult:
     """Interpret a submit's answer. Anything that might hide a created job says so."""
-    if http_status in (200, 201):
+    if 200 <= http_status < 300:
         try:
             _check_size(body, http_status)
             return SubmitResult.from_body(
@@ -122,13 +126,13 @@ def read_submit_response(http_status: int, body: bytes, retry_after: str | None)
         except KlingResponseError as unreadable:
             raise uncertain_submit(unreadable) from unreadable
     error = error_from_response(http_status, body[:MAX_BODY_BYTES], retry_after=retry_after)
-    if http_status >= 500:
+    if http_status not in SUBMIT_REFUSED_STATUSES:
         raise uncertain_submit(error) from error
     raise error
 
 
 def read_status_response(http_status: int, body: bytes, retry_after: str | None, task_id: str) -> JobStatus:
-    if http_status != 200:
+    if not 200 <= http_status < 300:
         raise error_from_response(
             http_status, body[:MAX_BODY_BYTES], retry_after=retry_after, task_id=task_id
         )

@@ -104,7 +104,7 @@ class KlingTransportError(KlingError):
     (the connection was never established), which is what makes a submit safe to repeat.
     """
 
-    def __init__(self, message: str, *, request_sent: bool, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, request_sent: bool = True, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.request_sent = request_sent
 
@@ -121,6 +121,10 @@ class KlingDownloadError(KlingError):
     """The finished video could not be kept: gone, not a video, or larger than allowed."""
 
 
+#: The errors a wait event can name, so a resumed task raises the same class the trigger saw.
+WAIT_ERRORS: dict[str, type[KlingError]] = {}
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether asking again later may succeed: the retry rule for every status call."""
     return isinstance(error, (KlingRateLimitError, KlingServerError, KlingTransportError, KlingResponseError))
@@ -129,6 +133,13 @@ def is_transient(error: BaseException) -> bool:
 def is_safe_to_resubmit(error: BaseException) -> bool:
     """Whether a failed submit provably created no job, so sending it again cannot pay twice."""
     if isinstance(error, KlingRateLimitError):
+        return True
+    return isinstance(error, KlingTransportError) and not error.request_sent
+
+
+def created_no_job(error: BaseException) -> bool:
+    """Whether a failed submit provably left no job behind: refused as sent, or never sent."""
+    if isinstance(error, KlingAPIError):  # submits raise these only for statuses that refuse the request
         return True
     return isinstance(error, KlingTransportError) and not error.request_sent
 
@@ -169,6 +180,17 @@ def server_message(body: bytes | str) -> str:
     return shorten(readable) or "(empty body)"
 
 
+_OUT_OF_CREDITS = re.compile(
+    r"\b(insufficient|not enough|no|out of)\b.{0,20}\bcredits?\b"
+    r"|\bcredits?\b.{0,20}\b(exhausted|insufficient|too low)\b",
+    re.IGNORECASE,
+)
+
+
+def _says_out_of_credits(message: str) -> bool:
+    return bool(_OUT_OF_CREDITS.search(message))
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header given in seconds; None when absent or a date we ignore."""
     if value is None:
@@ -203,7 +225,7 @@ def error_from_response(
             "Check the password of the Kling connection.",
             **common,
         )
-    if status == 402 or (status == 400 and "credit" in said.lower()):
+    if status == 402 or (status == 400 and _says_out_of_credits(said)):
         return KlingInsufficientCreditsError(f"Not enough Kling credits (HTTP {status}): {said}", **common)
     if status == 404:
         return KlingNotFoundError(f"Kling API knows no such task (HTTP 404){about}: {said}", **common)
@@ -212,3 +234,19 @@ def error_from_response(
     if status >= 500:
         return KlingServerError(f"Kling API server error (HTTP {status}){about}: {said}", **common)
     return KlingAPIError(f"Kling API answered HTTP {status}{about}: {said}", **common)
+
+
+WAIT_ERRORS.update(
+    (cls.__name__, cls)
+    for cls in (
+        KlingError,
+        KlingAPIError,
+        KlingAuthError,
+        KlingInsufficientCreditsError,
+        KlingNotFoundError,
+        KlingRateLimitError,
+        KlingServerError,
+        KlingResponseError,
+        KlingTransportError,
+    )
+)

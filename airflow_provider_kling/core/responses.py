@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -84,7 +85,7 @@ def _optional_int(data: dict[str, Any], name: str) -> int | None:
     value = data.get(name)
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
         return int(value)
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)

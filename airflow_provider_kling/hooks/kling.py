@@ -6,10 +6,11 @@ import asyncio
 import hashlib
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -18,6 +19,7 @@ from airflow.providers.common.compat.connection import get_async_connection
 from airflow.sdk import BaseHook, Connection, ObjectStoragePath
 from urllib3.exceptions import NewConnectionError
 
+from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core import api
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
@@ -33,19 +35,29 @@ from airflow_provider_kling.core.errors import (
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult
 
+#: The connection extra (a form field in the UI) below which a submit warns about remaining credits.
+LOW_CREDIT_WARNING = "low_credit_warning"
+
 
 @dataclass(frozen=True)
 class _ApiSettings:
     base_url: str
     api_key: str = field(repr=False)
+    low_credit_warning: int | None = None
 
     @classmethod
-    def from_connection(cls, conn: Connection) -> _ApiSettings:
+    def from_connection(cls, conn: Connection, extra: Mapping[str, Any] | None = None) -> _ApiSettings:
+        """Read a connection; the extra only where a sync read is fine (never in the triggerer)."""
         if not conn.password:
             raise KlingAuthError(
                 f"The Kling connection {conn.conn_id!r} has no API key: set it as the connection's password."
             )
-        return cls(base_url=api.base_url(conn.host, conn.port), api_key=conn.password)
+        threshold = (extra or {}).get(LOW_CREDIT_WARNING)
+        return cls(
+            base_url=api.base_url(conn.host, conn.port),
+            api_key=conn.password,
+            low_credit_warning=threshold if isinstance(threshold, int) else None,
+        )
 
     @property
     def headers(self) -> dict[str, str]:
@@ -57,7 +69,12 @@ class _LoopSession:
 
     def __init__(self) -> None:
         self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(connect=api.CONNECT_TIMEOUT, sock_read=api.READ_TIMEOUT)
+            timeout=aiohttp.ClientTimeout(
+                total=api.CONNECT_TIMEOUT + api.READ_TIMEOUT,
+                connect=api.CONNECT_TIMEOUT,
+                sock_read=api.READ_TIMEOUT,
+            ),
+            trust_env=True,  # honour HTTPS_PROXY and friends, as requests does on the sync side
         )
         self.holders = 0
 
@@ -86,6 +103,19 @@ async def shared_client_session() -> AsyncIterator[aiohttp.ClientSession]:
         if shared.holders == 0:
             del _loop_sessions[loop]
             await shared.session.close()
+
+
+CHUNK_BYTES = 64 * 1024
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    """The body, read no further than one byte past the cap (so an oversized answer is still noticed)."""
+    body = bytearray()
+    for chunk in response.iter_content(CHUNK_BYTES):
+        body += chunk
+        if len(body) > api.MAX_BODY_BYTES:
+            break
+    return bytes(body)
 
 
 def _transport_error(error: Exception, *, request_sent: bool, url: str) -> KlingTransportError:
@@ -141,7 +171,7 @@ class KlingHook(BaseHook):
     """
 
     conn_name_attr = "kling_conn_id"
-    default_conn_name = "kling_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "kling"
     hook_name = "Kling AI video"
 
@@ -158,7 +188,8 @@ class KlingHook(BaseHook):
 
     @cached_property
     def _settings(self) -> _ApiSettings:
-        return _ApiSettings.from_connection(self.get_connection(self.kling_conn_id))
+        connection = self.get_connection(self.kling_conn_id)
+        return _ApiSettings.from_connection(connection, connection.extra_dejson)
 
     @property
     def base_url(self) -> str:
@@ -178,22 +209,34 @@ class KlingHook(BaseHook):
 
     def submit(self, request: GenerationRequest) -> SubmitResult:
         """Start a generation: credits are spent once this returns."""
-        return self.submit_retry_policy.sync(is_safe_to_resubmit)(self._submit_once, request)
+        submitted = self.submit_retry_policy.sync(is_safe_to_resubmit)(self._submit_once, request)
+        self._warn_if_credits_low(submitted.credits_remaining)
+        return submitted
+
+    def _warn_if_credits_low(self, credits_remaining: int | None) -> None:
+        threshold = self._settings.low_credit_warning
+        if threshold is not None and credits_remaining is not None and credits_remaining < threshold:
+            self.log.warning(
+                "Only %d Kling credits left, below the %d set as %r on connection %r: top up soon.",
+                credits_remaining,
+                threshold,
+                LOW_CREDIT_WARNING,
+                self.kling_conn_id,
+            )
 
     def _submit_once(self, request: GenerationRequest) -> SubmitResult:
         url = self.base_url + api.SUBMIT_PATH
         try:
-            response = self.get_conn().post(
-                url, json=request.to_payload(), timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT)
-            )
+            with self.get_conn().post(
+                url, json=request.to_payload(), timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT), stream=True
+            ) as response:
+                body = _read_capped(response)
         except requests.RequestException as error:
             transport_error = _requests_error(error, url)
             if transport_error.request_sent:
                 raise api.uncertain_submit(transport_error) from error
             raise transport_error from error
-        return api.read_submit_response(
-            response.status_code, response.content, response.headers.get("Retry-After")
-        )
+        return api.read_submit_response(response.status_code, body, response.headers.get("Retry-After"))
 
     def get_status(self, task_id: str) -> JobStatus:
         return self.status_retry_policy.sync(is_transient)(self._get_status_once, task_id)
@@ -201,11 +244,14 @@ class KlingHook(BaseHook):
     def _get_status_once(self, task_id: str) -> JobStatus:
         url = self.base_url + api.status_path(task_id)
         try:
-            response = self.get_conn().get(url, timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT))
+            with self.get_conn().get(
+                url, timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT), stream=True
+            ) as response:
+                body = _read_capped(response)
         except requests.RequestException as error:
             raise _requests_error(error, url) from error
         return api.read_status_response(
-            response.status_code, response.content, response.headers.get("Retry-After"), task_id
+            response.status_code, body, response.headers.get("Retry-After"), task_id
         )
 
     def download_video(
@@ -270,7 +316,7 @@ class KlingHook(BaseHook):
             return False, str(error)
         except KlingError as error:
             return False, f"Could not check the Kling connection at {self.base_url}: {error}"
-        return True, f"Connected to {self.base_url}: the API key was accepted (no credits spent)."
+        return False, f"{self.base_url} answered for a task that cannot exist: is this the Kling API?"
 
     # -- async ----------------------------------------------------------------------------------
 
@@ -290,10 +336,14 @@ class KlingHook(BaseHook):
         async with shared_client_session() as session:
             try:
                 async with session.get(url, headers=settings.headers) as response:
-                    body = await response.content.read(api.MAX_BODY_BYTES + 1)
+                    body = bytearray()
+                    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                        body += chunk
+                        if len(body) > api.MAX_BODY_BYTES:  # enough to say it is too large
+                            break
                     http_status, retry_after = response.status, response.headers.get("Retry-After")
             except aiohttp.ClientConnectorError as error:
                 raise _transport_error(error, request_sent=False, url=url) from error
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
                 raise _transport_error(error, request_sent=True, url=url) from error
-        return api.read_status_response(http_status, body, retry_after, task_id)
+        return api.read_status_response(http_status, bytes(body), retry_after, task_id)

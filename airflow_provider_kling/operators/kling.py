@@ -10,16 +10,24 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.providers.common.compat.sdk import AirflowFailException, ResumableJobMixin, conf
-from airflow.sdk import BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseOperator
 
+from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingBadRequestError,
     KlingInsufficientCreditsError,
+    KlingNotFoundError,
     KlingSubmitUncertainError,
     KlingValidationError,
+    created_no_job,
 )
-from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.request import (
+    DEFAULT_DURATION,
+    DEFAULT_PROMPT_DIRECTORY_OPTIN,
+    DEFAULT_SOUND,
+    GenerationRequest,
+)
 from airflow_provider_kling.core.responses import JobState, job_state
 from airflow_provider_kling.links.kling import KlingVideoLink
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger, result_from_event, video_result
@@ -29,12 +37,19 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.hooks.kling import KlingHook
 
-#: task_state_store key holding the fingerprint of a request whose POST may have gone out unanswered.
-PENDING_SUBMIT_KEY = "kling_pending_submit"
 #: Errors no retry can cure: the task fails at once instead of using up its retries.
 FINAL_ERRORS = (KlingValidationError, KlingAuthError, KlingInsufficientCreditsError, KlingBadRequestError)
 #: How long past its own deadline the trigger may run before Airflow's safety net fails the task.
 DEFER_SAFETY_MARGIN = timedelta(minutes=5)
+#: The alias written videos are announced under, unless the task's outlets name one.
+DEFAULT_ASSET_ALIAS = "kling_videos"
+
+# What a stored submission can be besides a vendor job, told to ResumableJobMixin as a job status
+# that is neither running nor succeeded, so that it goes on to submit_job.
+UNCONFIRMED = "kling-provider:unconfirmed"  # an earlier try sent the request but never saw the answer
+SUPERSEDED = "kling-provider:superseded"  # the stored job was for other parameters (the task changed)
+VANISHED = "kling-provider:vanished"  # the vendor no longer knows the stored job
+_NOT_A_JOB_STATUS = frozenset({UNCONFIRMED, SUPERSEDED, VANISHED})
 
 
 def _seconds(value: float | timedelta) -> float:
@@ -45,20 +60,33 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     """Generate a Kling 2.6 video, pushing the vendor ``task_id`` to XCom as soon as the job exists.
 
     Waits for the video (in the triggerer when ``deferrable``) and returns its result:
-    task_id, status, video_url, duration, has_audio, credits_used, credits_remaining.
+    task_id, status, video_url, duration, has_audio, credits_used, credits_remaining, and with
+    ``output_path`` also path, bytes and sha256.
 
-    Never pays twice for one try's video: on Airflow 3.3+ the vendor task_id is kept in
-    ``task_state_store``, and a retry reattaches to that job (or reuses its finished video)
-    instead of submitting again; only a job that failed is submitted anew.
+    Never pays twice for one task's video: on Airflow 3.3+ the submission is kept in
+    ``task_state_store`` (key ``kling_submission``), and a retry reattaches to that job, or reuses
+    its finished video, instead of submitting again. A new job is submitted only when the stored
+    one failed, vanished, or was for other parameters (the task was changed and cleared).
 
+    :param max_credits: refuse, before sending, a request whose price-table estimate exceeds this.
+    :param output_path: keep the video at this object storage URL (templated, e.g.
+        ``file:///data/videos/{{ ds }}/{{ ti.map_index }}.mp4``), written atomically, and announce
+        it as an Asset event through the task's ``AssetAlias`` outlets (``kling_videos`` by default).
     :param on_unconfirmed_submit: what a retry does when an earlier try sent the request but never
         learnt its task_id (the worker died mid-request, or the answer was lost): ``"fail"`` (the
-        default: check the vendor dashboard, then clear the task) or ``"resubmit"`` (may pay twice).
+        default: check the vendor dashboard first) or ``"resubmit"`` (may pay twice).
     """
 
-    template_fields: Sequence[str] = ("prompt", "image_urls", "generation_mode", "duration", "aspect_ratio")
+    template_fields: Sequence[str] = (
+        "prompt",
+        "image_urls",
+        "generation_mode",
+        "duration",
+        "aspect_ratio",
+        "output_path",
+    )
     ui_color = "#f2e6ff"
-    external_id_key = "kling_task_id"
+    external_id_key = "kling_submission"
     operator_extra_links = (KlingVideoLink(),)
 
     def __init__(
@@ -67,19 +95,27 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         prompt: str,
         generation_mode: str | None = None,
         image_urls: list[str] | None = None,
-        duration: int | str = 5,
+        duration: int | str = DEFAULT_DURATION,
         aspect_ratio: str | None = None,
-        sound: bool = False,
-        prompt_directory_optin: bool = True,
-        kling_conn_id: str = "kling_default",
+        sound: bool = DEFAULT_SOUND,
+        prompt_directory_optin: bool = DEFAULT_PROMPT_DIRECTORY_OPTIN,
+        kling_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 10.0,
         timeout: float | timedelta = timedelta(minutes=30),
+        max_credits: int | None = None,
+        output_path: str | None = None,
         on_unconfirmed_submit: Literal["fail", "resubmit"] = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if on_unconfirmed_submit not in ("fail", "resubmit"):
+            raise ValueError(
+                f"on_unconfirmed_submit must be 'fail' or 'resubmit', got {on_unconfirmed_submit!r}"
+            )
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         self.prompt = prompt
         self.generation_mode = generation_mode
         self.image_urls = image_urls
@@ -92,11 +128,11 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.timeout = timeout
-        if on_unconfirmed_submit not in ("fail", "resubmit"):
-            raise ValueError(
-                f"on_unconfirmed_submit must be 'fail' or 'resubmit', got {on_unconfirmed_submit!r}"
-            )
+        self.max_credits = max_credits
+        self.output_path = output_path
         self.on_unconfirmed_submit = on_unconfirmed_submit
+        if output_path and not any(isinstance(outlet, AssetAlias) for outlet in self.outlets):
+            self.outlets = [*self.outlets, AssetAlias(DEFAULT_ASSET_ALIAS)]
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -115,12 +151,15 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                 sound=self.sound,
                 prompt_directory_optin=self.prompt_directory_optin,
             )
+            if self.max_credits is not None:
+                self._request.check_budget(self.max_credits)
         except KlingValidationError as invalid:
             raise AirflowFailException(str(invalid)) from invalid
-        if context.get("task_state_store") is None and context["ti"].try_number > 1:
+        self._store = context.get("task_state_store") if self.durable else None
+        if self._store is None and context["ti"].try_number > 1:
             self.log.warning(
-                "This Airflow has no task_state_store (it came in 3.3): this retry submits a new Kling job, "
-                "paying again, even if the previous try's job is still running."
+                "No task_state_store here (it needs Airflow 3.3 and durable=True): this retry submits a "
+                "new Kling job, paying again, even if the previous try's job is still running."
             )
         try:
             return self.execute_resumable(context)
@@ -128,20 +167,22 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             raise AirflowFailException(str(error)) from error
         except KlingSubmitUncertainError as error:
             if self.on_unconfirmed_submit == "fail":
-                raise AirflowFailException(str(error)) from error
+                raise AirflowFailException(f"{error} {self._how_to_reset(context)}") from error
             raise
 
     # -- ResumableJobMixin: submit once, reattach on retry -----------------------------------------
-    # The "external id" kept in task_state_store is the submission record: the vendor task_id and
-    # the credits its submit reported, so a reattached try still reports what the video cost.
+    # The "external id" the mixin keeps in task_state_store is our submission record: first
+    # {"pending": fingerprint} while the request is on its way, then the vendor task_id with the
+    # request's fingerprint and the credits its submit reported.
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         request: GenerationRequest = self._request
-        store = context.get("task_state_store")
+        store = self._store
         if store is not None:
-            if store.get(PENDING_SUBMIT_KEY):
-                self._handle_unconfirmed_submit()
-            store.set(PENDING_SUBMIT_KEY, request.fingerprint())
+            previous = store.get(self.external_id_key)
+            if isinstance(previous, dict) and previous.get("pending") == request.fingerprint():
+                self._handle_unconfirmed_submit(context)
+            store.set(self.external_id_key, {"pending": request.fingerprint()})
         self.log.info(
             "Submitting Kling %s, %s s%s (estimated %d credits)",
             request.generation_mode.value,
@@ -149,15 +190,20 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             " with sound" if request.sound else "",
             request.estimated_credits,
         )
-        submitted = self.hook.submit(request)
+        try:
+            submitted = self.hook.submit(request)
+        except Exception as error:
+            if store is not None and created_no_job(error):
+                store.delete(self.external_id_key)  # nothing was created: a retry may send it again
+            raise
         submission: dict[str, Any] = {
             "task_id": submitted.task_id,
+            "fingerprint": request.fingerprint(),
             "credits_used": submitted.credits_used,
             "credits_remaining": submitted.credits_remaining,
         }
         if store is not None:
             store.set(self.external_id_key, submission)
-            store.delete(PENDING_SUBMIT_KEY)
         self._announce(context, submitted.task_id)
         self.log.info(
             "Kling job %s accepted: %s credits used, %s remaining",
@@ -171,29 +217,51 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         self._task_id = task_id
         context["ti"].xcom_push(key="task_id", value=task_id)
 
-    def _handle_unconfirmed_submit(self) -> None:
+    def _how_to_reset(self, context: Context) -> str:
+        ti = context["ti"]
+        return (
+            "Check the vendor dashboard for the job; to submit anew, delete this task's state key "
+            f"'{self.external_id_key}' (REST API: DELETE /api/v2/dags/{ti.dag_id}/dagRuns/{ti.run_id}/"
+            f"taskInstances/{ti.task_id}/state-store/{self.external_id_key}), then clear the task."
+        )
+
+    def _handle_unconfirmed_submit(self, context: Context) -> None:
         warning = (
             "An earlier try sent this Kling request but never learnt its task_id, so a job may exist "
             "and be paid for already"
         )
         if self.on_unconfirmed_submit == "fail":
             raise AirflowFailException(
-                f"{warning}. Not submitting again (on_unconfirmed_submit='fail'): check the vendor "
-                "dashboard, then clear this task to submit anew."
+                f"{warning}. Not submitting again (on_unconfirmed_submit='fail'). "
+                + self._how_to_reset(context)
             )
         self.log.warning(
             "%s. Submitting again (on_unconfirmed_submit='resubmit'): one video may be paid twice.", warning
         )
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
+        if "pending" in external_id:
+            return UNCONFIRMED
+        if external_id.get("fingerprint") != self._request.fingerprint():
+            self.log.warning(
+                "The stored Kling job %s was for other parameters (the task changed since): submitting anew.",
+                external_id["task_id"],
+            )
+            return SUPERSEDED
         self._announce(context, external_id["task_id"])
-        return self.hook.get_status(external_id["task_id"]).status
+        try:
+            return self.hook.get_status(external_id["task_id"]).status
+        except KlingNotFoundError:
+            self.log.warning(
+                "The vendor no longer knows the stored Kling job %s: submitting anew.", external_id["task_id"]
+            )
+            return VANISHED
 
     def is_job_active(self, status: str) -> bool:
-        return job_state(status) is JobState.RUNNING
+        return status not in _NOT_A_JOB_STATUS and job_state(status) is JobState.RUNNING
 
     def is_job_succeeded(self, status: str) -> bool:
-        return job_state(status) is JobState.COMPLETED
+        return status not in _NOT_A_JOB_STATUS and job_state(status) is JobState.COMPLETED
 
     def poll_until_complete(self, external_id: Any, context: Context) -> Any:
         # The mixin returns this on a reattach, and calls get_job_result after it on a fresh submit.
@@ -212,7 +280,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                 kwargs={"submission": external_id},
                 timeout=timedelta(seconds=_seconds(self.timeout)) + DEFER_SAFETY_MARGIN,
             )
-        self._finished = self._result(result_from_event(asyncio.run(trigger.wait())), external_id)
+        self._finished = self._result(result_from_event(asyncio.run(trigger.wait())), external_id, context)
         return self._finished
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
@@ -221,21 +289,34 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         if hasattr(self, "_finished"):
             return self._finished
         # An earlier try's job had already finished: read its result once more.
-        return self._result(self.hook.get_status(external_id["task_id"]).as_dict(), external_id)
+        return self._result(self.hook.get_status(external_id["task_id"]).as_dict(), external_id, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any], submission: Any = None) -> Any:
         """Resume after the trigger's one event: the result, or a clear error."""
         if submission is None and (store := context.get("task_state_store")) is not None:
             submission = store.get(self.external_id_key)  # dag.test() drops the defer kwargs
         try:
-            return self._result(result_from_event(event), submission)
+            return self._result(result_from_event(event), submission, context)
         except FINAL_ERRORS as error:
             raise AirflowFailException(str(error)) from error
 
-    def _result(self, status: dict[str, Any], submission: Any) -> dict[str, Any]:
+    def _result(self, status: dict[str, Any], submission: Any, context: Context) -> dict[str, Any]:
         result = video_result(status, submission if isinstance(submission, dict) else None)
         self.log.info("Kling video ready: %s", result["video_url"])
+        if self.output_path:
+            result |= self._keep_video(result, context)
         return result
+
+    def _keep_video(self, result: dict[str, Any], context: Context) -> dict[str, Any]:
+        """Download the video to output_path and announce it as an Asset event with the job's facts."""
+        from airflow.sdk import ObjectStoragePath
+
+        saved = self.hook.download_video(result["video_url"], ObjectStoragePath(str(self.output_path)))
+        facts = {k: result[k] for k in ("task_id", "duration", "has_audio", "credits_used")}
+        facts |= {"bytes": saved.bytes, "sha256": saved.sha256}
+        for alias in (outlet for outlet in self.outlets if isinstance(outlet, AssetAlias)):
+            context["outlet_events"][alias].add(Asset(saved.path), extra=facts)
+        return {"path": saved.path, "bytes": saved.bytes, "sha256": saved.sha256}
 
     def on_kill(self) -> None:
         task_id = getattr(self, "_task_id", None)

@@ -16,6 +16,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import KlingError, is_transient
 from airflow_provider_kling.core.responses import JobState
 from airflow_provider_kling.links.kling import KlingVideoLink
@@ -48,7 +49,7 @@ class KlingStatusSensor(BaseSensorOperator):
         self,
         *,
         kling_task_id: str,
-        kling_conn_id: str = "kling_default",
+        kling_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float | timedelta = 10.0,
         **kwargs: Any,

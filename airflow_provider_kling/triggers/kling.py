@@ -8,7 +8,6 @@ whose small payload is documented in :class:`WaitOutcome` and read back by :func
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from enum import Enum
@@ -16,14 +15,14 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import (
+    WAIT_ERRORS,
     KlingError,
     KlingJobFailedError,
     is_transient,
 )
 from airflow_provider_kling.core.responses import JobState, JobStatus
-
-log = logging.getLogger(__name__)
 
 #: Consecutive polls (each already retried by the hook) that may fail before the wait gives up.
 FAILURE_BUDGET = 5
@@ -32,8 +31,10 @@ FAILURE_BUDGET = 5
 class WaitOutcome(str, Enum):
     """The ``status`` of the one event a wait ends with.
 
-    Every event is ``{"status", "task_id", "message", "progress", "result"}``: ``result`` is the
-    job's status fields (:meth:`JobStatus.as_dict`) for ``success`` and ``failed``, else None.
+    Every event is ``{"status", "task_id", "message", "progress", "result", "error"}``: ``result``
+    is the job's status fields (:meth:`JobStatus.as_dict`) for ``success`` and ``failed``, else
+    None; ``error`` names the :class:`KlingError` class behind an ``error``, so the resumed task
+    raises the same class (an auth error fails at once, an outage may be retried).
     """
 
     SUCCESS = "success"  # the video is ready
@@ -53,6 +54,7 @@ def wait_event(
     *,
     progress: int | None = None,
     status: JobStatus | None = None,
+    error: KlingError | None = None,
 ) -> dict[str, Any]:
     return {
         "status": outcome.value,
@@ -60,6 +62,7 @@ def wait_event(
         "message": message,
         "progress": progress,
         "result": status.as_dict() if status else None,
+        "error": type(error).__name__ if error else None,
     }
 
 
@@ -74,7 +77,8 @@ def result_from_event(event: Any) -> dict[str, Any]:
         raise KlingJobFailedError(message or "Kling job failed", task_id=task_id)
     if outcome is WaitOutcome.TIMEOUT:
         raise KlingWaitTimeoutError(message or "Kling wait timed out", task_id=task_id)
-    raise KlingError(message or f"Kling wait for {task_id} failed", task_id=task_id)
+    error_class = WAIT_ERRORS.get(str(event.get("error")), KlingError)
+    raise error_class(message or f"Kling wait for {task_id} failed", task_id=task_id)
 
 
 def video_result(status: dict[str, Any], credits: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -98,9 +102,11 @@ class KlingStatusTrigger(BaseTrigger):
         kling_task_id: str,
         deadline: float,
         poll_interval: float = 10.0,
-        kling_conn_id: str = "kling_default",
+        kling_conn_id: str = DEFAULT_CONN_ID,
     ):
         super().__init__()
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         # Not ``task_id``: BaseTrigger keeps the Airflow task's id there, set by the triggerer.
         self.kling_task_id = kling_task_id
         self.deadline = deadline
@@ -134,7 +140,10 @@ class KlingStatusTrigger(BaseTrigger):
                 if remaining <= 0:
                     return self._timed_out(progress)
                 try:
-                    status = await hook.aget_status(self.kling_task_id)
+                    # The hook's own retries must not carry the wait past its deadline.
+                    status = await asyncio.wait_for(hook.aget_status(self.kling_task_id), remaining)
+                except asyncio.TimeoutError:
+                    return self._timed_out(progress)
                 except KlingError as error:
                     failures += 1
                     if not is_transient(error) or failures >= FAILURE_BUDGET:
@@ -144,6 +153,7 @@ class KlingStatusTrigger(BaseTrigger):
                             self.kling_task_id,
                             f"Could not read Kling job {self.kling_task_id}{tried}: {error}",
                             progress=progress,
+                            error=error,
                         )
                     self.log.warning(
                         "Kling status poll failed (%d of %d allowed): %s", failures, FAILURE_BUDGET, error
