@@ -1,5 +1,6 @@
-# Sourced by the other scripts: make (once) and activate the project's virtualenv in .venv,
-# with the package installed from this checkout plus the extras named in $KLING_EXTRAS.
+# Sourced by the other scripts: make (once) and activate a virtualenv ($KLING_VENV, default .venv)
+# with the package installed from this checkout, the extras named in $KLING_EXTRAS, and
+# $KLING_AIRFLOW (a requirement such as apache-airflow==3.3.2) when set.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -14,10 +15,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-echo "Installing airflow-provider-kling${KLING_EXTRAS:+[$KLING_EXTRAS]} and its dependencies into $VENV"
+echo "Installing airflow-provider-kling${KLING_EXTRAS:+[$KLING_EXTRAS]} ${KLING_AIRFLOW:-} into $VENV"
 install_log="$VENV/install.log"
 if ! { python -m pip install --disable-pip-version-check --upgrade pip \
-       && python -m pip install --disable-pip-version-check -e "$ROOT${KLING_EXTRAS:+[$KLING_EXTRAS]}"; } \
+       && python -m pip install --disable-pip-version-check -e "$ROOT${KLING_EXTRAS:+[$KLING_EXTRAS]}" \
+            ${KLING_AIRFLOW:+"$KLING_AIRFLOW"}; } \
      >"$install_log" 2>&1; then
   cat "$install_log" >&2
   echo "Installing failed; the log above is also in $install_log" >&2

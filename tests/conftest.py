@@ -44,13 +44,13 @@ def airflow_db() -> None:
 
 @pytest.fixture(scope="module")
 def example_dagbag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    from dag_runs import DagBag
 
     return DagBag(str(EXAMPLE_DAGS))
 
 
 @pytest.fixture(scope="module")
 def case_dagbag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    from dag_runs import DagBag
 
     return DagBag(str(TEST_DAGS))

@@ -5,12 +5,27 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import airflow
 import pytest
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
+from packaging.version import Version
 
 from airflow_provider_kling.emulator import KlingEmulator
+
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 3.1 keeps it in airflow.models
+    from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+__all__ = ["HAS_TASK_STATE_STORE", "DagBag", "connect", "needs_task_state_store", "task_instance", "xcoms"]
+
+#: Reattaching on retry needs task_state_store, new in Airflow 3.3; older versions resubmit.
+HAS_TASK_STATE_STORE = Version(airflow.__version__).release >= (3, 3)
+needs_task_state_store = pytest.mark.skipif(
+    not HAS_TASK_STATE_STORE, reason="task_state_store (reattach on retry) needs Airflow 3.3+"
+)
 
 
 def connect(

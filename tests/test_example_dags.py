@@ -6,11 +6,10 @@ import hashlib
 from typing import Any
 
 import pytest
-from airflow.dag_processing.dagbag import DagBag
 from airflow.models.asset import AssetEvent, AssetModel
 from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState
-from dag_runs import connect, xcoms
+from dag_runs import HAS_TASK_STATE_STORE, DagBag, connect, xcoms
 from sqlalchemy import select
 
 from airflow_provider_kling.emulator import KlingEmulator
@@ -55,7 +54,9 @@ def test_text_to_video_example_makes_one_video(example_dagbag: DagBag, emulator:
     [task_id] = xcoms(dag_run, "generate_clip", key="task_id")
     [result] = xcoms(dag_run, "generate_clip")
     assert result["task_id"] == task_id and result["status"] == "completed"
-    assert result["video_url"].endswith(f"{task_id}.mp4") and result["credits_used"] == 45
+    assert result["video_url"].endswith(f"{task_id}.mp4")
+    # dag.test() drops a deferral's kwargs: the credits then come back from task_state_store only.
+    assert result["credits_used"] == (45 if HAS_TASK_STATE_STORE else None)
     assert xcoms(dag_run, "publish") == [result["video_url"]]
     assert emulator.stats()["jobs_created"] == 1
 

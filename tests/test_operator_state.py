@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import AssetAlias
-from dag_runs import connect
+from dag_runs import connect, needs_task_state_store
 
 from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import (
@@ -61,6 +61,16 @@ class FakeAliasEvents:
         self.added.append((asset.uri, extra or {}))
 
 
+class FakeOutletEvents(defaultdict[str, FakeAliasEvents]):
+    """context["outlet_events"], keyed by alias name (an AssetAlias is not hashable on Airflow 3.1)."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeAliasEvents)
+
+    def __getitem__(self, alias: Any) -> FakeAliasEvents:
+        return super().__getitem__(alias.name)
+
+
 def logged(capfd: pytest.CaptureFixture[str]) -> str:
     """What the task logged: Airflow's task logger writes to the process's output, not to caplog."""
     out, err = capfd.readouterr()
@@ -71,7 +81,7 @@ def context_with(store: FakeStore, try_number: int = 1) -> Any:
     return {
         "task_state_store": store,
         "ti": FakeTaskInstance(try_number=try_number),
-        "outlet_events": defaultdict(FakeAliasEvents),
+        "outlet_events": FakeOutletEvents(),
     }
 
 
@@ -87,6 +97,7 @@ def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> 
     return kling_emulator
 
 
+@needs_task_state_store
 def test_the_submission_is_kept_with_its_fingerprint_and_credits(emulator: KlingEmulator) -> None:
     store = FakeStore()
     result = operator().execute(context_with(store))
@@ -98,6 +109,7 @@ def test_the_submission_is_kept_with_its_fingerprint_and_credits(emulator: Kling
     }
 
 
+@needs_task_state_store
 def test_a_finished_job_is_reused_by_a_later_try(emulator: KlingEmulator) -> None:
     store = FakeStore()
     first = operator().execute(context_with(store))
@@ -106,6 +118,7 @@ def test_a_finished_job_is_reused_by_a_later_try(emulator: KlingEmulator) -> Non
     assert emulator.stats()["jobs_created"] == 1
 
 
+@needs_task_state_store
 def test_changed_parameters_submit_a_new_job(
     emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -118,6 +131,7 @@ def test_changed_parameters_submit_a_new_job(
     assert emulator.stats()["jobs_created"] == 2
 
 
+@needs_task_state_store
 def test_a_job_the_vendor_no_longer_knows_is_submitted_anew(emulator: KlingEmulator) -> None:
     fingerprint = GenerationRequest("a fox").fingerprint()
     store = FakeStore({KEY: {"task_id": "purged-long-ago", "fingerprint": fingerprint}})
@@ -126,6 +140,7 @@ def test_a_job_the_vendor_no_longer_knows_is_submitted_anew(emulator: KlingEmula
     assert emulator.stats()["jobs_created"] == 1
 
 
+@needs_task_state_store
 def test_an_unconfirmed_submit_fails_the_retry_without_sending(emulator: KlingEmulator) -> None:
     store = FakeStore({KEY: {"pending": GenerationRequest("a fox").fingerprint()}})
     with pytest.raises(AirflowFailException, match="state-store/kling_submission"):
@@ -133,6 +148,7 @@ def test_an_unconfirmed_submit_fails_the_retry_without_sending(emulator: KlingEm
     assert emulator.stats()["requests"]["submit"] == 0
 
 
+@needs_task_state_store
 def test_an_unconfirmed_submit_is_sent_again_when_told_to(
     emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -142,6 +158,7 @@ def test_an_unconfirmed_submit_is_sent_again_when_told_to(
     assert emulator.stats()["jobs_created"] == 1
 
 
+@needs_task_state_store
 def test_a_lost_answer_leaves_the_pending_mark_for_the_next_try(emulator: KlingEmulator) -> None:
     emulator.inject("submit", "timeout_after_create", count=1, delay=0.1)
     store = FakeStore()
@@ -150,6 +167,7 @@ def test_a_lost_answer_leaves_the_pending_mark_for_the_next_try(emulator: KlingE
     assert store[KEY] == {"pending": GenerationRequest("a fox").fingerprint()}
 
 
+@needs_task_state_store
 def test_a_submit_refused_outright_clears_the_mark_so_a_retry_may_send_it(emulator: KlingEmulator) -> None:
     emulator.inject("submit", "rate_limit", count=3, retry_after=0)
     store = FakeStore()
@@ -219,6 +237,7 @@ def test_output_path_adds_the_default_asset_alias_outlet() -> None:
     assert operator().outlets == []
 
 
+@needs_task_state_store
 def test_a_failed_download_is_retried_by_the_next_try_without_a_second_job(
     emulator: KlingEmulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
