@@ -28,9 +28,13 @@ def get_provider_info() -> dict[str, Any]:
                     }
                 },
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "hidden-fields": ["schema", "login", "extra"],
                     "relabeling": {"host": "Base URL", "password": "API key"},
-                    "placeholders": {"host": "https://ulazai.com", "password": "your UlazAI API key"},
+                    "placeholders": {
+                        "host": "https://ulazai.com",
+                        "port": "443",
+                        "password": "your UlazAI API key",
+                    },
                 },
             }
         ],

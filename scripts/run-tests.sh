@@ -8,6 +8,17 @@ NEWEST_AIRFLOW="apache-airflow==3.3.2"
 OLDEST_AIRFLOW="apache-airflow==3.1.8"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
+# The UI test drives Debian's Chromium (Playwright downloads no browser here).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "Installing Debian's chromium for the UI test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "The UI test needs Debian's chromium: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
+
 (
   KLING_EXTRAS=test KLING_AIRFLOW="$NEWEST_AIRFLOW" source "$ROOT/scripts/_venv.sh"
   cd "$ROOT"

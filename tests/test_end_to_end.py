@@ -130,6 +130,7 @@ def airflow(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # the browser test needs no login
         "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
             {"conn_type": "kling", "host": emulator.url, "password": "kling-emulator-key"}
         ),
@@ -269,3 +270,126 @@ def test_connection_test_reports_a_wrong_key(airflow: Airflow, emulator: Emulato
     command = [sys.executable, "-m", "airflow", "connections", "test", "kling_wrong_key"]
     done = subprocess.run(command, env=airflow.env, capture_output=True, text=True, timeout=120)
     assert "401" in done.stdout + done.stderr
+
+
+# -- in a real browser: headless Chromium (Debian's, driven by Playwright) against the same Airflow --
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Where screenshots go; point it at docs/screenshots to refresh the README's pictures.
+SCREENSHOTS = os.environ.get("KLING_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "the UI test needs Debian's chromium: apt-get install chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def screenshot(page: Any, name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path_factory.getbasetemp()
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def add_kling_connection(page: Any, airflow: Airflow, conn_id: str, emulator: Emulator, api_key: str) -> None:
+    """Fill the Add Connection form as a person would, and save it."""
+    emulator_port = emulator.url.rsplit(":", 1)[1]
+    page.goto(f"{airflow.api_url}/connections")
+    page.get_by_role("button", name="Add Connection").click()
+    page.locator("input[name=connection_id]").fill(conn_id)
+    page.get_by_role("combobox").click()
+    page.keyboard.type("kling")
+    page.get_by_role("option", name="Kling AI video").click()
+    page.locator("input[name=host]").fill("http://127.0.0.1")
+    # The port goes in its own field: Airflow 3.3.2's Test button refuses a connection without one
+    # (it sends port 0 for a NULL port; apache/airflow#73298).
+    page.locator("input[name=port]").fill(emulator_port)
+    page.locator("input[name=password]").fill(api_key)
+    page.get_by_role("button", name="Save").click()
+    page.get_by_role("row").filter(has_text=conn_id).wait_for()
+
+
+def click_test(page: Any, conn_id: str) -> dict[str, Any]:
+    row = page.get_by_role("row").filter(has_text=conn_id)
+    with page.expect_response(lambda response: response.url.endswith("/api/v2/connections/test")) as answer:
+        row.get_by_role("button", name="Test Connection").click()
+    return dict(answer.value.json())
+
+
+def test_add_connection_form_offers_kling_with_its_labels(
+    browser_page: Any, airflow: Airflow, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page = browser_page
+    page.goto(f"{airflow.api_url}/connections")
+    page.get_by_role("button", name="Add Connection").click()
+    page.get_by_role("combobox").click()
+    page.keyboard.type("kling")
+    page.get_by_role("option", name="Kling AI video").click()
+    labels = " ".join(page.locator("label").all_inner_texts())
+    assert "Base URL" in labels and "API key" in labels and "Warn below credits" in labels
+    assert page.locator("input[name=host]").get_attribute("placeholder") == "https://ulazai.com"
+    assert page.locator("input[name=password]").get_attribute("type") == "password"
+    assert page.locator("input[name=login]").count() == 0 and page.locator("input[name=schema]").count() == 0
+    screenshot(page, "add-connection-form", tmp_path_factory)
+
+
+def test_test_button_reports_success_against_the_emulator(
+    browser_page: Any, airflow: Airflow, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page = browser_page
+    jobs_before = emulator.stats()["jobs_created"]
+    add_kling_connection(page, airflow, "kling_from_the_ui", emulator, "kling-emulator-key")
+    answer = click_test(page, "kling_from_the_ui")
+    assert answer["status"] is True and "API key was accepted" in answer["message"]
+    icon = (
+        page.get_by_role("row")
+        .filter(has_text="kling_from_the_ui")
+        .get_by_role("button", name="Test Connection")
+    )
+    assert icon.locator("svg").get_attribute("color") == "green"
+    screenshot(page, "test-connection-success", tmp_path_factory)
+    assert emulator.stats()["jobs_created"] == jobs_before  # testing spends nothing
+
+
+def test_test_button_reports_a_wrong_key(
+    browser_page: Any, airflow: Airflow, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    page = browser_page
+    add_kling_connection(page, airflow, "kling_with_a_wrong_key", emulator, "not-the-key")
+    answer = click_test(page, "kling_with_a_wrong_key")
+    assert answer["status"] is False and "HTTP 401" in answer["message"]
+    page.get_by_text("Kling API refused the API key").first.wait_for()  # the failure toast
+    screenshot(page, "test-connection-wrong-key", tmp_path_factory)
+
+
+def test_task_page_links_to_the_finished_video(
+    browser_page: Any,
+    airflow: Airflow,
+    emulator: Emulator,
+    finished_run: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    page = browser_page
+    page.goto(f"{airflow.api_url}/dags/{DAG_ID}/runs/{finished_run['run_id']}/tasks/{TASK_ID}/details")
+    link = page.get_by_role("link", name="Kling video")
+    link.wait_for()
+    [job] = emulator.jobs()
+    assert link.get_attribute("href") == f"{emulator.url}/_emulator/videos/{job['task_id']}.mp4"
+    screenshot(page, "task-video-link", tmp_path_factory)
