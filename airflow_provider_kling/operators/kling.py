@@ -30,7 +30,12 @@ from airflow_provider_kling.core.request import (
 )
 from airflow_provider_kling.core.responses import JobState, job_state
 from airflow_provider_kling.links.kling import KlingVideoLink
-from airflow_provider_kling.triggers.kling import KlingStatusTrigger, result_from_event, video_result
+from airflow_provider_kling.triggers.kling import (
+    KlingStatusTrigger,
+    check_poll_interval,
+    result_from_event,
+    video_result,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -114,8 +119,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             raise ValueError(
                 f"on_unconfirmed_submit must be 'fail' or 'resubmit', got {on_unconfirmed_submit!r}"
             )
-        if not poll_interval > 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        check_poll_interval(poll_interval)
         self.prompt = prompt
         self.generation_mode = generation_mode
         self.image_urls = image_urls

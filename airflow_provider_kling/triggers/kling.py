@@ -81,6 +81,12 @@ def result_from_event(event: Any) -> dict[str, Any]:
     raise error_class(message or f"Kling wait for {task_id} failed", task_id=task_id)
 
 
+def check_poll_interval(poll_interval: float) -> None:
+    """Every wait sleeps between polls: refuse an interval that would make it spin."""
+    if not poll_interval > 0:
+        raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+
+
 def video_result(status: dict[str, Any], credits: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON-serialisable result of a finished generation, as the operator and sensor return it."""
     return {
@@ -105,8 +111,7 @@ class KlingStatusTrigger(BaseTrigger):
         kling_conn_id: str = DEFAULT_CONN_ID,
     ):
         super().__init__()
-        if not poll_interval > 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        check_poll_interval(poll_interval)
         # Not ``task_id``: BaseTrigger keeps the Airflow task's id there, set by the triggerer.
         self.kling_task_id = kling_task_id
         self.deadline = deadline
