@@ -227,3 +227,18 @@ def test_an_absurd_progress_is_ignored_not_a_crash() -> None:
 def test_an_oversized_status_answer_is_a_clear_error() -> None:
     with pytest.raises(KlingResponseError, match="larger than"):
         read_status_response(200, b" " * (MAX_BODY_BYTES + 1), None, "t")
+
+
+@pytest.mark.parametrize("video_url", ["javascript:alert(1)", "file:///etc/passwd", "ftp://cdn/v.mp4", ""])
+def test_a_completed_job_whose_video_url_is_not_http_is_a_clear_error(video_url: str) -> None:
+    with pytest.raises(KlingResponseError, match="video_url"):
+        JobStatus.from_body({"data": {"status": "completed", "video_url": video_url}}, task_id="t")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"null", b"[]", b'"completed"', b'{"data": []}', b'{"data": {"status": 5}}', b"<html>ok</html>"],
+)
+def test_a_status_answer_of_the_wrong_shape_is_a_clear_error_never_a_key_error(body: bytes) -> None:
+    with pytest.raises(KlingResponseError):
+        read_status_response(200, body, None, "t")

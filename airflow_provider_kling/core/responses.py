@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow_provider_kling.core.errors import KlingResponseError, shorten
 
@@ -165,6 +166,12 @@ class JobStatus:
         video_url = data.get("video_url")
         if state is JobState.COMPLETED:
             video_url = _require(data, "video_url", str, "status", http_status)
+            if urlsplit(video_url).scheme not in ("http", "https"):
+                raise KlingResponseError(
+                    f"Kling API status answer has a video_url that is not http(s): {shorten(video_url)}",
+                    http_status=http_status,
+                    task_id=task_id,
+                )
         has_audio = data.get("has_audio")
         message = data.get("message") or data.get("error")
         return cls(
