@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ import requests
 from conftest import EXAMPLE_DAGS
 
 DAG_ID = "kling_text_to_video"
+#: A key no other part of the setup could produce, so finding it anywhere means it leaked.
+API_KEY = f"e2e-secret-{uuid.uuid4().hex}"
 TASK_ID = "generate_clip"
 
 
@@ -97,6 +100,8 @@ def emulator() -> Iterator[Emulator]:
             "10",
             "--seed",
             "7",
+            "--api-key",
+            API_KEY,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -132,7 +137,7 @@ def airflow(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # the browser test needs no login
         "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
-            {"conn_type": "kling", "host": emulator.url, "password": "kling-emulator-key"}
+            {"conn_type": "kling", "host": emulator.url, "password": API_KEY}
         ),
     }
     log = (home / "standalone.log").open("wb")
@@ -252,7 +257,7 @@ def test_connection_added_with_the_cli_passes_airflow_connection_test(
 ) -> None:
     airflow.cli(
         "connections", "add", "kling_from_cli",
-        "--conn-type", "kling", "--conn-host", emulator.url, "--conn-password", "kling-emulator-key",
+        "--conn-type", "kling", "--conn-host", emulator.url, "--conn-password", API_KEY,
     )  # fmt: skip
     before = emulator.stats()
     assert "Connection success!" in airflow.cli("connections", "test", "kling_from_cli")
@@ -355,7 +360,7 @@ def test_test_button_reports_success_against_the_emulator(
 ) -> None:
     page = browser_page
     jobs_before = emulator.stats()["jobs_created"]
-    add_kling_connection(page, airflow, "kling_from_the_ui", emulator, "kling-emulator-key")
+    add_kling_connection(page, airflow, "kling_from_the_ui", emulator, API_KEY)
     answer = click_test(page, "kling_from_the_ui")
     assert answer["status"] is True and "API key was accepted" in answer["message"]
     icon = (
@@ -393,3 +398,23 @@ def test_task_page_links_to_the_finished_video(
     [job] = emulator.jobs()
     assert link.get_attribute("href") == f"{emulator.url}/_emulator/videos/{job['task_id']}.mp4"
     screenshot(page, "task-video-link", tmp_path_factory)
+
+
+def test_the_api_key_appears_in_no_log_xcom_trigger_or_rendered_field(
+    finished_run: dict[str, Any], airflow: Airflow
+) -> None:
+    """Searched after everything above ran: task, trigger and component logs, and the metadata DB."""
+    logs = [airflow.home / "standalone.log", *(p for p in (airflow.home / "logs").rglob("*") if p.is_file())]
+    leaking_logs = [str(path) for path in logs if API_KEY in path.read_text(errors="replace")]
+    assert leaking_logs == []
+    stored = {
+        "xcom": "SELECT value FROM xcom",
+        "trigger kwargs": "SELECT kwargs FROM trigger",
+        "rendered templates": "SELECT rendered_fields FROM rendered_task_instance_fields",
+        "task state": "SELECT value FROM task_state_store",
+        "task instances": "SELECT next_kwargs, rendered_map_index FROM task_instance",
+        "notes": "SELECT content FROM task_instance_note",
+    }
+    for what, sql in stored.items():
+        rows = airflow.query(sql)
+        assert API_KEY not in repr(rows), what

@@ -1,0 +1,54 @@
+"""A CI-sized soak: 100 generations through hook and trigger against an emulator injecting every fault.
+
+The full-size run is `python benchmarks/soak.py --generations 1000` (figures in docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from airflow_provider_kling.hooks.kling import KlingHook
+
+
+def load_soak() -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
+    spec = importlib.util.spec_from_file_location("soak", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["soak"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report() -> Any:
+    with pytest.MonkeyPatch.context() as patch:  # the soak sets the hook's retry schedule and the connection
+        patch.setattr(KlingHook, "status_retry_policy", KlingHook.status_retry_policy)
+        patch.setattr(KlingHook, "submit_retry_policy", KlingHook.submit_retry_policy)
+        patch.setenv("AIRFLOW_CONN_KLING_DEFAULT", "")
+        yield load_soak().run_soak(generations=100, concurrency=100)
+
+
+def test_every_fault_kind_was_injected(report: Any) -> None:
+    assert set(report.faults["status"]) == {"server_error", "rate_limit", "drop", "garbage", "slow"}
+    assert report.faults["submit"] == {"rate_limit": report.requests["submit"] - 100}
+
+
+def test_exactly_one_job_per_generation(report: Any) -> None:
+    assert report.jobs_per_generation == {1: 100}
+
+
+def test_no_generation_is_lost(report: Any) -> None:
+    assert report.lost == 0
+
+
+def test_every_generation_ends_completed_or_failed_with_its_cause(report: Any) -> None:
+    assert set(report.outcomes) <= {"success", "failed"}
+    assert report.outcomes["success"] >= 80
+    assert all(cause.startswith("failed: vendor said: ") for cause in report.causes)
