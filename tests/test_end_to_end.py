@@ -401,7 +401,7 @@ def test_task_page_links_to_the_finished_video(
 
 
 def test_the_api_key_appears_in_no_log_xcom_trigger_or_rendered_field(
-    finished_run: dict[str, Any], airflow: Airflow
+    finished_run: dict[str, Any], airflow: Airflow, emulator: Emulator
 ) -> None:
     """Searched after everything above ran: task, trigger and component logs, and the metadata DB."""
     logs = [airflow.home / "standalone.log", *(p for p in (airflow.home / "logs").rglob("*") if p.is_file())]
@@ -418,3 +418,7 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_rendered_field(
     for what, sql in stored.items():
         rows = airflow.query(sql)
         assert API_KEY not in repr(rows), what
+    # The control: the same search finds what these places do hold, the job's vendor task_id.
+    [job] = emulator.jobs()
+    assert any(job["task_id"] in path.read_text(errors="replace") for path in logs)
+    assert job["task_id"] in repr(airflow.query(stored["xcom"]))
