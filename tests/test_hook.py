@@ -39,9 +39,13 @@ IMAGE = "https://example.com/dog.jpg"
 
 
 def use_connection(
-    monkeypatch: pytest.MonkeyPatch, host: str, api_key: str, conn_id: str = "kling_default"
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    api_key: str,
+    conn_id: str = "kling_default",
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    connection = {"conn_type": "kling", "host": host, "password": api_key}
+    connection = {"conn_type": "kling", "host": host, "password": api_key, "extra": extra or {}}
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
 
 
@@ -455,13 +459,9 @@ def test_submit_refused_before_sending_is_tried_as_often_as_the_policy_allows(
 def test_a_submit_warns_when_credits_fall_below_the_connection_threshold(
     kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    connection = {
-        "conn_type": "kling",
-        "host": kling_emulator.base_url,
-        "password": kling_emulator.api_key,
-        "extra": {"low_credit_warning": 100},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps(connection))
+    use_connection(
+        monkeypatch, kling_emulator.base_url, kling_emulator.api_key, extra={"low_credit_warning": 100}
+    )
     kling_emulator.set_credits(kling_emulator.api_key, 140)
     hook = fast_hook()
     hook.submit(GenerationRequest("first"))  # 95 left
@@ -472,13 +472,9 @@ def test_a_submit_warns_when_credits_fall_below_the_connection_threshold(
 def test_a_submit_does_not_warn_above_the_threshold(
     kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    connection = {
-        "conn_type": "kling",
-        "host": kling_emulator.base_url,
-        "password": kling_emulator.api_key,
-        "extra": {"low_credit_warning": 100},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps(connection))
+    use_connection(
+        monkeypatch, kling_emulator.base_url, kling_emulator.api_key, extra={"low_credit_warning": 100}
+    )
     fast_hook().submit(GenerationRequest("first"))
     out, err = capfd.readouterr()
     assert "credits left" not in out + err
