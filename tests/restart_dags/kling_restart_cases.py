@@ -1,0 +1,35 @@
+"""DAGs for tests/test_restarts.py: jobs take 10-15 s there, time enough to kill things."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_kling.operators.kling import KlingGenerateOperator
+
+
+def case(dag_id: str) -> DAG:
+    return DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+
+
+with case("restart_deferred"):
+    KlingGenerateOperator(task_id="generate", prompt="triggerer restart", deferrable=True, poll_interval=1)
+
+with case("restart_deadline"):
+    # The job takes 10-15 s; the wait gives up 6 s after deferring, whatever happens to the triggerer.
+    KlingGenerateOperator(task_id="generate", prompt="deadline", deferrable=True, poll_interval=1, timeout=6)
+
+with case("restart_worker"):
+    KlingGenerateOperator(
+        task_id="generate",
+        prompt="worker killed",
+        deferrable=False,
+        poll_interval=1,
+        retries=1,
+        retry_delay=timedelta(seconds=1),
+    )
+
+with case("restart_emulator"):
+    KlingGenerateOperator(task_id="generate", prompt="emulator restart", deferrable=True, poll_interval=1)

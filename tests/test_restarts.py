@@ -1,0 +1,217 @@
+"""Restarts on a real Airflow: the triggerer killed, a worker's task killed, the API restarting.
+
+Airflow's components run as separate processes here (api-server, scheduler, dag-processor,
+triggerer), so one can be killed with SIGKILL and started again, as an outage would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from test_end_to_end import free_port, stop
+
+DAGS = Path(__file__).resolve().parent / "restart_dags"
+API_KEY = "restart-test-key"
+
+
+@dataclass
+class Deployment:
+    home: Path
+    env: dict[str, str]
+    api_url: str
+    emulator_port: int
+    state_file: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *command: str) -> None:
+        log = (self.home / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            list(command), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start_airflow(self, component: str, *arguments: str) -> None:
+        self.start(component, sys.executable, "-m", "airflow", component, *arguments)
+
+    def start_emulator(self) -> None:
+        self.start(
+            "emulator", sys.executable, "-m", "airflow_provider_kling.emulator",
+            "--port", str(self.emulator_port), "--speed", "6",
+            "--api-key", API_KEY, "--state-file", str(self.state_file),
+        )  # fmt: skip
+        wait_until(lambda: self.emulator("stats") is not None, 30, "the emulator to answer")
+
+    def kill(self, name: str) -> None:
+        os.killpg(self.processes[name].pid, signal.SIGKILL)
+        self.processes[name].wait(timeout=10)
+
+    def emulator(self, route: str) -> Any:
+        try:
+            return requests.get(f"http://127.0.0.1:{self.emulator_port}/_emulator/{route}", timeout=5).json()
+        except requests.RequestException:
+            return None
+
+    def cli(self, *arguments: str) -> None:
+        command = [sys.executable, "-m", "airflow", *arguments]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    def query(self, sql: str, *parameters: Any) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
+            return db.execute(sql, parameters).fetchall()
+
+    def task_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.query(
+            "SELECT state FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'generate'",
+            dag_id,
+            run_id,
+        )
+        return rows[0][0] if rows else None
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
+        return rows[0][0] if rows else None
+
+    def trigger(self, dag_id: str) -> str:
+        wait_until(
+            lambda: self.query("SELECT 1 FROM dag WHERE dag_id = ?", dag_id), 180, f"{dag_id} to register"
+        )
+        self.cli("dags", "unpause", dag_id)
+        run_id = f"{dag_id}_{int(time.time())}"
+        self.cli("dags", "trigger", dag_id, "--run-id", run_id)
+        return run_id
+
+    def jobs_for(self, prompt: str) -> list[dict[str, Any]]:
+        return [job for job in self.emulator("jobs") or [] if job["request"]["prompt"] == prompt]
+
+
+def wait_until(condition: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except sqlite3.OperationalError:  # the database is being written; ask again
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"gave up waiting for {what} after {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    home = tmp_path_factory.mktemp("restart-airflow-home")
+    api_port, emulator_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env |= {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
+            {"conn_type": "kling", "host": f"http://127.0.0.1:{emulator_port}", "password": API_KEY}
+        ),
+    }
+    running = Deployment(
+        home, env, f"http://127.0.0.1:{api_port}", emulator_port, home / "emulator-state.json"
+    )
+    try:
+        running.cli("db", "migrate")
+        running.start_emulator()
+        for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+            running.start_airflow(component)
+        wait_until(lambda: _answers(f"{running.api_url}/api/v2/monitor/health"), 180, "the api-server")
+        yield running
+    finally:
+        for process in running.processes.values():
+            stop(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deployment: Deployment) -> None:
+    run_id = deployment.trigger("restart_deferred")
+    wait_until(lambda: deployment.task_state("restart_deferred", run_id) == "deferred", 120, "deferral")
+    deployment.kill("triggerer")
+    time.sleep(3)
+    deployment.start_airflow("triggerer")
+    wait_until(
+        lambda: deployment.run_state("restart_deferred", run_id) in ("success", "failed"), 180, "the run"
+    )
+    assert deployment.run_state("restart_deferred", run_id) == "success"
+    assert len(deployment.jobs_for("triggerer restart")) == 1
+
+
+def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Deployment) -> None:
+    run_id = deployment.trigger("restart_deadline")
+    wait_until(lambda: deployment.task_state("restart_deadline", run_id) == "deferred", 120, "deferral")
+    deployment.kill("triggerer")
+    time.sleep(4)
+    restarted_at = time.time()
+    deployment.start_airflow("triggerer")
+    wait_until(
+        lambda: deployment.run_state("restart_deadline", run_id) in ("success", "failed"), 180, "the run"
+    )
+    assert deployment.task_state("restart_deadline", run_id) == "failed"  # the 10-15 s job outlived the wait
+    # The wait had 6 s from its deferral and 4 of them passed while the triggerer was down, so the
+    # restarted trigger stops polling within about 2 s; one whose clock restarted would poll for 6 s.
+    [job] = deployment.jobs_for("deadline")
+    assert all(poll < restarted_at + 3 for poll in job["status_polls"]), (restarted_at, job["status_polls"])
+
+
+def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Deployment) -> None:
+    run_id = deployment.trigger("restart_worker")
+    wait_until(
+        lambda: any(job["status_polls"] for job in deployment.jobs_for("worker killed")), 120, "polling"
+    )
+    [(pid,)] = deployment.query(
+        "SELECT pid FROM task_instance WHERE dag_id = 'restart_worker' AND run_id = ?", run_id
+    )
+    assert pid, "the running task instance records its process id"
+    os.kill(pid, signal.SIGKILL)
+    wait_until(
+        lambda: deployment.run_state("restart_worker", run_id) in ("success", "failed"), 180, "the run"
+    )
+    assert deployment.run_state("restart_worker", run_id) == "success"
+    [(try_number,)] = deployment.query(
+        "SELECT try_number FROM task_instance WHERE dag_id = 'restart_worker' AND run_id = ?", run_id
+    )
+    assert try_number == 2
+    assert len(deployment.jobs_for("worker killed")) == 1
+
+
+def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Deployment) -> None:
+    run_id = deployment.trigger("restart_emulator")
+    wait_until(
+        lambda: any(job["status_polls"] for job in deployment.jobs_for("emulator restart")), 120, "polling"
+    )
+    stop(deployment.processes["emulator"])  # a clean stop saves the jobs to the state file
+    time.sleep(2)
+    deployment.start_emulator()
+    wait_until(
+        lambda: deployment.run_state("restart_emulator", run_id) in ("success", "failed"), 180, "the run"
+    )
+    assert deployment.run_state("restart_emulator", run_id) == "success"
+    assert len(deployment.jobs_for("emulator restart")) == 1
