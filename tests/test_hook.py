@@ -23,6 +23,7 @@ from airflow_provider_kling.core.errors import (
     KlingError,
     KlingInsufficientCreditsError,
     KlingNotFoundError,
+    KlingResponseError,
     KlingServerError,
     KlingSubmitUncertainError,
     KlingTransportError,
@@ -478,3 +479,40 @@ def test_a_submit_does_not_warn_above_the_threshold(
     fast_hook().submit(GenerationRequest("first"))
     out, err = capfd.readouterr()
     assert "credits left" not in out + err
+
+
+class HostileServer(socketserver.BaseRequestHandler):
+    """Answers every request with HTTP 200 and whatever ``body`` the test set."""
+
+    body = b""
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
+        self.request.sendall(head.encode() + self.body)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"", "not JSON"),
+        (b"<html><body>Welcome to nginx!</body></html>", "not JSON"),
+        (b'{"success": true, "data": ["not", "an", "object"]}', "no 'data' object"),
+        (b'{"success": true, "data": {"progress": 10}}', "lacks a valid 'status'"),
+        (b'{"data": {"status": "completed"}}', "'video_url'"),
+        (b'{"data": {"status": "processing", "pad": "' + b"x" * (5 * 1024 * 1024) + b'"}}', "larger than"),
+    ],
+    ids=["empty", "html", "data-not-object", "no-status", "completed-without-video", "5-MiB"],
+)
+def test_a_hostile_status_answer_is_a_clear_error_on_both_paths(
+    body: bytes, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    HostileServer.body = body
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), HostileServer) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        use_connection(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}", "k")
+        with pytest.raises(KlingResponseError, match=said):
+            fast_hook().get_status("t")
+        with pytest.raises(KlingResponseError, match=said):
+            asyncio.run(fast_hook().aget_status("t"))
+        server.shutdown()
