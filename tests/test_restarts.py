@@ -71,13 +71,14 @@ class Deployment:
         with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
             return db.execute(sql, parameters).fetchall()
 
-    def task_state(self, dag_id: str, run_id: str) -> str | None:
+    def task_states(self, dag_id: str, run_id: str) -> list[str | None]:
+        """The states of the run's task instances, in map index order."""
         rows = self.query(
-            "SELECT state FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'generate'",
+            "SELECT state FROM task_instance WHERE dag_id = ? AND run_id = ? ORDER BY map_index",
             dag_id,
             run_id,
         )
-        return rows[0][0] if rows else None
+        return [state for (state,) in rows]
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
         rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
@@ -153,20 +154,22 @@ def _answers(url: str) -> bool:
 
 def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deployment: Deployment) -> None:
     run_id = deployment.trigger("restart_deferred")
-    wait_until(lambda: deployment.task_state("restart_deferred", run_id) == "deferred", 120, "deferral")
+    wait_until(
+        lambda: deployment.task_states("restart_deferred", run_id) == ["deferred"] * 3, 120, "deferrals"
+    )
     deployment.kill("triggerer")
     time.sleep(3)
     deployment.start_airflow("triggerer")
     wait_until(
         lambda: deployment.run_state("restart_deferred", run_id) in ("success", "failed"), 180, "the run"
     )
-    assert deployment.run_state("restart_deferred", run_id) == "success"
-    assert len(deployment.jobs_for("triggerer restart")) == 1
+    assert deployment.task_states("restart_deferred", run_id) == ["success"] * 3
+    assert [len(deployment.jobs_for(f"triggerer restart {n}")) for n in range(3)] == [1, 1, 1]
 
 
 def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Deployment) -> None:
     run_id = deployment.trigger("restart_deadline")
-    wait_until(lambda: deployment.task_state("restart_deadline", run_id) == "deferred", 120, "deferral")
+    wait_until(lambda: deployment.task_states("restart_deadline", run_id) == ["deferred"], 120, "deferral")
     deployment.kill("triggerer")
     time.sleep(4)
     restarted_at = time.time()
@@ -174,7 +177,9 @@ def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Deployment
     wait_until(
         lambda: deployment.run_state("restart_deadline", run_id) in ("success", "failed"), 180, "the run"
     )
-    assert deployment.task_state("restart_deadline", run_id) == "failed"  # the 10-15 s job outlived the wait
+    assert deployment.task_states("restart_deadline", run_id) == [
+        "failed"
+    ]  # the 10-15 s job outlived the wait
     # The wait had 6 s from its deferral and 4 of them passed while the triggerer was down, so the
     # restarted trigger stops polling within about 2 s; one whose clock restarted would poll for 6 s.
     [job] = deployment.jobs_for("deadline")

@@ -15,7 +15,9 @@ def case(dag_id: str) -> DAG:
 
 
 with case("restart_deferred"):
-    KlingGenerateOperator(task_id="generate", prompt="triggerer restart", deferrable=True, poll_interval=1)
+    KlingGenerateOperator.partial(task_id="generate", deferrable=True, poll_interval=1).expand(
+        prompt=[f"triggerer restart {n}" for n in range(3)]
+    )
 
 with case("restart_deadline"):
     # The job takes 10-15 s; the wait gives up 6 s after deferring, whatever happens to the triggerer.
