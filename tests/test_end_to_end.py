@@ -50,6 +50,27 @@ def stop(process: subprocess.Popen[Any]) -> None:
         process.wait(timeout=10)
 
 
+def airflow_env(home: Path, dags: Path, api_port: int, kling_url: str, api_key: str) -> dict[str, str]:
+    """The environment of a throwaway Airflow on loopback, with kling_default pointing at ``kling_url``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    return env | {
+        # Airflow starts its components as `airflow ...` commands: find this environment's first.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
+            {"conn_type": "kling", "host": kling_url, "password": api_key}
+        ),
+    }
+
+
 @dataclass
 class Emulator:
     process: subprocess.Popen[str]
@@ -121,24 +142,10 @@ def emulator() -> Iterator[Emulator]:
 def airflow(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     home = tmp_path_factory.mktemp("airflow-home")
     api_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env = airflow_env(home, EXAMPLE_DAGS, api_port, emulator.url, API_KEY)
     env |= {
-        # standalone starts its components as `airflow ...` commands: find this environment's first.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # the browser test needs no login
-        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
-            {"conn_type": "kling", "host": emulator.url, "password": API_KEY}
-        ),
     }
     log = (home / "standalone.log").open("wb")
     process = subprocess.Popen(

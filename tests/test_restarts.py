@@ -6,7 +6,6 @@ triggerer), so one can be killed with SIGKILL and started again, as an outage wo
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from test_end_to_end import free_port, stop
+from test_end_to_end import airflow_env, free_port, stop
 
 DAGS = Path(__file__).resolve().parent / "restart_dags"
 API_KEY = "restart-test-key"
@@ -113,23 +112,8 @@ def wait_until(condition: Any, seconds: float, what: str) -> None:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     home = tmp_path_factory.mktemp("restart-airflow-home")
     api_port, emulator_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env |= {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
-        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
-            {"conn_type": "kling", "host": f"http://127.0.0.1:{emulator_port}", "password": API_KEY}
-        ),
-    }
+    env = airflow_env(home, DAGS, api_port, f"http://127.0.0.1:{emulator_port}", API_KEY)
+    env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
     running = Deployment(
         home, env, f"http://127.0.0.1:{api_port}", emulator_port, home / "emulator-state.json"
     )
