@@ -109,12 +109,12 @@ def test_sound_and_ten_seconds_cost_the_price_table_amount(emulator: KlingEmulat
     assert submit(emulator, body).json()["data"]["credits_used"] == 220
 
 
-def test_estimated_time_announces_the_nominal_range_not_the_sped_up_one(
+def test_estimated_time_announces_the_range_its_sped_up_jobs_take(
     kling_emulator_factory: KlingEmulatorFactory,
 ) -> None:
-    emulator = kling_emulator_factory(min_seconds=30, max_seconds=45, speed=1000)
+    emulator = kling_emulator_factory(min_seconds=30, max_seconds=45, speed=10)
 
-    assert submit(emulator).json()["data"]["estimated_time"] == "30-45 seconds"
+    assert submit(emulator).json()["data"]["estimated_time"] == "3-4.5 seconds"
 
 
 # Status and video

@@ -7,6 +7,7 @@ which test_operator.py and test_end_to_end.py use) and the emulator as the API.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,12 +101,15 @@ def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> 
 @needs_task_state_store
 def test_the_submission_is_kept_with_its_fingerprint_and_credits(emulator: KlingEmulator) -> None:
     store = FakeStore()
+    before = time.time()
     result = operator().execute(context_with(store))
     assert store[KEY] == {
         "task_id": result["task_id"],
         "fingerprint": GenerationRequest("a fox").fingerprint(),
         "credits_used": 45,
         "credits_remaining": 10_000 - 45,
+        "submitted_at": pytest.approx(before, abs=1),
+        "expected_seconds": [1.0, 1.5],
     }
 
 

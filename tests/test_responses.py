@@ -29,7 +29,14 @@ from airflow_provider_kling.core.errors import (
     is_safe_to_resubmit,
     is_transient,
 )
-from airflow_provider_kling.core.responses import JobState, JobStatus, SubmitResult, job_state, read_json
+from airflow_provider_kling.core.responses import (
+    JobState,
+    JobStatus,
+    SubmitResult,
+    job_state,
+    parse_estimated_time,
+    read_json,
+)
 
 SUBMIT_BODY = {
     "success": True,
@@ -48,6 +55,27 @@ def test_submit_answer_from_the_contract_is_read() -> None:
     result = SubmitResult.from_body(SUBMIT_BODY)
     assert (result.task_id, result.credits_used, result.credits_remaining) == ("uuid-here", 55, 945)
     assert result.estimated_seconds == (60, 90)
+
+
+@pytest.mark.parametrize(
+    ("announced", "seconds"),
+    [
+        ("60-90 seconds", (60, 90)),
+        ("90 – 60 sec", (60, 90)),
+        ("6-9 seconds", (6, 9)),
+        ("0.6-0.9 seconds", (0.6, 0.9)),
+        ("about 75 seconds", (75, 75)),
+        ("1-2 minutes", (60, 120)),
+        ("60 to 90 s", (60, 90)),
+    ],
+)
+def test_estimated_time_is_read_as_a_range_of_seconds(announced: str, seconds: tuple[float, float]) -> None:
+    assert parse_estimated_time(announced) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("announced", [None, "", "soon", "0 seconds"])
+def test_estimated_time_without_a_positive_duration_is_not_read(announced: str | None) -> None:
+    assert parse_estimated_time(announced) is None
 
 
 def test_unknown_fields_are_kept_in_extra() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -115,9 +116,33 @@ def test_unknown_task_fails_at_once(emulator: KlingEmulator) -> None:
 def test_serialised_kwargs_hold_no_key_and_only_primitives(emulator: KlingEmulator) -> None:
     classpath, kwargs = trigger_for("abc").serialize()
     assert classpath == "airflow_provider_kling.triggers.kling.KlingStatusTrigger"
-    assert set(kwargs) == {"kling_task_id", "deadline", "poll_interval", "kling_conn_id"}
+    assert set(kwargs) == {
+        "kling_task_id",
+        "deadline",
+        "poll_interval",
+        "kling_conn_id",
+        "submitted_at",
+        "expected_seconds",
+    }
     assert emulator.api_key not in repr(kwargs)
-    assert all(isinstance(value, (str, float, int)) for value in kwargs.values())
+    assert json.loads(json.dumps(kwargs)) == kwargs
+
+
+def test_an_adaptive_wait_polls_a_few_times_and_sees_the_end_soon_after(emulator: KlingEmulator) -> None:
+    # The emulator's jobs take 1-1.5 s and it announces so: the vendor's 60-90 s, 60 times faster.
+    submitted_at = time.time()
+    task_id = submit()
+    trigger = KlingStatusTrigger(
+        kling_task_id=task_id, deadline=time.time() + 30, submitted_at=submitted_at, expected_seconds=[1, 1.5]
+    )
+    [event] = run_to_end(trigger)
+    detected_at = time.time()
+
+    assert event["status"] == "success"
+    [job] = emulator.jobs()
+    assert 2 <= len(job["status_polls"]) <= 5
+    assert job["status_polls"][0] >= submitted_at + 0.8
+    assert 0 <= detected_at - job["ready_at"] < 0.5
 
 
 def test_trigger_recreated_from_its_kwargs_finishes_the_same_job(emulator: KlingEmulator) -> None:

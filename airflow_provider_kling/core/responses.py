@@ -93,20 +93,22 @@ def _optional_int(data: dict[str, Any], name: str) -> int | None:
     return None
 
 
-_SECONDS_RANGE = re.compile(r"(\d+)\s*(?:-|–|to)\s*(\d+)|(\d+)")
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile(
+    rf"{_NUMBER}(?:\s*(?:-|–|to)\s*{_NUMBER})?\s*(?P<unit>s\b|sec|second|m\b|min|minute)?", re.IGNORECASE
+)
 
 
-def parse_estimated_time(text: str | None) -> tuple[int, int] | None:
-    """``"60-90 seconds"`` -> ``(60, 90)``; None when there is no number to read."""
-    if not text:
-        return None
-    match = _SECONDS_RANGE.search(text)
+def parse_estimated_time(text: str | None) -> tuple[float, float] | None:
+    """``"60-90 seconds"`` -> ``(60.0, 90.0)``, ``"1-2 minutes"`` -> ``(60.0, 120.0)``; None when
+    there is no positive number to read."""
+    match = _DURATION.search(text or "")
     if match is None:
         return None
-    if match.group(3):
-        single = int(match.group(3))
-        return single, single
-    low, high = int(match.group(1)), int(match.group(2))
+    unit = 60.0 if (match.group("unit") or "s").lower().startswith("m") else 1.0
+    low, high = float(match.group(1)) * unit, float(match.group(2) or match.group(1)) * unit
+    if not min(low, high) > 0:
+        return None
     return min(low, high), max(low, high)
 
 
@@ -137,7 +139,7 @@ class SubmitResult:
         )
 
     @property
-    def estimated_seconds(self) -> tuple[int, int] | None:
+    def estimated_seconds(self) -> tuple[float, float] | None:
         return parse_estimated_time(self.estimated_time)
 
 

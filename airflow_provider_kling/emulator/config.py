@@ -82,8 +82,8 @@ class Fault:
 class EmulatorConfig:
     """Everything an emulator run is told at start.
 
-    A job's nominal duration is drawn from [min_seconds, max_seconds] (what ``estimated_time``
-    announces) and then divided by ``speed``, so tests can run the vendor's 60-90 s in one.
+    A job's nominal duration is drawn from [min_seconds, max_seconds] and then divided by ``speed``
+    (``estimated_time`` announces the result), so tests can run the vendor's 60-90 s in one.
     """
 
     api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
@@ -128,7 +128,9 @@ class EmulatorConfig:
 
     @property
     def estimated_time(self) -> str:
-        """The vendor's announcement of a job's duration: the nominal range, not the sped-up one."""
-        if self.min_seconds == self.max_seconds:
-            return f"{self.min_seconds:g} seconds"
-        return f"{self.min_seconds:g}-{self.max_seconds:g} seconds"
+        """The announcement of a job's duration: the range its jobs really take, sped up, as a vendor
+        whose jobs took that long would say it (adaptive polling plans on it)."""
+        shortest, longest = self.min_seconds / self.speed, self.max_seconds / self.speed
+        if shortest == longest:
+            return f"{shortest:.3g} seconds"
+        return f"{shortest:.3g}-{longest:.3g} seconds"

@@ -77,6 +77,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     :param output_path: keep the video at this object storage URL (templated, e.g.
         ``file:///data/videos/{{ ds }}/{{ ti.map_index }}.mp4``), written atomically, and announce
         it as an Asset event through the task's ``AssetAlias`` outlets (``kling_videos`` by default).
+    :param poll_interval: poll the status every this many seconds. By default the wait adapts
+        instead: it polls rarely while the video renders and closely around the end the job's
+        progress points to (about four requests for a 60-90 s job, its end seen within a second).
     :param on_unconfirmed_submit: what a retry does when an earlier try sent the request but never
         learnt its task_id (the worker died mid-request, or the answer was lost): ``"fail"`` (the
         default: check the vendor dashboard first) or ``"resubmit"`` (may pay twice).
@@ -107,7 +110,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         kling_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 10.0,
+        poll_interval: float | None = None,
         timeout: float | timedelta = timedelta(minutes=30),
         max_credits: int | None = None,
         output_path: str | None = None,
@@ -119,7 +122,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             raise ValueError(
                 f"on_unconfirmed_submit must be 'fail' or 'resubmit', got {on_unconfirmed_submit!r}"
             )
-        check_poll_interval(poll_interval)
+        if poll_interval is not None:
+            check_poll_interval(poll_interval)
         self.prompt = prompt
         self.generation_mode = generation_mode
         self.image_urls = image_urls
@@ -194,6 +198,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             " with sound" if request.sound else "",
             request.estimated_credits,
         )
+        submitted_at = time.time()
         try:
             submitted = self.hook.submit(request)
         except Exception as error:
@@ -205,6 +210,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             "fingerprint": request.fingerprint(),
             "credits_used": submitted.credits_used,
             "credits_remaining": submitted.credits_remaining,
+            "submitted_at": submitted_at,
+            "expected_seconds": list(submitted.estimated_seconds or ()) or None,
         }
         if store is not None:
             store.set(self.external_id_key, submission)
@@ -276,6 +283,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             deadline=time.time() + _seconds(self.timeout),
             poll_interval=self.poll_interval,
             kling_conn_id=self.kling_conn_id,
+            submitted_at=external_id.get("submitted_at"),
+            expected_seconds=external_id.get("expected_seconds"),
         )
         if self.deferrable:
             self.defer(

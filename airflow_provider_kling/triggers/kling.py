@@ -22,8 +22,11 @@ from airflow_provider_kling.core.errors import (
     KlingJobFailedError,
     is_transient,
 )
+from airflow_provider_kling.core.polling import VENDOR_EXPECTED_SECONDS, AdaptivePolling, FixedPolling
 from airflow_provider_kling.core.responses import JobState, JobStatus
 
+#: The interval of a wait told neither an interval nor when its job was submitted: the vendor's.
+DEFAULT_POLL_INTERVAL = 10.0
 #: Consecutive polls (each already retried by the hook) that may fail before the wait gives up.
 FAILURE_BUDGET = 5
 
@@ -101,22 +104,32 @@ def video_result(status: dict[str, Any], credits: dict[str, Any] | None = None) 
 
 
 class KlingStatusTrigger(BaseTrigger):
-    """Poll ``GET /status/{task_id}/`` until the job ends or ``deadline`` (a Unix time) passes."""
+    """Poll ``GET /status/{task_id}/`` until the job ends or ``deadline`` (a Unix time) passes.
+
+    With ``poll_interval`` it polls at that fixed interval. Without one, given when the job was
+    ``submitted_at`` (and the ``expected_seconds`` its submit announced), it polls adaptively:
+    rarely while the video renders, closely around the end its progress points to.
+    """
 
     def __init__(
         self,
         kling_task_id: str,
         deadline: float,
-        poll_interval: float = 10.0,
+        poll_interval: float | None = None,
         kling_conn_id: str = DEFAULT_CONN_ID,
+        submitted_at: float | None = None,
+        expected_seconds: tuple[float, float] | list[float] | None = None,
     ):
         super().__init__()
-        check_poll_interval(poll_interval)
+        if poll_interval is not None:
+            check_poll_interval(poll_interval)
         # Not ``task_id``: BaseTrigger keeps the Airflow task's id there, set by the triggerer.
         self.kling_task_id = kling_task_id
         self.deadline = deadline
         self.poll_interval = poll_interval
         self.kling_conn_id = kling_conn_id
+        self.submitted_at = submitted_at
+        self.expected_seconds = list(expected_seconds) if expected_seconds else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -126,8 +139,16 @@ class KlingStatusTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "poll_interval": self.poll_interval,
                 "kling_conn_id": self.kling_conn_id,
+                "submitted_at": self.submitted_at,
+                "expected_seconds": self.expected_seconds,
             },
         )
+
+    def _schedule(self) -> AdaptivePolling | FixedPolling:
+        if self.poll_interval is None and self.submitted_at is not None:
+            expected = self.expected_seconds or VENDOR_EXPECTED_SECONDS
+            return AdaptivePolling(self.submitted_at, (expected[0], expected[-1]))
+        return FixedPolling(self.poll_interval or DEFAULT_POLL_INTERVAL)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         yield TriggerEvent(await self.wait())
@@ -137,10 +158,14 @@ class KlingStatusTrigger(BaseTrigger):
         from airflow_provider_kling.hooks.kling import KlingHook, shared_client_session
 
         hook = KlingHook(self.kling_conn_id)
+        schedule = self._schedule()
         progress: int | None = None
         failures = 0
         async with shared_client_session():
+            delay = schedule.first_delay(time.time())
             while True:
+                if delay > 0:
+                    await asyncio.sleep(min(delay, max(self.deadline - time.time(), 0)))
                 remaining = self.deadline - time.time()
                 if remaining <= 0:
                     return self._timed_out(progress)
@@ -185,7 +210,7 @@ class KlingStatusTrigger(BaseTrigger):
                             progress=progress,
                             status=status,
                         )
-                await asyncio.sleep(min(self.poll_interval, max(self.deadline - time.time(), 0)))
+                delay = schedule.next_delay(time.time(), progress)
 
     def _timed_out(self, progress: int | None) -> dict[str, Any]:
         seen = f"{progress}%" if progress is not None else "unknown"
