@@ -25,7 +25,13 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Warn below credits",
                         "schema": {"type": ["integer", "null"], "minimum": 0},
                         "description": "Log a warning when a submit leaves fewer credits than this.",
-                    }
+                    },
+                    "max_polls_per_second": {
+                        "label": "Max status polls per second",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                        "description": "Shared by every Kling wait on this connection in one triggerer "
+                        "(a 429 pauses them all for its Retry-After). Empty: no cap.",
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "extra"],

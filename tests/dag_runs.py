@@ -33,8 +33,11 @@ def connect(
     emulator: KlingEmulator,
     conn_id: str = "kling_default",
     api_key: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     connection = {"conn_type": "kling", "host": emulator.base_url, "password": api_key or emulator.api_key}
+    if extra:
+        connection["extra"] = json.dumps(extra)
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
 
 

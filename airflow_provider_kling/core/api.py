@@ -72,9 +72,15 @@ class RetryPolicy:
     def wait(self, retry_state: tenacity.RetryCallState) -> float:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(error, KlingRateLimitError) and error.retry_after is not None:
-            return min(error.retry_after, self.max_retry_after)
+            return self.group_pause(error)
         backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait)
         return backoff(retry_state)
+
+    def group_pause(self, limited: KlingRateLimitError) -> float:
+        """How long a 429 holds back every wait on the connection: its Retry-After, capped."""
+        if limited.retry_after is None:
+            return self.initial_wait
+        return min(limited.retry_after, self.max_retry_after)
 
     def _arguments(self, should_retry: Callable[[BaseException], bool]) -> dict[str, Any]:
         def log_retry(retry_state: tenacity.RetryCallState) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Mapping
@@ -26,17 +27,33 @@ from airflow_provider_kling.core.errors import (
     KlingDownloadError,
     KlingError,
     KlingNotFoundError,
+    KlingRateLimitError,
     KlingTransportError,
     error_from_response,
     is_safe_to_resubmit,
     is_transient,
     shorten,
 )
+from airflow_provider_kling.core.pacing import RequestPacer
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult
 
 #: The connection extra (a form field in the UI) below which a submit warns about remaining credits.
 LOW_CREDIT_WARNING = "low_credit_warning"
+#: The connection extra capping the status polls all waits on the connection make, per triggerer.
+MAX_POLLS_PER_SECOND = "max_polls_per_second"
+
+
+def _polls_per_second(conn_id: str, extra: Mapping[str, Any]) -> float | None:
+    value = extra.get(MAX_POLLS_PER_SECOND)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise KlingError(
+            f"The Kling connection {conn_id!r} sets {MAX_POLLS_PER_SECOND}={value!r}: it must be a number "
+            "above 0 (or be left empty for no cap)."
+        )
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -44,19 +61,20 @@ class _ApiSettings:
     base_url: str
     api_key: str = field(repr=False)
     low_credit_warning: int | None = None
+    max_polls_per_second: float | None = None
 
     @classmethod
-    def from_connection(cls, conn: Connection, extra: Mapping[str, Any] | None = None) -> _ApiSettings:
-        """Read a connection; the extra only where a sync read is fine (never in the triggerer)."""
+    def from_connection(cls, conn: Connection, extra: Mapping[str, Any]) -> _ApiSettings:
         if not conn.password:
             raise KlingAuthError(
                 f"The Kling connection {conn.conn_id!r} has no API key: set it as the connection's password."
             )
-        threshold = (extra or {}).get(LOW_CREDIT_WARNING)
+        threshold = extra.get(LOW_CREDIT_WARNING)
         return cls(
             base_url=api.base_url(conn.host, conn.port),
             api_key=conn.password,
             low_credit_warning=threshold if isinstance(threshold, int) else None,
+            max_polls_per_second=_polls_per_second(conn.conn_id, extra),
         )
 
     @property
@@ -65,7 +83,7 @@ class _ApiSettings:
 
 
 class _LoopSession:
-    """One aiohttp session per event loop, open while anyone holds it."""
+    """One aiohttp session per event loop, open while anyone holds it, with one pacer per connection."""
 
     def __init__(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -77,6 +95,12 @@ class _LoopSession:
             trust_env=True,  # honour HTTPS_PROXY and friends, as requests does on the sync side
         )
         self.holders = 0
+        self.pacers: dict[str, RequestPacer] = {}
+
+    def pacer(self, conn_id: str, per_second: float | None) -> RequestPacer:
+        pacer = self.pacers.setdefault(conn_id, RequestPacer(per_second))
+        pacer.per_second = per_second  # the connection's latest setting
+        return pacer
 
 
 _loop_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
@@ -85,24 +109,30 @@ _loop_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSessio
 
 
 @asynccontextmanager
-async def shared_client_session() -> AsyncIterator[aiohttp.ClientSession]:
-    """The event loop's shared aiohttp session: every Kling poll in a triggerer reuses its connections.
-
-    Hold it around a polling loop (as the trigger does) so the session outlives single calls;
-    it closes when its last holder leaves, so nothing leaks when a loop ends.
-    """
+async def _shared_for_loop() -> AsyncIterator[_LoopSession]:
     loop = asyncio.get_running_loop()
     shared = _loop_sessions.get(loop)
     if shared is None:
         shared = _loop_sessions[loop] = _LoopSession()
     shared.holders += 1
     try:
-        yield shared.session
+        yield shared
     finally:
         shared.holders -= 1
         if shared.holders == 0:
             del _loop_sessions[loop]
             await shared.session.close()
+
+
+@asynccontextmanager
+async def shared_client_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The event loop's shared aiohttp session: every Kling poll in a triggerer reuses its connections.
+
+    Hold it around a polling loop (as the trigger does) so the session (and the connection's
+    pacer) outlive single calls; it closes when its last holder leaves, so nothing leaks.
+    """
+    async with _shared_for_loop() as shared:
+        yield shared.session
 
 
 CHUNK_BYTES = 64 * 1024
@@ -323,19 +353,23 @@ class KlingHook(BaseHook):
     async def _get_async_settings(self) -> _ApiSettings:
         if self._async_settings is None:
             connection = await get_async_connection(self.kling_conn_id, hook=self)
-            self._async_settings = _ApiSettings.from_connection(connection)
+            # Not extra_dejson: it masks secrets synchronously, which an event loop must not do.
+            self._async_settings = _ApiSettings.from_connection(connection, _extra_of(connection))
         return self._async_settings
 
     async def aget_status(self, task_id: str) -> JobStatus:
-        """The async :meth:`get_status`, for triggers: same retries, on the loop's shared session."""
+        """The async :meth:`get_status`, for triggers: same retries, on the loop's shared session,
+        paced with every other wait on this connection (the ``max_polls_per_second`` extra)."""
         return await self.status_retry_policy.asynchronous(is_transient)(self._aget_status_once, task_id)
 
     async def _aget_status_once(self, task_id: str) -> JobStatus:
         settings = await self._get_async_settings()
         url = settings.base_url + api.status_path(task_id)
-        async with shared_client_session() as session:
+        async with _shared_for_loop() as shared:
+            pacer = shared.pacer(self.kling_conn_id, settings.max_polls_per_second)
+            await pacer.turn()
             try:
-                async with session.get(url, headers=settings.headers) as response:
+                async with shared.session.get(url, headers=settings.headers) as response:
                     body = bytearray()
                     async for chunk in response.content.iter_chunked(CHUNK_BYTES):
                         body += chunk
@@ -346,4 +380,16 @@ class KlingHook(BaseHook):
                 raise _transport_error(error, request_sent=False, url=url) from error
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
                 raise _transport_error(error, request_sent=True, url=url) from error
-        return api.read_status_response(http_status, bytes(body), retry_after, task_id)
+            try:
+                return api.read_status_response(http_status, bytes(body), retry_after, task_id)
+            except KlingRateLimitError as limited:
+                pacer.pause(self.status_retry_policy.group_pause(limited))
+                raise
+
+
+def _extra_of(connection: Connection) -> dict[str, Any]:
+    try:
+        extra = json.loads(connection.extra or "{}")
+    except ValueError:
+        return {}
+    return extra if isinstance(extra, dict) else {}
