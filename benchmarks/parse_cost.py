@@ -2,6 +2,11 @@
 
     python benchmarks/parse_cost.py --runs 15
 
+Measures a regular install, as users have it: the checkout is installed with pip into a temporary
+folder (a wheel's files, byte-compiled by pip) that goes first on PYTHONPATH. An editable install
+measures something else: with PYTHONDONTWRITEBYTECODE set, as on these machines, its modules are
+compiled from source on every import. ``--editable`` measures the checkout as installed.
+
 Each run is a fresh interpreter, alternating the baseline (`import airflow.sdk`) and the provider
 (`import airflow.sdk` then the operator and sensor modules), so both see the same machine state.
 Prints the median and p90 wall time of each, the provider's own import time measured inside the
@@ -12,23 +17,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
+CHECKOUT = Path(__file__).resolve().parent.parent
 BASELINE = "import airflow.sdk"
 PROVIDER = (
     "import airflow.sdk, sys, time, json; before = set(sys.modules); started = time.perf_counter(); "
     "import airflow_provider_kling.operators.kling, airflow_provider_kling.sensors.kling; "
     "took = time.perf_counter() - started; "
-    "print(json.dumps({'seconds': took, 'added': sorted(set(sys.modules) - before)}))"
+    "print(json.dumps({'seconds': took, 'added': sorted(set(sys.modules) - before), "
+    "'from': sys.modules['airflow_provider_kling'].__file__}))"
 )
+#: Importing these at parse time would add a third-party package or open the emulator's server.
+MUST_STAY_UNLOADED = ("requests", "aiohttp", "airflow_provider_kling.emulator", "airflow.triggers.base")
 
 
-def timed(code: str) -> tuple[float, str]:
+def timed(code: str, env: dict[str, str]) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # From a folder holding no checkout: `python -c` puts the working directory first on sys.path.
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
     return time.perf_counter() - started, done.stdout
 
 
@@ -37,35 +58,63 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args(argv).runs
-    timed(PROVIDER)  # warm the file system cache for both
+def regular_install(target: Path) -> None:
+    """The checkout's wheel files in ``target``, byte-compiled; its dependencies stay the environment's."""
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
+    subprocess.run([*pip, "--target", str(target), str(CHECKOUT)], check=True)
+
+
+def measure(runs: int, env: dict[str, str]) -> dict[str, Any]:
+    timed(PROVIDER, env)  # warm the file system cache for both
     baseline: list[float] = []
     provider: list[float] = []
     inside: list[float] = []
-    added: list[str] = []
+    probe: dict[str, Any] = {}
     for _ in range(runs):
-        baseline.append(timed(BASELINE)[0])
-        seconds, output = timed(PROVIDER)
+        baseline.append(timed(BASELINE, env)[0])
+        seconds, output = timed(PROVIDER, env)
         provider.append(seconds)
         probe = json.loads(output.strip().splitlines()[-1])
-        inside.append(probe["seconds"])
-        added = probe["added"]
-    rows = [
-        ("import airflow.sdk", statistics.median(baseline), percentile(baseline, 0.9)),
-        ("+ operator and sensor", statistics.median(provider), percentile(provider, 0.9)),
-        ("provider import inside", statistics.median(inside), percentile(inside, 0.9)),
-    ]
+        inside.append(float(probe["seconds"]))
+    added = [str(name) for name in probe["added"]]
+    return {
+        "runs": runs,
+        "imported_from": probe["from"],
+        "baseline_ms": [statistics.median(baseline) * 1000, percentile(baseline, 0.9) * 1000],
+        "provider_ms": [statistics.median(provider) * 1000, percentile(provider, 0.9) * 1000],
+        "provider_inside_ms": [statistics.median(inside) * 1000, percentile(inside, 0.9) * 1000],
+        "modules_added": added,
+        "top_level_added": sorted({name.split(".")[0] for name in added}),
+        "heavy_loaded": [name for name in added if name.startswith(MUST_STAY_UNLOADED)],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--editable", action="store_true", help="measure the checkout as installed")
+    parser.add_argument("--json", help="also write the figures to this file")
+    arguments = parser.parse_args(argv)
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="kling-parse-cost-") as target:
+        if not arguments.editable:
+            regular_install(Path(target))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [target, env.get("PYTHONPATH")]))
+        figures = measure(arguments.runs, env)
+    print(f"provider imported from {figures['imported_from']}")
     print(f"{'':24} {'median ms':>10} {'p90 ms':>10}")
-    for name, median, p90 in rows:
-        print(f"{name:24} {median * 1000:10.1f} {p90 * 1000:10.1f}")
-    print(f"ratio of the two interpreters' medians: {rows[1][1] / rows[0][1]:.3f}")
-    top_level = sorted({name.split(".")[0] for name in added})
-    print(f"modules added: {len(added)}, top-level packages among them: {', '.join(top_level)}")
-    heavy = [m for m in added if m.startswith(("requests", "aiohttp", "airflow_provider_kling.emulator"))]
-    print(f"requests, aiohttp or the emulator loaded: {heavy or 'none'}")
+    for name, key in [
+        ("import airflow.sdk", "baseline_ms"),
+        ("+ operator and sensor", "provider_ms"),
+        ("provider import inside", "provider_inside_ms"),
+    ]:
+        median, p90 = figures[key]
+        print(f"{name:24} {median:10.1f} {p90:10.1f}")
+    added, top_level = figures["modules_added"], ", ".join(figures["top_level_added"])
+    print(f"modules added: {len(added)}, top-level packages among them: {top_level}")
+    print(f"loaded that must not be: {figures['heavy_loaded'] or 'none'} (target: none, and under 20 ms)")
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(figures, indent=2))
     return 0
 
 

@@ -25,10 +25,10 @@ from airflow_provider_kling.core.errors import (
     KlingSubmitUncertainError,
 )
 from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.waiting import WaitOutcome, wait_event
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.operators.kling import KlingGenerateOperator
-from airflow_provider_kling.triggers.kling import WaitOutcome, wait_event
 
 KEY = KlingGenerateOperator.external_id_key
 

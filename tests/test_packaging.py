@@ -35,6 +35,11 @@ def test_importing_the_operator_loads_no_third_party_package_beyond_airflow_sdk(
     assert heavy.isdisjoint(probe["added"])
 
 
+def test_importing_the_operator_leaves_the_trigger_for_run_time() -> None:
+    added = modules_added_by_importing_the_operator()["added"]
+    assert {"airflow_provider_kling.triggers.kling", "airflow.triggers.base"}.isdisjoint(added)
+
+
 def test_provider_entry_point_registers_the_kling_connection_type() -> None:
     [entry_point] = [
         ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_")

@@ -14,14 +14,11 @@ from dag_runs import connect
 from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import KlingAuthError, KlingError, KlingJobFailedError
 from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.waiting import KlingWaitTimeoutError, result_from_event
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers import kling as trigger_module
-from airflow_provider_kling.triggers.kling import (
-    KlingStatusTrigger,
-    KlingWaitTimeoutError,
-    result_from_event,
-)
+from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
 
 @pytest.fixture

@@ -29,13 +29,8 @@ from airflow_provider_kling.core.request import (
     GenerationRequest,
 )
 from airflow_provider_kling.core.responses import JobState, job_state
+from airflow_provider_kling.core.waiting import check_poll_interval, result_from_event, video_result
 from airflow_provider_kling.links.kling import KlingVideoLink
-from airflow_provider_kling.triggers.kling import (
-    KlingStatusTrigger,
-    check_poll_interval,
-    result_from_event,
-    video_result,
-)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -278,6 +273,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         # The mixin returns this on a reattach, and calls get_job_result after it on a fresh submit.
         if not self.wait_for_completion:
             return external_id["task_id"]
+        from airflow_provider_kling.triggers.kling import KlingStatusTrigger  # not at DAG-parse time
+
         trigger = KlingStatusTrigger(
             kling_task_id=external_id["task_id"],
             deadline=time.time() + _seconds(self.timeout),

@@ -19,13 +19,8 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import KlingError, is_transient
 from airflow_provider_kling.core.responses import JobState
+from airflow_provider_kling.core.waiting import KlingWaitTimeoutError, result_from_event, video_result
 from airflow_provider_kling.links.kling import KlingVideoLink
-from airflow_provider_kling.triggers.kling import (
-    KlingStatusTrigger,
-    KlingWaitTimeoutError,
-    result_from_event,
-    video_result,
-)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -68,6 +63,8 @@ class KlingStatusSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        from airflow_provider_kling.triggers.kling import KlingStatusTrigger  # not at DAG-parse time
+
         self.defer(
             trigger=KlingStatusTrigger(
                 kling_task_id=self.kling_task_id,
