@@ -154,6 +154,24 @@ def test_trigger_recreated_from_its_kwargs_finishes_the_same_job(emulator: Kling
     assert emulator.stats()["jobs_created"] == 1
 
 
+def test_the_same_trigger_run_twice_at_once_ends_with_the_same_event(emulator: KlingEmulator) -> None:
+    # A triggerer failover can briefly run one trigger in two triggerers: polling only reads, so
+    # both copies see the same job end and say so in the same words, and nothing is submitted.
+    task_id = submit()
+    _, kwargs = trigger_for(task_id).serialize()
+
+    async def both() -> list[list[dict[str, Any]]]:
+        async def one() -> list[dict[str, Any]]:
+            return [event.payload async for event in KlingStatusTrigger(**kwargs).run()]
+
+        return list(await asyncio.gather(one(), one()))
+
+    first, second = asyncio.run(both())
+    assert first == second
+    assert first[0]["status"] == "success"
+    assert emulator.stats()["jobs_created"] == 1
+
+
 def test_restart_keeps_the_original_deadline(emulator: KlingEmulator) -> None:
     _, kwargs = trigger_for(submit(), seconds=0.3).serialize()
     time.sleep(0.3)  # the deadline passes while the "triggerer" is down
