@@ -355,11 +355,14 @@ def test_add_connection_form_offers_kling_with_its_labels(
     page.keyboard.type("kling")
     page.get_by_role("option", name="Kling AI video").click()
     labels = " ".join(page.locator("label").all_inner_texts())
-    assert "Base URL" in labels and "API key" in labels and "Warn below credits" in labels
+    for label in ("Base URL", "API key", "Warn below credits", "Max status polls per second"):
+        assert label in labels
     assert page.locator("input[name=host]").get_attribute("placeholder") == "https://ulazai.com"
     assert page.locator("input[name=password]").get_attribute("type") == "password"
     assert page.locator("input[name=login]").count() == 0 and page.locator("input[name=schema]").count() == 0
     screenshot(page, "add-connection-form", tmp_path_factory)
+    page.get_by_text("Extra Fields", exact=True).click()  # where the form shows the provider's own fields
+    screenshot(page, "add-connection-extra-fields", tmp_path_factory)
 
 
 def test_test_button_reports_success_against_the_emulator(
