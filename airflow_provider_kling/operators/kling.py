@@ -208,9 +208,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             "submitted_at": submitted_at,
             "expected_seconds": list(submitted.estimated_seconds or ()) or None,
         }
-        if store is not None:
-            store.set(self.external_id_key, submission)
-        self._announce(context, submitted.task_id)
+        # ResumableJobMixin stores the submission as soon as this returns, before anything else
+        # (the task_id's XCom included, pushed when the wait starts) can fail.
         self.log.info(
             "Kling job %s accepted: %s credits used, %s remaining",
             submitted.task_id,
@@ -220,8 +219,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         return submission
 
     def _announce(self, context: Context, task_id: str) -> None:
-        self._task_id = task_id
-        context["ti"].xcom_push(key="task_id", value=task_id)
+        """Push the vendor task_id to XCom, once per try."""
+        if getattr(self, "_task_id", None) != task_id:
+            self._task_id = task_id
+            context["ti"].xcom_push(key="task_id", value=task_id)
 
     def _how_to_reset(self, context: Context) -> str:
         ti = context["ti"]
@@ -271,6 +272,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
 
     def poll_until_complete(self, external_id: Any, context: Context) -> Any:
         # The mixin returns this on a reattach, and calls get_job_result after it on a fresh submit.
+        self._announce(context, external_id["task_id"])
         if not self.wait_for_completion:
             return external_id["task_id"]
         from airflow_provider_kling.triggers.kling import KlingStatusTrigger  # not at DAG-parse time
