@@ -1,0 +1,71 @@
+"""The worker-slot benchmark at its smallest: it runs both modes on a real Airflow and reports figures.
+
+It checks that the script works, not its timings: those are the full run's,
+`python benchmarks/worker_slots.py`. About a minute, most of it `airflow standalone` booting.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "worker_slots.py"
+GENERATIONS = 2
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    output = tmp_path_factory.mktemp("worker-slots") / "figures.json"
+    command = [
+        sys.executable, str(SCRIPT), "--generations", str(GENERATIONS), "--slots", "2", "--speed", "30",
+        "--json", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "worker-slot s / generation" in done.stdout
+    return dict(json.loads(output.read_text()))
+
+
+@pytest.mark.parametrize("mode", ["deferrable", "non_deferrable"])
+def test_every_generation_succeeded_with_one_job(figures: dict[str, Any], mode: str) -> None:
+    run = figures["modes"][mode]
+    assert run["run_state"] == "success"
+    assert run["task_instances"] == run["succeeded"] == GENERATIONS
+    assert run["jobs_created"] == run["distinct_prompts_submitted"] == GENERATIONS
+
+
+@pytest.mark.parametrize("mode", ["deferrable", "non_deferrable"])
+def test_slot_time_and_wall_time_were_measured(figures: dict[str, Any], mode: str) -> None:
+    run = figures["modes"][mode]
+    assert run["worker_slot_seconds"] > 0
+    assert run["worker_slot_seconds_per_task"] == pytest.approx(run["worker_slot_seconds"] / GENERATIONS)
+    assert 0 < run["peak_slots_busy"] <= 2
+    assert run["wall_seconds"] > 0
+
+
+def test_a_deferrable_generation_runs_a_task_process_twice(figures: dict[str, Any]) -> None:
+    assert figures["modes"]["deferrable"]["task_process_runs_audit_log"] == 2 * GENERATIONS
+    assert figures["modes"]["non_deferrable"]["task_process_runs_audit_log"] == GENERATIONS
+
+
+def test_every_busy_worker_second_belongs_to_a_task_of_the_runs(figures: dict[str, Any]) -> None:
+    assert figures["warm_up"]["worker_slot_seconds"] > 0
+    assert figures["unattributed_worker_seconds"] == pytest.approx(0, abs=0.5)
+
+
+def test_the_report_says_where_and_how_it_ran(figures: dict[str, Any]) -> None:
+    assert {
+        "machine",
+        "command",
+        "settings",
+        "ratio_non_deferrable_to_deferrable",
+        "benchmark_seconds",
+    } <= set(figures)
+    assert figures["settings"]["generations"] == GENERATIONS and figures["settings"]["slots"] == 2
