@@ -1,0 +1,72 @@
+"""A CI-sized run of the triggerer density benchmark: 50 waits per variant, polled every half second.
+
+It checks that the benchmark runs and reports every figure for all three variants, not the figures
+themselves: the full-size run is `python benchmarks/triggerer_density.py --json density.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "triggerer_density.py"
+SIZE = 50
+VARIANTS = {"kling", "http-provider", "floor"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    figures = tmp_path_factory.mktemp("density") / "density.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--sizes", str(SIZE), "--interval", "0.5", "--json", str(figures)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout, json.loads(figures.read_text())
+
+
+def test_every_variant_ran_once(run: tuple[str, dict[str, Any]]) -> None:
+    _, figures = run
+    assert sorted(cell["variant"] for cell in figures["cells"]) == sorted(VARIANTS)
+    assert {cell["size"] for cell in figures["cells"]} == {SIZE}
+
+
+def test_every_wait_ended_as_expected_after_polling(run: tuple[str, dict[str, Any]]) -> None:
+    _, figures = run
+    for cell in figures["cells"]:
+        assert cell["all_as_expected"], cell["outcomes"]
+        assert sum(cell["outcomes"].values()) == SIZE
+        assert cell["polls"] >= 2 * SIZE  # each job outlives the first interval
+        assert cell["emulator_status_requests"] == cell["polls"]  # no poll uncounted, none retried
+        assert cell["polls_per_job"]["min"] >= 2
+
+
+def test_every_figure_is_reported(run: tuple[str, dict[str, Any]]) -> None:
+    _, figures = run
+    for cell in figures["cells"]:
+        for name in ("cpu_us_per_poll", "rss_bytes_per_wait", "lag_p99_ms", "lag_max_ms", "wall_seconds"):
+            assert isinstance(cell[name], float), (cell["variant"], name, cell[name])
+    (comparison,) = figures["comparisons"]
+    assert comparison["size"] == SIZE
+    assert set(comparison["targets_met"]) == {
+        "rss_per_wait",
+        "cpu_vs_http_provider",
+        "cpu_vs_floor",
+        "lag_p99",
+        "all_finished",
+    }
+    assert {"cpus", "python", "airflow", "aiohttp"} <= set(figures["machine"])
+
+
+def test_the_table_names_each_variant_and_the_targets(run: tuple[str, dict[str, Any]]) -> None:
+    table, _ = run
+    for variant in VARIANTS:
+        assert f" {variant} " in table
+    assert "target" in table
