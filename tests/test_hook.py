@@ -10,6 +10,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,8 +33,10 @@ from airflow_provider_kling.core.errors import (
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobState
 from airflow_provider_kling.emulator import KlingEmulator
+from airflow_provider_kling.hooks import _aio as async_module
 from airflow_provider_kling.hooks import kling as hook_module
-from airflow_provider_kling.hooks.kling import KlingHook, shared_client_session
+from airflow_provider_kling.hooks._aio import shared_for_loop
+from airflow_provider_kling.hooks.kling import KlingHook
 
 FAST_RETRIES = RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.05)
 IMAGE = "https://example.com/dog.jpg"
@@ -348,7 +351,7 @@ def sessions_opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[aiohttp.Cl
         opened.append(real_session(*args, **kwargs))
         return opened[-1]
 
-    monkeypatch.setattr(hook_module.aiohttp, "ClientSession", counting_session)
+    monkeypatch.setattr(async_module.aiohttp, "ClientSession", counting_session)
     yield opened
 
 
@@ -358,7 +361,7 @@ def test_all_pollers_in_one_loop_share_one_session(
     task_ids = [hook.submit(GenerationRequest(f"clip {n}")).task_id for n in range(5)]
 
     async def poll_all() -> None:
-        async with shared_client_session():
+        async with shared_for_loop():
             for _ in range(3):
                 await asyncio.gather(*(fast_hook().aget_status(t) for t in task_ids))
 
@@ -371,14 +374,64 @@ def test_shared_session_closes_when_its_last_holder_leaves(
     sessions_opened: list[aiohttp.ClientSession],
 ) -> None:
     async def hold_twice() -> bool:
-        async with shared_client_session() as outer:
-            async with shared_client_session() as inner:
+        async with shared_for_loop() as outer:
+            async with shared_for_loop() as inner:
                 assert inner is outer
-            still_open = not outer.closed
+            still_open = not outer.session.closed
         return still_open
 
     assert asyncio.run(hold_twice())
     assert len(sessions_opened) == 1 and sessions_opened[0].closed
+
+
+def test_all_waits_in_one_loop_read_the_connection_once(
+    hook: KlingHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = hook.submit(GenerationRequest("a fox")).task_id
+    lookups: list[str] = []
+    real_lookup = hook_module.get_async_connection
+
+    async def counted_lookup(conn_id: str, **kwargs: Any) -> Any:
+        lookups.append(conn_id)
+        return await real_lookup(conn_id, **kwargs)
+
+    monkeypatch.setattr(hook_module, "get_async_connection", counted_lookup)
+
+    async def many_waits() -> None:
+        async with shared_for_loop():  # as the waiting triggers hold it
+            await asyncio.gather(*(fast_hook().aget_status(task_id) for _ in range(20)))
+            await asyncio.gather(*(fast_hook().aget_status(task_id) for _ in range(20)))
+
+    asyncio.run(many_waits())
+    assert lookups == ["kling_default"]
+
+
+def test_a_rejected_key_is_read_again_on_the_next_poll(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, kling_emulator.base_url, kling_emulator.api_key)
+    task_id = fast_hook().submit(GenerationRequest("a fox")).task_id
+    use_connection(monkeypatch, kling_emulator.base_url, "an-old-key")
+
+    async def rotate_the_key_after_a_401() -> str:
+        async with shared_for_loop():
+            with pytest.raises(KlingAuthError):
+                await fast_hook().aget_status(task_id)
+            use_connection(monkeypatch, kling_emulator.base_url, kling_emulator.api_key)
+            return (await fast_hook().aget_status(task_id)).task_id
+
+    assert asyncio.run(rotate_the_key_after_a_401()) == task_id
+
+
+def test_a_netrc_entry_does_not_disturb_the_async_polls(
+    hook: KlingHook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = hook.submit(GenerationRequest("a fox")).task_id
+    netrc = tmp_path / "netrc"
+    netrc.write_text("default login someone password something-else\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert asyncio.run(fast_hook().aget_status(task_id)).task_id == task_id
 
 
 # -- secrets -------------------------------------------------------------------------------------

@@ -35,6 +35,12 @@ def test_importing_the_operator_loads_no_third_party_package_beyond_airflow_sdk(
     assert heavy.isdisjoint(probe["added"])
 
 
+def test_a_worker_that_only_submits_never_loads_aiohttp() -> None:
+    probe = "import sys, airflow_provider_kling.hooks.kling; print('aiohttp' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_importing_the_operator_leaves_the_trigger_for_run_time() -> None:
     added = modules_added_by_importing_the_operator()["added"]
     assert {"airflow_provider_kling.triggers.kling", "airflow.triggers.base"}.isdisjoint(added)

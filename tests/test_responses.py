@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-import tenacity
 
 from airflow_provider_kling.core.api import (
     MAX_BODY_BYTES,
@@ -200,27 +199,42 @@ def test_submit_is_resent_only_when_no_job_can_exist() -> None:
     assert not is_safe_to_resubmit(KlingSubmitUncertainError("x"))
 
 
-def retry_state_after(error: BaseException, attempt: int = 1) -> tenacity.RetryCallState:
-    state = tenacity.RetryCallState(tenacity.Retrying(), fn=None, args=(), kwargs={})
-    state.attempt_number = attempt
-    state.set_exception((type(error), error, None))
-    return state
-
-
 def test_retry_waits_as_long_as_retry_after_asks() -> None:
-    policy = RetryPolicy()
-    assert policy.wait(retry_state_after(KlingRateLimitError("x", retry_after=7))) == 7
+    assert RetryPolicy().delay(1, KlingRateLimitError("x", retry_after=7)) == 7
 
 
 def test_retry_after_is_capped() -> None:
-    policy = RetryPolicy(max_retry_after=30)
-    assert policy.wait(retry_state_after(KlingRateLimitError("x", retry_after=3600))) == 30
+    assert RetryPolicy(max_retry_after=30).delay(1, KlingRateLimitError("x", retry_after=3600)) == 30
 
 
 def test_backoff_grows_and_is_capped() -> None:
     policy = RetryPolicy(initial_wait=1, max_wait=8)
-    waits = [policy.wait(retry_state_after(KlingServerError("x"), attempt)) for attempt in (1, 3, 10)]
+    waits = [policy.delay(attempt, KlingServerError("x")) for attempt in (1, 3, 10)]
     assert 1 <= waits[0] <= 2 and 4 <= waits[1] <= 5 and waits[2] == 8
+
+
+def test_a_retried_call_is_attempted_at_most_the_policys_attempts() -> None:
+    calls = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise KlingServerError("x")
+
+    with pytest.raises(KlingServerError):
+        RetryPolicy(attempts=3, initial_wait=0.001, max_wait=0.001).run(lambda error: True, failing)
+    assert len(calls) == 3
+
+
+def test_an_error_the_policy_is_not_told_to_retry_is_raised_at_once() -> None:
+    calls = []
+
+    def refused() -> None:
+        calls.append(1)
+        raise KlingAuthError("x")
+
+    with pytest.raises(KlingAuthError):
+        RetryPolicy(attempts=3).run(lambda error: False, refused)
+    assert len(calls) == 1
 
 
 def test_any_2xx_submit_answer_is_read_as_accepted() -> None:

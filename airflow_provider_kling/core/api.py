@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
-
-import tenacity
 
 from airflow_provider_kling.core.errors import (
     KlingRateLimitError,
@@ -19,6 +20,7 @@ from airflow_provider_kling.core.errors import (
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult, read_json
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://ulazai.com"
 SUBMIT_PATH = "/kling26/api/generate/"
@@ -32,6 +34,7 @@ MAX_BODY_BYTES = 1024 * 1024
 #: The largest video kept by default: a 10 s clip is tens of MB, so this only stops a runaway stream.
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024
 
 
 def status_path(task_id: str) -> str:
@@ -62,19 +65,23 @@ def auth_headers(api_key: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Capped exponential backoff with jitter that honours a 429's ``Retry-After``."""
+    """Capped exponential backoff with jitter that honours a 429's ``Retry-After``.
+
+    A plain loop, not a retry library: a poll that succeeds (nearly all of them) costs nothing
+    beyond the call, which matters to a triggerer running thousands of waits.
+    """
 
     attempts: int = 5
     initial_wait: float = 1.0
     max_wait: float = 30.0
     max_retry_after: float = 120.0
 
-    def wait(self, retry_state: tenacity.RetryCallState) -> float:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
+    def delay(self, attempt: int, error: BaseException) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based) before the next one."""
         if isinstance(error, KlingRateLimitError) and error.retry_after is not None:
             return self.group_pause(error)
-        backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait)
-        return backoff(retry_state)
+        backoff = self.initial_wait * 2 ** (attempt - 1) + random.uniform(0, self.initial_wait)
+        return min(backoff, self.max_wait)
 
     def group_pause(self, limited: KlingRateLimitError) -> float:
         """How long a 429 holds back every wait on the connection: its Retry-After, capped."""
@@ -82,31 +89,40 @@ class RetryPolicy:
             return self.initial_wait
         return min(limited.retry_after, self.max_retry_after)
 
-    def _arguments(self, should_retry: Callable[[BaseException], bool]) -> dict[str, Any]:
-        def log_retry(retry_state: tenacity.RetryCallState) -> None:
-            error = retry_state.outcome.exception() if retry_state.outcome else None
-            sleep = retry_state.next_action.sleep if retry_state.next_action else 0.0
-            log.warning(
-                "Kling call failed (attempt %d of %d), retrying in %.1f s: %s",
-                retry_state.attempt_number,
-                self.attempts,
-                sleep,
-                error,
-            )
+    def run(self, should_retry: Callable[[Exception], bool], call: Callable[..., T], *args: Any) -> T:
+        attempt = 1
+        while True:
+            try:
+                return call(*args)
+            except Exception as error:
+                if attempt >= self.attempts or not should_retry(error):
+                    raise
+                time.sleep(self._next_wait(attempt, error))
+            attempt += 1
 
-        return {
-            "retry": tenacity.retry_if_exception(should_retry),
-            "stop": tenacity.stop_after_attempt(self.attempts),
-            "wait": self.wait,
-            "before_sleep": log_retry,
-            "reraise": True,
-        }
+    async def arun(
+        self, should_retry: Callable[[Exception], bool], call: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
+        attempt = 1
+        while True:
+            try:
+                return await call(*args)
+            except Exception as error:
+                if attempt >= self.attempts or not should_retry(error):
+                    raise
+                await asyncio.sleep(self._next_wait(attempt, error))
+            attempt += 1
 
-    def sync(self, should_retry: Callable[[BaseException], bool]) -> tenacity.Retrying:
-        return tenacity.Retrying(**self._arguments(should_retry))
-
-    def asynchronous(self, should_retry: Callable[[BaseException], bool]) -> tenacity.AsyncRetrying:
-        return tenacity.AsyncRetrying(**self._arguments(should_retry))
+    def _next_wait(self, attempt: int, error: Exception) -> float:
+        wait = self.delay(attempt, error)
+        log.warning(
+            "Kling call failed (attempt %d of %d), retrying in %.1f s: %s",
+            attempt,
+            self.attempts,
+            wait,
+            error,
+        )
+        return wait
 
 
 def _check_size(body: bytes, http_status: int) -> None:

@@ -109,6 +109,13 @@ class KlingTransportError(KlingError):
         self.request_sent = request_sent
 
 
+def transport_error(error: Exception, *, request_sent: bool, url: str) -> KlingTransportError:
+    where = "could not connect to" if not request_sent else "got no usable answer from"
+    return KlingTransportError(
+        f"Kling API: {where} {url}: {type(error).__name__}: {error}", request_sent=request_sent
+    )
+
+
 class KlingSubmitUncertainError(KlingError):
     """A submit failed in a way that may still have created (and charged) a job."""
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import uuid
-import weakref
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.sdk import BaseHook, Connection, ObjectStoragePath
@@ -33,10 +29,13 @@ from airflow_provider_kling.core.errors import (
     is_safe_to_resubmit,
     is_transient,
     shorten,
+    transport_error,
 )
-from airflow_provider_kling.core.pacing import RequestPacer
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult
+
+if TYPE_CHECKING:
+    from airflow_provider_kling.hooks._aio import LoopShared
 
 #: The connection extra (a form field in the UI) below which a submit warns about remaining credits.
 LOW_CREDIT_WARNING = "low_credit_warning"
@@ -82,84 +81,21 @@ class _ApiSettings:
         return api.auth_headers(self.api_key)
 
 
-class _LoopSession:
-    """One aiohttp session per event loop, open while anyone holds it, with one pacer per connection."""
-
-    def __init__(self) -> None:
-        self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(
-                total=api.CONNECT_TIMEOUT + api.READ_TIMEOUT,
-                connect=api.CONNECT_TIMEOUT,
-                sock_read=api.READ_TIMEOUT,
-            ),
-            trust_env=True,  # honour HTTPS_PROXY and friends, as requests does on the sync side
-        )
-        self.holders = 0
-        self.pacers: dict[str, RequestPacer] = {}
-
-    def pacer(self, conn_id: str, per_second: float | None) -> RequestPacer:
-        pacer = self.pacers.setdefault(conn_id, RequestPacer(per_second))
-        pacer.per_second = per_second  # the connection's latest setting
-        return pacer
-
-
-_loop_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-@asynccontextmanager
-async def _shared_for_loop() -> AsyncIterator[_LoopSession]:
-    loop = asyncio.get_running_loop()
-    shared = _loop_sessions.get(loop)
-    if shared is None:
-        shared = _loop_sessions[loop] = _LoopSession()
-    shared.holders += 1
-    try:
-        yield shared
-    finally:
-        shared.holders -= 1
-        if shared.holders == 0:
-            del _loop_sessions[loop]
-            await shared.session.close()
-
-
-@asynccontextmanager
-async def shared_client_session() -> AsyncIterator[aiohttp.ClientSession]:
-    """The event loop's shared aiohttp session: every Kling poll in a triggerer reuses its connections.
-
-    Hold it around a polling loop (as the trigger does) so the session (and the connection's
-    pacer) outlive single calls; it closes when its last holder leaves, so nothing leaks.
-    """
-    async with _shared_for_loop() as shared:
-        yield shared.session
-
-
-CHUNK_BYTES = 64 * 1024
-
-
 def _read_capped(response: requests.Response) -> bytes:
     """The body, read no further than one byte past the cap (so an oversized answer is still noticed)."""
     body = bytearray()
-    for chunk in response.iter_content(CHUNK_BYTES):
+    for chunk in response.iter_content(api.READ_CHUNK_BYTES):
         body += chunk
         if len(body) > api.MAX_BODY_BYTES:
             break
     return bytes(body)
 
 
-def _transport_error(error: Exception, *, request_sent: bool, url: str) -> KlingTransportError:
-    where = "could not connect to" if not request_sent else "got no usable answer from"
-    return KlingTransportError(
-        f"Kling API: {where} {url}: {type(error).__name__}: {error}", request_sent=request_sent
-    )
-
-
 def _requests_error(error: requests.RequestException, url: str) -> KlingTransportError:
     # A refused or unresolvable connection, or a connect timeout, means no byte reached the server.
     reason = getattr(error.args[0], "reason", None) if error.args else None
     not_sent = isinstance(error, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
-    return _transport_error(error, request_sent=not not_sent, url=url)
+    return transport_error(error, request_sent=not not_sent, url=url)
 
 
 @dataclass(frozen=True)
@@ -211,7 +147,6 @@ class KlingHook(BaseHook):
     def __init__(self, kling_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.kling_conn_id = kling_conn_id
-        self._async_settings: _ApiSettings | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"
@@ -239,7 +174,7 @@ class KlingHook(BaseHook):
 
     def submit(self, request: GenerationRequest) -> SubmitResult:
         """Start a generation: credits are spent once this returns."""
-        submitted = self.submit_retry_policy.sync(is_safe_to_resubmit)(self._submit_once, request)
+        submitted = self.submit_retry_policy.run(is_safe_to_resubmit, self._submit_once, request)
         self._warn_if_credits_low(submitted.credits_remaining)
         return submitted
 
@@ -269,7 +204,7 @@ class KlingHook(BaseHook):
         return api.read_submit_response(response.status_code, body, response.headers.get("Retry-After"))
 
     def get_status(self, task_id: str) -> JobStatus:
-        return self.status_retry_policy.sync(is_transient)(self._get_status_once, task_id)
+        return self.status_retry_policy.run(is_transient, self._get_status_once, task_id)
 
     def _get_status_once(self, task_id: str) -> JobStatus:
         url = self.base_url + api.status_path(task_id)
@@ -297,8 +232,8 @@ class KlingHook(BaseHook):
             raise KlingDownloadError(
                 f"Refusing to download a video_url that is not http(s): {shorten(video_url)}"
             )
-        return self.status_retry_policy.sync(is_transient)(
-            self._download_once, video_url, destination, max_bytes
+        return self.status_retry_policy.run(
+            is_transient, self._download_once, video_url, destination, max_bytes
         )
 
     def _download_once(self, video_url: str, destination: ObjectStoragePath, max_bytes: int) -> SavedVideo:
@@ -348,43 +283,36 @@ class KlingHook(BaseHook):
             return False, f"Could not check the Kling connection at {self.base_url}: {error}"
         return False, f"{self.base_url} answered for a task that cannot exist: is this the Kling API?"
 
-    # -- async ----------------------------------------------------------------------------------
-
-    async def _get_async_settings(self) -> _ApiSettings:
-        if self._async_settings is None:
-            connection = await get_async_connection(self.kling_conn_id, hook=self)
-            # Not extra_dejson: it masks secrets synchronously, which an event loop must not do.
-            self._async_settings = _ApiSettings.from_connection(connection, _extra_of(connection))
-        return self._async_settings
+    # -- async ---------------------------------------------------------------------------------------
 
     async def aget_status(self, task_id: str) -> JobStatus:
-        """The async :meth:`get_status`, for triggers: same retries, on the loop's shared session,
+        """The async :meth:`get_status`, for triggers: same retries, on the event loop's shared session,
         paced with every other wait on this connection (the ``max_polls_per_second`` extra)."""
-        return await self.status_retry_policy.asynchronous(is_transient)(self._aget_status_once, task_id)
+        from airflow_provider_kling.hooks._aio import shared_for_loop
 
-    async def _aget_status_once(self, task_id: str) -> JobStatus:
-        settings = await self._get_async_settings()
-        url = settings.base_url + api.status_path(task_id)
-        async with _shared_for_loop() as shared:
-            pacer = shared.pacer(self.kling_conn_id, settings.max_polls_per_second)
-            await pacer.turn()
-            try:
-                async with shared.session.get(url, headers=settings.headers) as response:
-                    body = bytearray()
-                    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                        body += chunk
-                        if len(body) > api.MAX_BODY_BYTES:  # enough to say it is too large
-                            break
-                    http_status, retry_after = response.status, response.headers.get("Retry-After")
-            except aiohttp.ClientConnectorError as error:
-                raise _transport_error(error, request_sent=False, url=url) from error
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                raise _transport_error(error, request_sent=True, url=url) from error
-            try:
-                return api.read_status_response(http_status, bytes(body), retry_after, task_id)
-            except KlingRateLimitError as limited:
-                pacer.pause(self.status_retry_policy.group_pause(limited))
-                raise
+        async with shared_for_loop() as shared:
+            return await self.status_retry_policy.arun(is_transient, self._aget_status_once, shared, task_id)
+
+    async def _aget_status_once(self, shared: LoopShared, task_id: str) -> JobStatus:
+        settings: _ApiSettings = await shared.settings(self.kling_conn_id, self._read_async_settings)
+        pacer = shared.pacer(self.kling_conn_id, settings.max_polls_per_second)
+        await pacer.turn()
+        http_status, body, retry_after = await shared.get(
+            settings.base_url, api.status_path(task_id), settings.headers
+        )
+        try:
+            return api.read_status_response(http_status, body, retry_after, task_id)
+        except KlingRateLimitError as limited:
+            pacer.pause(self.status_retry_policy.group_pause(limited))
+            raise
+        except KlingAuthError:
+            shared.forget_settings(self.kling_conn_id)  # the key may have changed: read it again
+            raise
+
+    async def _read_async_settings(self) -> _ApiSettings:
+        connection = await get_async_connection(self.kling_conn_id, hook=self)
+        # Not extra_dejson: it masks secrets synchronously, which an event loop must not do.
+        return _ApiSettings.from_connection(connection, _extra_of(connection))
 
 
 def _extra_of(connection: Connection) -> dict[str, Any]:

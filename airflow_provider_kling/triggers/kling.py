@@ -78,13 +78,14 @@ class KlingStatusTrigger(BaseTrigger):
 
     async def wait(self) -> dict[str, Any]:
         """The wait itself, as a plain coroutine: the operator's non-deferrable path runs it too."""
-        from airflow_provider_kling.hooks.kling import KlingHook, shared_client_session
+        from airflow_provider_kling.hooks._aio import shared_for_loop
+        from airflow_provider_kling.hooks.kling import KlingHook
 
         hook = KlingHook(self.kling_conn_id)
         schedule = self._schedule()
         progress: int | None = None
         failures = 0
-        async with shared_client_session():
+        async with shared_for_loop():  # held for the whole wait, so polls reuse its connections
             delay = schedule.first_delay(time.time())
             while True:
                 if delay > 0:

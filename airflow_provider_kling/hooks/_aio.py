@@ -1,0 +1,118 @@
+"""The hook's async half, on aiohttp: imported only when a wait polls, so a task that only submits
+(in a worker) never loads aiohttp.
+
+Everything a triggerer's waits share lives once per event loop: one aiohttp session, and per
+connection its settings (read once a minute, not once per trigger) and its :class:`RequestPacer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from airflow_provider_kling.core import api
+from airflow_provider_kling.core.errors import transport_error
+from airflow_provider_kling.core.pacing import RequestPacer
+
+#: How long a loop reuses a connection's settings before reading them again (a changed key or cap
+#: reaches running waits within this time; a 401 drops them at once).
+SETTINGS_SECONDS = 60.0
+
+
+class LoopShared:
+    """What every Kling wait in one event loop shares, open while anyone holds it."""
+
+    def __init__(self) -> None:
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(
+                total=api.CONNECT_TIMEOUT + api.READ_TIMEOUT,
+                connect=api.CONNECT_TIMEOUT,
+                sock_read=api.READ_TIMEOUT,
+            ),
+            # No trust_env: it reads ~/.netrc and the proxy settings on every request, in threads,
+            # and a netrc entry for the host clashes with our Authorization header. The proxy is
+            # read once per base URL instead (proxy_for).
+            trust_env=False,
+        )
+        self.holders = 0
+        self.pacers: dict[str, RequestPacer] = {}
+        self._settings: dict[str, tuple[asyncio.Future[Any], float]] = {}
+        self._proxies: dict[str, str | None] = {}
+
+    def pacer(self, conn_id: str, per_second: float | None) -> RequestPacer:
+        pacer = self.pacers.setdefault(conn_id, RequestPacer(per_second))
+        pacer.per_second = per_second  # the connection's latest setting
+        return pacer
+
+    async def settings(self, conn_id: str, read: Callable[[], Awaitable[Any]]) -> Any:
+        """A connection's settings, read by one caller while the others wait for the same answer."""
+        cached = self._settings.get(conn_id)
+        if cached is None or time.monotonic() - cached[1] > SETTINGS_SECONDS:
+            cached = self._settings[conn_id] = (asyncio.ensure_future(read()), time.monotonic())
+        try:
+            return await asyncio.shield(cached[0])
+        except Exception:
+            self.forget_settings(conn_id)
+            raise
+
+    def forget_settings(self, conn_id: str) -> None:
+        self._settings.pop(conn_id, None)
+
+    def proxy_for(self, base_url: str) -> str | None:
+        """The proxy the environment names for ``base_url`` (HTTPS_PROXY, NO_PROXY...), as requests
+        reads it."""
+        if base_url not in self._proxies:
+            parts = urlsplit(base_url)
+            proxies = urllib.request.getproxies_environment()
+            bypass = urllib.request.proxy_bypass(parts.hostname or "")
+            self._proxies[base_url] = None if bypass else proxies.get(parts.scheme)
+        return self._proxies[base_url]
+
+    async def get(self, base_url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
+        """GET ``base_url + path``: the status, the body read no further than past the cap, Retry-After."""
+        url = base_url + path
+        try:
+            async with self.session.get(url, headers=headers, proxy=self.proxy_for(base_url)) as response:
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(api.READ_CHUNK_BYTES):
+                    body += chunk
+                    if len(body) > api.MAX_BODY_BYTES:  # enough to say it is too large
+                        break
+                return response.status, bytes(body), response.headers.get("Retry-After")
+        except aiohttp.ClientConnectorError as error:
+            raise transport_error(error, request_sent=False, url=url) from error
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise transport_error(error, request_sent=True, url=url) from error
+
+
+_shared_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopShared] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def shared_for_loop() -> AsyncIterator[LoopShared]:
+    """This event loop's :class:`LoopShared`; it closes when its last holder leaves, so nothing leaks.
+
+    Hold it around a polling loop (as the trigger does) so that it outlives single calls.
+    """
+    loop = asyncio.get_running_loop()
+    shared = _shared_by_loop.get(loop)
+    if shared is None:
+        shared = _shared_by_loop[loop] = LoopShared()
+    shared.holders += 1
+    try:
+        yield shared
+    finally:
+        shared.holders -= 1
+        if shared.holders == 0:
+            del _shared_by_loop[loop]
+            await shared.session.close()
