@@ -8,9 +8,10 @@ whose small payload is documented in :class:`~airflow_provider_kling.core.waitin
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -20,10 +21,21 @@ from airflow_provider_kling.core.polling import VENDOR_EXPECTED_SECONDS, Adaptiv
 from airflow_provider_kling.core.responses import JobState
 from airflow_provider_kling.core.waiting import WaitOutcome, check_poll_interval, wait_event
 
+T = TypeVar("T")
+
 #: The interval of a wait told neither an interval nor when its job was submitted: the vendor's.
 DEFAULT_POLL_INTERVAL = 10.0
 #: Consecutive polls (each already retried by the hook) that may fail before the wait gives up.
 FAILURE_BUDGET = 5
+
+
+async def _within(seconds: float, call: Coroutine[Any, Any, T]) -> T:
+    """``call`` cut off after ``seconds`` (TimeoutError): with ``asyncio.timeout`` where there is one
+    (Python 3.11+), which costs a timer, not a task per poll as ``wait_for`` does there."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await call
+    return await asyncio.wait_for(call, seconds)
 
 
 class KlingStatusTrigger(BaseTrigger):
@@ -95,7 +107,7 @@ class KlingStatusTrigger(BaseTrigger):
                     return self._timed_out(progress)
                 try:
                     # The hook's own retries must not carry the wait past its deadline.
-                    status = await asyncio.wait_for(hook.aget_status(self.kling_task_id), remaining)
+                    status = await _within(remaining, hook.aget_status(self.kling_task_id))
                 except asyncio.TimeoutError:
                     return self._timed_out(progress)
                 except KlingError as error:
