@@ -19,6 +19,11 @@ class RequestPacer:
         self._next_turn = 0.0
         self._paused_until = 0.0
 
+    @property
+    def holds_back(self) -> bool:
+        """Whether a turn may have to wait: with a cap, or during a pause (else callers skip turn())."""
+        return bool(self.per_second) or self._paused_until > asyncio.get_running_loop().time()
+
     async def turn(self) -> None:
         """Wait for this caller's turn; a pause declared meanwhile is waited out too."""
         clock = asyncio.get_running_loop()

@@ -52,6 +52,13 @@ class LoopShared:
         pacer.per_second = per_second  # the connection's latest setting
         return pacer
 
+    def known_settings(self, conn_id: str) -> Any | None:
+        """A connection's settings if read less than SETTINGS_SECONDS ago: the common case, with no await."""
+        cached = self._settings.get(conn_id)
+        if cached is None or not cached[0].done() or cached[0].exception() is not None:
+            return None
+        return cached[0].result() if time.monotonic() - cached[1] <= SETTINGS_SECONDS else None
+
     async def settings(self, conn_id: str, read: Callable[[], Awaitable[Any]]) -> Any:
         """A connection's settings, read by one caller while the others wait for the same answer."""
         cached = self._settings.get(conn_id)

@@ -294,9 +294,12 @@ class KlingHook(BaseHook):
             return await self.status_retry_policy.arun(is_transient, self._aget_status_once, shared, task_id)
 
     async def _aget_status_once(self, shared: LoopShared, task_id: str) -> JobStatus:
-        settings: _ApiSettings = await shared.settings(self.kling_conn_id, self._read_async_settings)
+        settings: _ApiSettings = shared.known_settings(self.kling_conn_id) or await shared.settings(
+            self.kling_conn_id, self._read_async_settings
+        )
         pacer = shared.pacer(self.kling_conn_id, settings.max_polls_per_second)
-        await pacer.turn()
+        if pacer.holds_back:
+            await pacer.turn()
         http_status, body, retry_after = await shared.get(
             settings.base_url, api.status_path(task_id), settings.headers
         )
