@@ -66,7 +66,9 @@ from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
 VARIANTS = ("kling", "http-provider", "floor")
-EXPECTED_OUTCOME = {"kling": "success", "http-provider": "completed", "floor": "completed"}
+#: Our trigger again, its connection capped at --cap status polls a second (run at the largest size).
+CAPPED = "kling-capped"
+EXPECTED_OUTCOME = {"kling": "success", CAPPED: "success", "http-provider": "completed", "floor": "completed"}
 FINISHED_STATUSES = frozenset({"completed", "failed"})
 
 API_KEY = "density-benchmark-key"
@@ -108,6 +110,8 @@ class Progress:
     started: int = 0
     ended: int = 0
     lags: list[float] = field(default_factory=list)
+    #: When each wait saw its job end (Unix time), by task id: the parent reads the detection lag.
+    finished_at: dict[str, float] = field(default_factory=dict)
     parked_rss: int | None = None
 
 
@@ -205,10 +209,11 @@ VARIANT_WAITS: dict[str, Variant] = {
     "kling": kling_waits,
     "http-provider": http_provider_waits,
     "floor": floor_waits,
+    CAPPED: kling_waits,
 }
 
 
-async def drive(wait: AsyncIterator[Any], progress: Progress) -> str:
+async def drive(wait: AsyncIterator[Any], progress: Progress, task_id: str) -> str:
     """Run one wait as TriggerRunner runs a trigger, in its own task to its end; its first event counts."""
     try:
         events = [event async for event in wait]
@@ -216,6 +221,7 @@ async def drive(wait: AsyncIterator[Any], progress: Progress) -> str:
         return f"raised {type(error).__name__}"
     finally:
         progress.ended += 1
+        progress.finished_at[task_id] = time.time()
     if not events:
         return "no event"
     return str(events[0].payload["status"] if isinstance(events[0], TriggerEvent) else events[0])
@@ -243,7 +249,7 @@ async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict
             delay = wall_before + index * schedule.interval / len(task_ids) - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(drive(start_wait(task_id), progress)))
+            tasks.append(asyncio.create_task(drive(start_wait(task_id), progress, task_id)))
             progress.started += 1
         outcomes = Counter(await asyncio.gather(*tasks))
         usage, wall_seconds = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall_before
@@ -269,6 +275,7 @@ async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict
         "lag_p99_ms": percentile(lags_ms, 0.99),
         "lag_max_ms": max(lags_ms),
         "wall_seconds": wall_seconds,
+        "finished_at": progress.finished_at,
     }
 
 
@@ -347,11 +354,12 @@ class Emulator:
             return await asyncio.gather(*(submit() for _ in range(count)))
 
 
-def cell_env(emulator: Emulator, trigger_logs: bool) -> dict[str, str]:
+def cell_env(emulator: Emulator, trigger_logs: bool, cap: float | None = None) -> dict[str, str]:
+    kling_connection: dict[str, Any] = {"conn_type": "kling", "host": emulator.url, "password": API_KEY}
+    if cap:
+        kling_connection["extra"] = json.dumps({"max_polls_per_second": cap})
     env = os.environ | {
-        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
-            {"conn_type": "kling", "host": emulator.url, "password": API_KEY}
-        ),
+        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(kling_connection),
         f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}": json.dumps({"conn_type": "http", "host": emulator.url}),
     }
     if not trigger_logs:
@@ -360,7 +368,13 @@ def cell_env(emulator: Emulator, trigger_logs: bool) -> dict[str, str]:
 
 
 def measure_cell(
-    emulator: Emulator, variant: str, size: int, interval: float, log: Path, trigger_logs: bool
+    emulator: Emulator,
+    variant: str,
+    size: int,
+    interval: float,
+    log: Path,
+    trigger_logs: bool,
+    cap: float | None = None,
 ) -> dict[str, Any]:
     """One cell in a fresh child; the emulator's jobs are created once the child has imported."""
     report_read, report_write = os.pipe()
@@ -374,7 +388,7 @@ def measure_cell(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             pass_fds=(report_write,),
-            env=cell_env(emulator, trigger_logs),
+            env=cell_env(emulator, trigger_logs, cap if variant == CAPPED else None),
             text=True,
         )
     os.close(report_write)
@@ -393,13 +407,21 @@ def measure_cell(
     if child.wait() != 0 or not line:
         raise SystemExit(f"The {variant} cell with {size} waits failed:\n{log.read_text()[-3000:]}")
     result: dict[str, Any] = json.loads(line)
-    polls_per_job = [len(job["status_polls"]) for job in emulator.control("/_emulator/jobs")]
+    jobs = emulator.control("/_emulator/jobs")
+    polls_per_job = [len(job["status_polls"]) for job in jobs]
+    finished_at = result.pop("finished_at")
+    lags = [finished_at[job["task_id"]] - job["ready_at"] for job in jobs if job["task_id"] in finished_at]
+    per_second = Counter(int(polled) for job in jobs for polled in job["status_polls"])
     return result | {
         "interval": interval,
         "job_creation_seconds": creation_seconds,
         "emulator_status_requests": emulator.control("/_emulator/stats")["requests"]["status"],
         "emulator_cpu_seconds": emulator.cpu_seconds() - emulator_cpu,
         "polls_per_job": {"min": min(polls_per_job), "max": max(polls_per_job)},
+        "cap_per_second": cap if variant == CAPPED else None,
+        "emulator_max_requests_per_second": max(per_second.values()),
+        "detection_lag_median_s": percentile(lags, 0.5),
+        "detection_lag_p99_s": percentile(lags, 0.99),
         "load_average_1min": os.getloadavg()[0],
     }
 
@@ -457,6 +479,8 @@ CELL_COLUMNS = (
 CELL_WIDTHS = (14, 6, 6, 7, 11, 6, 6, 10, 10, 10, 11, 6, 12)
 COMPARISON_COLUMNS = ("CPU/poll vs http", "vs floor", "RSS KiB/wait", "RSS vs http", "vs floor", "lag p99 ms")
 COMPARISON_WIDTHS = (18, 13, 14, 12, 9, 12, 10)
+RATE_COLUMNS = ("variant", "cap/s", "max req/s", "lag median s", "lag p99 s")
+RATE_WIDTHS = (14, 6, 10, 13, 10)
 TARGETS = (
     f"<= {CPU_VS_HTTP_TARGET}",
     f"<= {CPU_VS_FLOOR_TARGET}",
@@ -505,6 +529,18 @@ def print_tables(cells: list[dict[str, Any]], comparisons: list[dict[str, Any]])
             f"{'yes' if kling['all_as_expected'] else 'no'} {met['all_finished']}",
         )
         print(row(comparison["size"], ratios, COMPARISON_WIDTHS))
+    print()
+    print("status requests a second at the emulator (busiest second), and how late each wait saw its job end")
+    print(row("N", RATE_COLUMNS, RATE_WIDTHS))
+    for cell in cells:
+        figures = (
+            cell["variant"],
+            shown(cell["cap_per_second"], 0),
+            str(cell["emulator_max_requests_per_second"]),
+            shown(cell["detection_lag_median_s"], 2),
+            shown(cell["detection_lag_p99_s"], 2),
+        )
+        print(row(cell["size"], figures, RATE_WIDTHS))
 
 
 def machine() -> dict[str, Any]:
@@ -528,7 +564,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trigger-logs", action="store_true", help="keep the trigger's INFO log line per poll (to a file)"
     )
-    parser.add_argument("--cell", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cap",
+        type=float,
+        default=500,
+        help="also run our trigger at the largest size with its connection capped at this many polls/s",
+    )
+    parser.add_argument("--cell", choices=(*VARIANTS, CAPPED), help=argparse.SUPPRESS)
     parser.add_argument("--emulator", help=argparse.SUPPRESS)
     parser.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -553,6 +595,19 @@ def main(argv: list[str] | None = None) -> int:
                     cells.append(
                         measure_cell(emulator, variant, size, arguments.interval, log, arguments.trigger_logs)
                     )
+            if arguments.cap:
+                log = Path(logs) / f"{CAPPED}-{max(sizes)}.log"
+                cells.append(
+                    measure_cell(
+                        emulator,
+                        CAPPED,
+                        max(sizes),
+                        arguments.interval,
+                        log,
+                        arguments.trigger_logs,
+                        arguments.cap,
+                    )
+                )
     finally:
         emulator.stop()
     comparisons = [compare(cells, size) for size in sizes]
