@@ -40,12 +40,10 @@ import json
 import os
 import platform
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -58,6 +56,7 @@ from unittest import mock
 import aiohttp
 from airflow.providers.http.hooks.http import HttpAsyncHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from emulator_process import EmulatorProcess
 
 from airflow_provider_kling.core import api
 from airflow_provider_kling.core.request import GenerationRequest
@@ -294,41 +293,16 @@ def run_cell(variant: str, interval: float, base_url: str, report_fd: int) -> in
 # -- the parent: the emulator, the cells, the table ------------------------------------------------
 
 
-class Emulator:
+class Emulator(EmulatorProcess):
     """The emulator as its own process, reset and given fresh jobs before each cell."""
 
     def __init__(self, interval: float, max_jobs: int) -> None:
         shortest, longest = (share * interval for share in JOB_INTERVALS)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airflow_provider_kling.emulator",
-                *("--port", "0", "--seed", str(SEED), "--api-key", API_KEY, "--speed", "1"),
-                *("--min-seconds", f"{shortest}", "--max-seconds", f"{longest}"),
-                *("--credits", str(60 * max_jobs), "--job-failure-rate", "0"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
+        super().__init__(
+            *("--seed", str(SEED), "--api-key", API_KEY, "--speed", "1"),
+            *("--min-seconds", f"{shortest}", "--max-seconds", f"{longest}"),
+            *("--credits", str(60 * max_jobs), "--job-failure-rate", "0"),
         )
-        assert self.process.stdout is not None
-        banner = self.process.stdout.readline()
-        if not banner.startswith("Kling emulator listening on "):
-            self.stop()
-            raise SystemExit(f"The emulator did not start: {banner!r}")
-        self.url = banner.split()[-1]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
-
-    def control(self, path: str, method: str = "GET") -> Any:
-        request = urllib.request.Request(self.url + path, method=method)
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()

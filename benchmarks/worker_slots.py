@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from emulator_process import EmulatorProcess
 
 DAGS = Path(__file__).resolve().parent / "dags"
 MODES = ("deferrable", "non_deferrable")
@@ -264,26 +265,6 @@ class Airflow:
         }
 
 
-def start_emulator(speed: float, job_seconds: float) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "airflow_provider_kling.emulator", "--port", "0", "--seed", "7",
-            "--speed", str(speed), "--min-seconds", str(job_seconds), "--max-seconds", str(job_seconds),
-            "--api-key", API_KEY, "--credits", "100000000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    banner = process.stdout.readline()
-    if not banner.startswith("Kling emulator listening on http://"):
-        stop(process)
-        raise RuntimeError(f"The emulator did not start: {banner!r}")
-    return process, banner.split()[-1]
-
-
 def start_airflow(home: Path, emulator_url: str, arguments: argparse.Namespace) -> Airflow:
     api_port = free_port()
     api_url = f"http://127.0.0.1:{api_port}"
@@ -320,19 +301,19 @@ def start_airflow(home: Path, emulator_url: str, arguments: argparse.Namespace) 
     return Airflow(home, api_url, process)
 
 
-def emulator_jobs(url: str) -> list[dict[str, Any]]:
-    return list(requests.get(f"{url}/_emulator/jobs", timeout=5).json())
-
-
 def benchmark(arguments: argparse.Namespace) -> dict[str, Any]:
     dag_ids = {mode: f"kling_worker_slots_{mode}" for mode in ("warm_up", *MODES)}  # warm-up first
     with tempfile.TemporaryDirectory(prefix="kling-worker-slots-") as folder:
         home = Path(folder)
-        emulator, emulator_url = start_emulator(arguments.speed, arguments.job_seconds)
+        job_seconds = str(arguments.job_seconds)
+        emulator = EmulatorProcess(
+            *("--seed", "7", "--speed", str(arguments.speed), "--api-key", API_KEY, "--credits", "100000000"),
+            *("--min-seconds", job_seconds, "--max-seconds", job_seconds),
+        )
         airflow = None
         sampler = None
         try:
-            airflow = start_airflow(home, emulator_url, arguments)
+            airflow = start_airflow(home, emulator.url, arguments)
             wait_for(airflow.api_is_up, 240, "the api-server to answer", airflow.log)
             registered = f"SELECT 1 FROM dag WHERE dag_id IN ({', '.join('?' * len(dag_ids))})"
             wait_for(
@@ -346,9 +327,9 @@ def benchmark(arguments: argparse.Namespace) -> dict[str, Any]:
             runs = {}
             jobs = {}
             for mode, dag_id in dag_ids.items():
-                jobs_before = len(emulator_jobs(emulator_url))
+                jobs_before = len(emulator.control("/_emulator/jobs"))
                 runs[mode] = airflow.run(sampler, dag_id)
-                jobs[mode] = emulator_jobs(emulator_url)[jobs_before:]
+                jobs[mode] = emulator.control("/_emulator/jobs")[jobs_before:]
             sampler.stopping.set()
             sampler.join()
             samples = sampler.samples
@@ -366,7 +347,7 @@ def benchmark(arguments: argparse.Namespace) -> dict[str, Any]:
                 sampler.stopping.set()
             if airflow is not None:
                 stop(airflow.process)
-            stop(emulator)
+            emulator.stop()
     measured = sum(seconds * len(busy) for _, seconds, busy in samples)
     attributed = sum(figures["worker_slot_seconds"] for figures in (warm_up, *modes.values()))
     return {
