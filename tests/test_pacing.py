@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -50,6 +51,28 @@ def test_turns_are_spaced_by_the_cap_first_come_first_served() -> None:
     times = turn_times(RequestPacer(per_second=50), 10)
     # The k-th turn never comes before k / 50 s (a busy machine may only make it later).
     assert all(time_taken >= turn / 50 - 0.001 for turn, time_taken in enumerate(times))
+
+
+def test_a_stalled_loop_does_not_release_a_burst_of_overdue_turns() -> None:
+    pacer = RequestPacer(per_second=20)
+
+    async def run() -> list[float]:
+        clock = asyncio.get_running_loop()
+        granted: list[float] = []
+
+        async def one() -> None:
+            await pacer.turn()
+            granted.append(clock.time())
+
+        waiting = [asyncio.create_task(one()) for _ in range(8)]
+        await asyncio.sleep(0.01)
+        time.sleep(0.3)  # the loop stalls (a long GC, a blocking call) while turns come due
+        await asyncio.gather(*waiting)
+        return granted
+
+    granted = asyncio.run(run())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(granted)]
+    assert min(gaps) >= 1 / 20 - 0.001
 
 
 def test_a_pause_holds_every_waiter_until_it_ends() -> None:
