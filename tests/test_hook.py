@@ -406,6 +406,30 @@ def test_all_waits_in_one_loop_read_the_connection_once(
     assert lookups == ["kling_default"]
 
 
+def test_a_failed_connection_refresh_keeps_the_waits_on_the_settings_they_had(
+    hook: KlingHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = hook.submit(GenerationRequest("a fox")).task_id
+    monkeypatch.setattr(async_module, "SETTINGS_SECONDS", 0.0)  # every poll reads again
+    real_lookup = hook_module.get_async_connection
+    lookups: list[str] = []
+
+    async def lookup_that_fails_after_the_first(conn_id: str, **kwargs: Any) -> Any:
+        lookups.append(conn_id)
+        if len(lookups) > 1:
+            raise RuntimeError("the secrets backend is unreachable")
+        return await real_lookup(conn_id, **kwargs)
+
+    monkeypatch.setattr(hook_module, "get_async_connection", lookup_that_fails_after_the_first)
+
+    async def two_polls() -> list[str]:
+        async with shared_for_loop():
+            return [(await fast_hook().aget_status(task_id)).task_id for _ in range(2)]
+
+    assert asyncio.run(two_polls()) == [task_id, task_id]
+    assert len(lookups) == 2
+
+
 def test_a_rejected_key_is_read_again_on_the_next_poll(
     kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

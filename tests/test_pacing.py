@@ -11,7 +11,7 @@ import pytest
 from dag_runs import connect
 
 from airflow_provider_kling.core.api import RetryPolicy
-from airflow_provider_kling.core.errors import KlingError, KlingRateLimitError
+from airflow_provider_kling.core.errors import KlingConnectionSettingError, KlingRateLimitError
 from airflow_provider_kling.core.pacing import RequestPacer
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.emulator import KlingEmulator
@@ -44,7 +44,7 @@ def turn_times(
 
 
 def test_without_a_cap_every_turn_comes_at_once() -> None:
-    assert turn_times(RequestPacer(), 50)[-1] < 0.05
+    assert turn_times(RequestPacer(), 50)[-1] < 0.5  # a cap of 100/s would take 0.49 s
 
 
 def test_turns_are_spaced_by_the_cap_first_come_first_served() -> None:
@@ -126,13 +126,13 @@ def test_without_a_cap_concurrent_polls_go_out_together(
     poll_concurrently([task_id] * 10)
 
     [job] = emulator.jobs()
-    assert max(job["status_polls"]) - min(job["status_polls"]) < 0.2
+    assert max(job["status_polls"]) - min(job["status_polls"]) < 0.4  # capped at 20/s: 0.45 s
 
 
 def test_a_429_holds_back_every_wait_on_the_connection_for_its_retry_after(
     emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    connect(monkeypatch, emulator, extra={"max_polls_per_second": 10})
+    connect(monkeypatch, emulator, extra={"max_polls_per_second": 2})  # turns 0.5 s apart
     monkeypatch.setattr(KlingHook, "status_retry_policy", RetryPolicy(attempts=1))
     task_id = KlingHook().submit(GenerationRequest("a fox")).task_id
     emulator.inject("status", "rate_limit", retry_after=1.0)
@@ -146,11 +146,25 @@ def test_a_429_holds_back_every_wait_on_the_connection_for_its_retry_after(
     assert min(job["status_polls"]) >= started + 0.95
 
 
+def test_a_cap_given_as_text_as_a_uri_gives_it_is_read(
+    emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(monkeypatch, emulator, extra={"max_polls_per_second": "20"})
+    task_id = KlingHook().submit(GenerationRequest("a fox")).task_id
+    assert [status.task_id for status in poll_concurrently([task_id] * 2)] == [task_id] * 2
+
+
+def test_a_bad_cap_does_not_stop_a_submit(emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only waits read the cap: a worker's submit goes ahead, and the wait names the setting.
+    connect(monkeypatch, emulator, extra={"max_polls_per_second": "fast"})
+    assert KlingHook().submit(GenerationRequest("a fox")).task_id
+
+
 @pytest.mark.parametrize("setting", [0, -1, "fast", True])
 def test_a_cap_that_is_not_a_positive_number_is_a_clear_error(
     emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch, setting: Any
 ) -> None:
     connect(monkeypatch, emulator, extra={"max_polls_per_second": setting})
     [answer] = poll_concurrently(["abc"])
-    assert isinstance(answer, KlingError)
+    assert isinstance(answer, KlingConnectionSettingError)
     assert "max_polls_per_second" in str(answer) and repr(setting) in str(answer)

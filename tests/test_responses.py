@@ -66,14 +66,16 @@ def test_submit_answer_from_the_contract_is_read() -> None:
         ("about 75 seconds", (75, 75)),
         ("1-2 minutes", (60, 120)),
         ("60 to 90 s", (60, 90)),
+        ("v2.6: 60-90 seconds", (60, 90)),
+        ("2 hours", (7200, 7200)),
     ],
 )
 def test_estimated_time_is_read_as_a_range_of_seconds(announced: str, seconds: tuple[float, float]) -> None:
     assert parse_estimated_time(announced) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("announced", [None, "", "soon", "0 seconds"])
-def test_estimated_time_without_a_positive_duration_is_not_read(announced: str | None) -> None:
+@pytest.mark.parametrize("announced", [None, "", "soon", "0 seconds", "60-90", "10 hours"])
+def test_estimated_time_without_a_plausible_duration_and_unit_is_not_read(announced: str | None) -> None:
     assert parse_estimated_time(announced) is None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -137,9 +138,9 @@ def test_an_adaptive_wait_polls_a_few_times_and_sees_the_end_soon_after(emulator
 
     assert event["status"] == "success"
     [job] = emulator.jobs()
-    assert 2 <= len(job["status_polls"]) <= 5
+    assert 2 <= len(job["status_polls"]) <= 6
     assert job["status_polls"][0] >= submitted_at + 0.8
-    assert 0 <= detected_at - job["ready_at"] < 0.5
+    assert 0 <= detected_at - job["ready_at"] < 1.0  # the fixed 10 s would be 0-10 s late
 
 
 def test_trigger_recreated_from_its_kwargs_finishes_the_same_job(emulator: KlingEmulator) -> None:
@@ -157,16 +158,11 @@ def test_trigger_recreated_from_its_kwargs_finishes_the_same_job(emulator: Kling
 def test_the_same_trigger_run_twice_at_once_ends_with_the_same_event(emulator: KlingEmulator) -> None:
     # A triggerer failover can briefly run one trigger in two triggerers: polling only reads, so
     # both copies see the same job end and say so in the same words, and nothing is submitted.
+    # Each copy runs in its own event loop and thread, sharing no session, settings or pacer.
     task_id = submit()
     _, kwargs = trigger_for(task_id).serialize()
-
-    async def both() -> list[list[dict[str, Any]]]:
-        async def one() -> list[dict[str, Any]]:
-            return [event.payload async for event in KlingStatusTrigger(**kwargs).run()]
-
-        return list(await asyncio.gather(one(), one()))
-
-    first, second = asyncio.run(both())
+    with ThreadPoolExecutor(max_workers=2) as triggerers:
+        first, second = triggerers.map(lambda _: run_to_end(KlingStatusTrigger(**kwargs)), range(2))
     assert first == second
     assert first[0]["status"] == "success"
     assert emulator.stats()["jobs_created"] == 1

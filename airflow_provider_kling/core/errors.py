@@ -61,6 +61,10 @@ class KlingValidationError(KlingError, ValueError):
         super().__init__(f"Invalid Kling request, nothing was sent ({len(self.errors)} {noun}):\n{lines}")
 
 
+class KlingConnectionSettingError(KlingError):
+    """A setting of the Airflow connection is unusable; no retry can cure it, fix the connection."""
+
+
 class KlingAPIError(KlingError):
     """The server answered with an error status."""
 
@@ -247,6 +251,7 @@ WAIT_ERRORS.update(
     (cls.__name__, cls)
     for cls in (
         KlingError,
+        KlingConnectionSettingError,
         KlingAPIError,
         KlingAuthError,
         KlingInsufficientCreditsError,

@@ -60,9 +60,10 @@ class AdaptivePolling:
         return self.expected_seconds[1] * LONGEST_SHARE
 
     def first_delay(self, now: float) -> float:
-        """Seconds until the first poll: none when the job is already old (a reattach)."""
-        first_reading_at = self.submitted_at + FIRST_READING * self.expected_seconds[0]
-        return max(first_reading_at - now, 0.0)
+        """Seconds until the first poll: none when the job is already old (a reattach), and never
+        more than the first reading's offset (a triggerer whose clock is behind the worker's)."""
+        offset = FIRST_READING * self.expected_seconds[0]
+        return min(max(self.submitted_at + offset - now, 0.0), offset)
 
     def next_delay(self, now: float, progress: int | None) -> float:
         """Seconds until the next poll, after a poll at ``now`` found the job running at ``progress``."""

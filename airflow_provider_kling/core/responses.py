@@ -93,23 +93,27 @@ def _optional_int(data: dict[str, Any], name: str) -> int | None:
     return None
 
 
-_NUMBER = r"(\d+(?:\.\d+)?)"
 _DURATION = re.compile(
-    rf"{_NUMBER}(?:\s*(?:-|–|to)\s*{_NUMBER})?\s*(?P<unit>s\b|sec|second|m\b|min|minute)?", re.IGNORECASE
+    r"(\d+(?:\.\d+)?)(?:\s*(?:-|–|to)\s*(\d+(?:\.\d+)?))?\s*(?P<unit>seconds?|secs?|s|minutes?|mins?|m|hours?|h)\b",
+    re.IGNORECASE,
 )
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+#: An announcement outside this range is not believed; polling then plans on the vendor's 60-90 s.
+PLAUSIBLE_SECONDS = (0.01, 6 * 3600.0)
 
 
 def parse_estimated_time(text: str | None) -> tuple[float, float] | None:
-    """``"60-90 seconds"`` -> ``(60.0, 90.0)``, ``"1-2 minutes"`` -> ``(60.0, 120.0)``; None when
-    there is no positive number to read."""
+    """``"60-90 seconds"`` -> ``(60.0, 90.0)``, ``"1-2 minutes"`` -> ``(60.0, 120.0)``; None when no
+    number with a unit is there, or the range is not plausible."""
     match = _DURATION.search(text or "")
     if match is None:
         return None
-    unit = 60.0 if (match.group("unit") or "s").lower().startswith("m") else 1.0
+    unit = _UNIT_SECONDS[match.group("unit")[0].lower()]
     low, high = float(match.group(1)) * unit, float(match.group(2) or match.group(1)) * unit
-    if not min(low, high) > 0:
+    low, high = min(low, high), max(low, high)
+    if not PLAUSIBLE_SECONDS[0] <= low <= high <= PLAUSIBLE_SECONDS[1]:
         return None
-    return min(low, high), max(low, high)
+    return low, high
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,11 @@ class Fault:
     delay: float  # how long slow and timeout_after_create hold the answer
 
 
+def _plain(seconds: float) -> str:
+    """Seconds as a person writes them: 7.5, 1200, 0.06 (no exponent, at most three decimals)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
     """Everything an emulator run is told at start.
@@ -130,7 +135,5 @@ class EmulatorConfig:
     def estimated_time(self) -> str:
         """The announcement of a job's duration: the range its jobs really take, sped up, as a vendor
         whose jobs took that long would say it (adaptive polling plans on it)."""
-        shortest, longest = self.min_seconds / self.speed, self.max_seconds / self.speed
-        if shortest == longest:
-            return f"{shortest:.3g} seconds"
-        return f"{shortest:.3g}-{longest:.3g} seconds"
+        shortest, longest = (_plain(seconds / self.speed) for seconds in (self.min_seconds, self.max_seconds))
+        return f"{shortest} seconds" if shortest == longest else f"{shortest}-{longest} seconds"

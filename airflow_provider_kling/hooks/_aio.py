@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from requests.utils import get_environ_proxies
 
 from airflow_provider_kling.core import api
 from airflow_provider_kling.core.errors import transport_error
@@ -45,6 +45,7 @@ class LoopShared:
         self.holders = 0
         self.pacers: dict[str, RequestPacer] = {}
         self._settings: dict[str, tuple[asyncio.Future[Any], float]] = {}
+        self._last_good: dict[str, Any] = {}
         self._proxies: dict[str, str | None] = {}
 
     def pacer(self, conn_id: str, per_second: float | None) -> RequestPacer:
@@ -55,32 +56,39 @@ class LoopShared:
     def known_settings(self, conn_id: str) -> Any | None:
         """A connection's settings if read less than SETTINGS_SECONDS ago: the common case, with no await."""
         cached = self._settings.get(conn_id)
-        if cached is None or not cached[0].done() or cached[0].exception() is not None:
+        if cached is None or not cached[0].done() or cached[0].cancelled() or cached[0].exception():
             return None
         return cached[0].result() if time.monotonic() - cached[1] <= SETTINGS_SECONDS else None
 
     async def settings(self, conn_id: str, read: Callable[[], Awaitable[Any]]) -> Any:
-        """A connection's settings, read by one caller while the others wait for the same answer."""
+        """A connection's settings, read by one caller while the others wait for the same answer.
+
+        A refresh that fails (the secrets backend briefly down) keeps the waits on the settings
+        they had; only a connection never read raises.
+        """
         cached = self._settings.get(conn_id)
         if cached is None or time.monotonic() - cached[1] > SETTINGS_SECONDS:
             cached = self._settings[conn_id] = (asyncio.ensure_future(read()), time.monotonic())
         try:
-            return await asyncio.shield(cached[0])
+            self._last_good[conn_id] = await asyncio.shield(cached[0])
         except Exception:
-            self.forget_settings(conn_id)
-            raise
+            if self._settings.get(conn_id) is cached:
+                del self._settings[conn_id]  # the next poll reads again
+            if conn_id not in self._last_good:
+                raise
+        return self._last_good[conn_id]
 
     def forget_settings(self, conn_id: str) -> None:
+        """Read the connection again on the next poll (a 401: the key may have been changed)."""
         self._settings.pop(conn_id, None)
+        self._last_good.pop(conn_id, None)
 
     def proxy_for(self, base_url: str) -> str | None:
-        """The proxy the environment names for ``base_url`` (HTTPS_PROXY, NO_PROXY...), as requests
-        reads it."""
+        """The proxy the environment names for ``base_url`` (HTTPS_PROXY, ALL_PROXY, NO_PROXY...),
+        read as the sync side's requests reads it."""
         if base_url not in self._proxies:
-            parts = urlsplit(base_url)
-            proxies = urllib.request.getproxies_environment()
-            bypass = urllib.request.proxy_bypass(parts.hostname or "")
-            self._proxies[base_url] = None if bypass else proxies.get(parts.scheme)
+            proxies = get_environ_proxies(base_url)
+            self._proxies[base_url] = proxies.get(urlsplit(base_url).scheme) or proxies.get("all")
         return self._proxies[base_url]
 
     async def get(self, base_url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, str | None]:

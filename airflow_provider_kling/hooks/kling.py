@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core import api
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
+    KlingConnectionSettingError,
     KlingDownloadError,
     KlingError,
     KlingNotFoundError,
@@ -44,15 +46,20 @@ MAX_POLLS_PER_SECOND = "max_polls_per_second"
 
 
 def _polls_per_second(conn_id: str, extra: Mapping[str, Any]) -> float | None:
+    """The connection's cap; a URI or environment variable gives it as a string, which is fine."""
     value = extra.get(MAX_POLLS_PER_SECOND)
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise KlingError(
+    try:
+        cap = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        cap = math.nan
+    if not 0 < cap < math.inf:
+        raise KlingConnectionSettingError(
             f"The Kling connection {conn_id!r} sets {MAX_POLLS_PER_SECOND}={value!r}: it must be a number "
             "above 0 (or be left empty for no cap)."
         )
-    return float(value)
+    return cap
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,7 @@ class _ApiSettings:
     base_url: str
     api_key: str = field(repr=False)
     low_credit_warning: int | None = None
-    max_polls_per_second: float | None = None
+    max_polls_per_second: float | None = None  # read for polls only (the triggerer's concern)
 
     @classmethod
     def from_connection(cls, conn: Connection, extra: Mapping[str, Any]) -> _ApiSettings:
@@ -73,7 +80,6 @@ class _ApiSettings:
             base_url=api.base_url(conn.host, conn.port),
             api_key=conn.password,
             low_credit_warning=threshold if isinstance(threshold, int) else None,
-            max_polls_per_second=_polls_per_second(conn.conn_id, extra),
         )
 
     @property
@@ -315,7 +321,9 @@ class KlingHook(BaseHook):
     async def _read_async_settings(self) -> _ApiSettings:
         connection = await get_async_connection(self.kling_conn_id, hook=self)
         # Not extra_dejson: it masks secrets synchronously, which an event loop must not do.
-        return _ApiSettings.from_connection(connection, _extra_of(connection))
+        extra = _extra_of(connection)
+        settings = _ApiSettings.from_connection(connection, extra)
+        return replace(settings, max_polls_per_second=_polls_per_second(self.kling_conn_id, extra))
 
 
 def _extra_of(connection: Connection) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingBadRequestError,
+    KlingConnectionSettingError,
     KlingInsufficientCreditsError,
     KlingNotFoundError,
     KlingSubmitUncertainError,
@@ -38,7 +39,13 @@ if TYPE_CHECKING:
     from airflow_provider_kling.hooks.kling import KlingHook
 
 #: Errors no retry can cure: the task fails at once instead of using up its retries.
-FINAL_ERRORS = (KlingValidationError, KlingAuthError, KlingInsufficientCreditsError, KlingBadRequestError)
+FINAL_ERRORS = (
+    KlingValidationError,
+    KlingConnectionSettingError,
+    KlingAuthError,
+    KlingInsufficientCreditsError,
+    KlingBadRequestError,
+)
 #: How long past its own deadline the trigger may run before Airflow's safety net fails the task.
 DEFER_SAFETY_MARGIN = timedelta(minutes=5)
 #: The alias written videos are announced under, unless the task's outlets name one.
@@ -74,7 +81,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         it as an Asset event through the task's ``AssetAlias`` outlets (``kling_videos`` by default).
     :param poll_interval: poll the status every this many seconds. By default the wait adapts
         instead: it polls rarely while the video renders and closely around the end the job's
-        progress points to (about four requests for a 60-90 s job, its end seen within a second).
+        progress points to (about four requests for a 60-90 s job, its end seen about half a
+        second late at the median).
     :param on_unconfirmed_submit: what a retry does when an earlier try sent the request but never
         learnt its task_id (the worker died mid-request, or the answer was lost): ``"fail"`` (the
         default: check the vendor dashboard first) or ``"resubmit"`` (may pay twice).
@@ -193,13 +201,13 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             " with sound" if request.sound else "",
             request.estimated_credits,
         )
-        submitted_at = time.time()
         try:
             submitted = self.hook.submit(request)
         except Exception as error:
             if store is not None and created_no_job(error):
                 store.delete(self.external_id_key)  # nothing was created: a retry may send it again
             raise
+        submitted_at = time.time()  # after any retries: the job's age counts from its answer
         submission: dict[str, Any] = {
             "task_id": submitted.task_id,
             "fingerprint": request.fingerprint(),
