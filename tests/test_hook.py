@@ -447,15 +447,26 @@ def test_a_rejected_key_is_read_again_on_the_next_poll(
     assert asyncio.run(rotate_the_key_after_a_401()) == task_id
 
 
-def test_a_netrc_entry_does_not_disturb_the_async_polls(
-    hook: KlingHook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    task_id = hook.submit(GenerationRequest("a fox")).task_id
+@pytest.fixture
+def netrc_with_a_default_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     netrc = tmp_path / "netrc"
     netrc.write_text("default login someone password something-else\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
+
+
+def test_a_netrc_entry_does_not_disturb_the_async_polls(
+    hook: KlingHook, netrc_with_a_default_login: None
+) -> None:
+    task_id = hook.submit(GenerationRequest("a fox")).task_id
     assert asyncio.run(fast_hook().aget_status(task_id)).task_id == task_id
+
+
+def test_a_netrc_entry_does_not_replace_the_key_on_sync_calls(
+    hook: KlingHook, netrc_with_a_default_login: None
+) -> None:
+    task_id = hook.submit(GenerationRequest("a fox")).task_id
+    assert hook.get_status(task_id).task_id == task_id
 
 
 # -- secrets -------------------------------------------------------------------------------------

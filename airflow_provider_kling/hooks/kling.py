@@ -104,6 +104,17 @@ def _requests_error(error: requests.RequestException, url: str) -> KlingTranspor
     return transport_error(error, request_sent=not not_sent, url=url)
 
 
+class _HeadersAuth(requests.auth.AuthBase):
+    """Sets the API's auth headers on each request."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = dict(headers)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.update(self._headers)
+        return request
+
+
 @dataclass(frozen=True)
 class SavedVideo:
     """Where a video was kept, its size and its SHA-256."""
@@ -174,6 +185,8 @@ class KlingHook(BaseHook):
     def _session(self) -> requests.Session:
         session = requests.Session()
         session.headers.update(self._settings.headers)
+        # As the session's auth, it keeps requests from replacing our header with a ~/.netrc login.
+        session.auth = _HeadersAuth(self._settings.headers)
         return session
 
     # -- sync -----------------------------------------------------------------------------------
