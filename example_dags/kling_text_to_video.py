@@ -26,6 +26,7 @@ def kling_text_to_video() -> None:
         duration=5,
         aspect_ratio="16:9",
         sound=False,
+        prompt_directory_optin=False,  # the default: the prompt stays private (True: public, 10 credits off)
         deferrable=True,  # wait in the triggerer, holding no worker slot for the 60-90 s
         retries=2,  # a retry reattaches to the job already paid for, it never submits twice
     )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the text-to-video example DAG end to end with `airflow dags test`.
 # With no KLING_API_KEY set it starts the bundled Kling emulator and spends nothing; with a key
-# it calls the real API (KLING_BASE_URL, default https://ulazai.com) and spends ~45 credits.
+# it calls the real API (KLING_BASE_URL, default https://ulazai.com) and spends ~55 credits.
 set -euo pipefail
 KLING_EXTRAS="" source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"

@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hostile_servers import Answer, ScriptedServer
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = REPO / "example_dags"
@@ -32,6 +34,21 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
 )
 
 pytest_plugins = ["airflow_provider_kling.emulator.pytest_plugin"]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., ScriptedServer]]:
+    """Start hostile servers (``serve(answer, host="127.0.0.1")``); all stop when the test ends."""
+    servers: list[ScriptedServer] = []
+
+    def start(answer: Answer, host: str = "127.0.0.1") -> ScriptedServer:
+        servers.append(ScriptedServer(answer, host))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from airflow_provider_kling.core.errors import KlingBadRequestError, error_from_
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.emulator import EmulatorConfig, FaultRates, KlingEmulator
 from airflow_provider_kling.emulator.pytest_plugin import KlingEmulatorFactory
+from airflow_provider_kling.emulator.state import VIDEO_REQUESTS_KEPT
 
 ASSETS = Path(__file__).parent.parent / "airflow_provider_kling" / "emulator" / "assets"
 TEXT_TO_VIDEO = {"prompt": "A red fox running through fresh snow", "generationMode": "text_to_video"}
@@ -527,6 +528,41 @@ def test_jobs_list_each_jobs_timing_request_and_status_polls(emulator: KlingEmul
     assert before <= job["created_at"] < job["ready_at"]
     assert len(job["status_polls"]) == 2
     assert all(job["created_at"] <= polled <= time.time() for polled in job["status_polls"])
+
+
+def test_video_route_records_every_header_it_receives_until_reset(emulator: KlingEmulator) -> None:
+    final, _ = wait_until_finished(emulator, submitted_task(emulator))
+    emulator.inject("video", "server_error")
+    sent = {"X-Probe": "first", "Authorization": "Bearer leaked"}
+
+    assert requests.get(final["video_url"], headers=sent, timeout=10).status_code == 503
+    assert requests.get(final["video_url"] + "?try=2", headers={"X-Probe": "second"}, timeout=10).ok
+
+    recorded = requests.get(f"{emulator.base_url}/_emulator/video-requests", timeout=10).json()
+    assert recorded == emulator.video_requests()
+    first, second = recorded
+    path = final["video_url"].removeprefix(emulator.base_url)
+    assert (first["path"], second["path"]) == (path, path + "?try=2")
+    assert ["X-Probe", "first"] in first["headers"]
+    assert ["Authorization", "Bearer leaked"] in first["headers"]  # verbatim: a test double keeps it all
+    assert ["X-Probe", "second"] in second["headers"]
+    assert not any(name == "Authorization" for name, _ in second["headers"])
+    assert {name for name, _ in first["headers"]} >= {"Host", "User-Agent", "Accept"}
+
+    assert requests.post(f"{emulator.base_url}/_emulator/reset", timeout=10).status_code == 200
+    assert emulator.video_requests() == []
+
+
+def test_video_route_keeps_only_the_most_recent_requests(emulator: KlingEmulator) -> None:
+    with requests.Session() as session:
+        for number in range(VIDEO_REQUESTS_KEPT + 5):
+            session.get(f"{emulator.base_url}/_emulator/videos/missing.mp4?n={number}", timeout=10)
+
+    recorded = emulator.video_requests()
+
+    assert len(recorded) == VIDEO_REQUESTS_KEPT
+    assert recorded[0]["path"].endswith("?n=5")
+    assert recorded[-1]["path"].endswith(f"?n={VIDEO_REQUESTS_KEPT + 4}")
 
 
 def test_control_outputs_never_show_api_keys(kling_emulator_factory: KlingEmulatorFactory) -> None:

@@ -12,6 +12,7 @@ from airflow.utils.state import DagRunState
 from dag_runs import HAS_TASK_STATE_STORE, DagBag, connect, xcoms
 from sqlalchemy import select
 
+from airflow_provider_kling.core.request import PRICES
 from airflow_provider_kling.emulator import KlingEmulator
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -56,7 +57,7 @@ def test_text_to_video_example_makes_one_video(example_dagbag: DagBag, emulator:
     assert result["task_id"] == task_id and result["status"] == "completed"
     assert result["video_url"].endswith(f"{task_id}.mp4")
     # dag.test() drops a deferral's kwargs: the credits then come back from task_state_store only.
-    assert result["credits_used"] == (45 if HAS_TASK_STATE_STORE else None)
+    assert result["credits_used"] == (PRICES[("5", False)] if HAS_TASK_STATE_STORE else None)
     assert xcoms(dag_run, "publish") == [result["video_url"]]
     assert emulator.stats()["jobs_created"] == 1
 

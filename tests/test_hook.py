@@ -535,9 +535,9 @@ def test_submit_refused_before_sending_is_tried_as_often_as_the_policy_allows(
     attempts: list[GenerationRequest] = []
     real_submit_once = hook._submit_once
 
-    def counted(request: GenerationRequest) -> Any:
+    def counted(request: GenerationRequest, deadline: Any) -> Any:
         attempts.append(request)
-        return real_submit_once(request)
+        return real_submit_once(request, deadline)
 
     monkeypatch.setattr(hook, "_submit_once", counted)
     with pytest.raises(KlingTransportError):

@@ -11,9 +11,13 @@ import pytest
 from airflow.utils.state import DagRunState, TaskInstanceState
 from dag_runs import HAS_TASK_STATE_STORE, connect, needs_task_state_store, task_instance, xcoms
 
+from airflow_provider_kling.core.request import PRICES
 from airflow_provider_kling.emulator import KlingEmulator
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
+
+#: What the case DAGs' requests cost: 5 s, no sound, the prompt kept private (the operator's default).
+PRICE = PRICES[("5", False)]
 
 
 @pytest.fixture
@@ -26,7 +30,7 @@ def expected_credits(mode: str) -> dict[str, int | None]:
     """dag.test() drops a deferral's kwargs, so there the credits come back from task_state_store only."""
     if mode == "deferrable" and not HAS_TASK_STATE_STORE:
         return {"credits_used": None, "credits_remaining": None}
-    return {"credits_used": 45, "credits_remaining": 10_000 - 45}
+    return {"credits_used": PRICE, "credits_remaining": 10_000 - PRICE}
 
 
 def run(case_dagbag: Any, dag_id: str) -> Any:
@@ -56,6 +60,15 @@ def test_generate_returns_the_video_and_pushes_the_task_id(
     assert emulator.stats()["jobs_created"] == 1
 
 
+def test_the_prompt_is_kept_out_of_the_prompt_directory_by_default(
+    case_dagbag: Any, emulator: KlingEmulator
+) -> None:
+    run(case_dagbag, "case_blocking_generate")
+    [job] = emulator.jobs()
+    assert job["request"]["prompt_directory_optin"] is False
+    assert job["credits_used"] == PRICE  # the full price: no Prompt Directory discount
+
+
 def test_video_link_points_at_the_finished_video(case_dagbag: Any, emulator: KlingEmulator) -> None:
     dag_run = run(case_dagbag, "case_deferrable_generate")
     [result] = xcoms(dag_run, "generate")
@@ -77,7 +90,7 @@ def test_retry_after_a_failed_wait_reattaches_to_the_same_job(
     assert task_instance(dag_run, "generate").try_number >= 2
     [job] = emulator.jobs()
     [result] = xcoms(dag_run, "generate")
-    assert result["task_id"] == job["task_id"] and result["credits_used"] == 45
+    assert result["task_id"] == job["task_id"] and result["credits_used"] == PRICE
     assert emulator.stats()["jobs_created"] == 1
 
 

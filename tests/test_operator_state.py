@@ -24,13 +24,18 @@ from airflow_provider_kling.core.errors import (
     KlingServerError,
     KlingSubmitUncertainError,
 )
-from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.request import PRICES, PROMPT_DIRECTORY_DISCOUNT, GenerationRequest
 from airflow_provider_kling.core.waiting import WaitOutcome, wait_event
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.hooks.kling import KlingHook
-from airflow_provider_kling.operators.kling import KlingGenerateOperator
+from airflow_provider_kling.operators.kling import (
+    OPERATOR_DEFAULT_PROMPT_DIRECTORY_OPTIN,
+    KlingGenerateOperator,
+)
 
 KEY = KlingGenerateOperator.external_id_key
+#: What the operator's default request costs: 5 s, no sound, the prompt kept private.
+DEFAULT_PRICE = PRICES[("5", False)]
 
 
 class FakeStore(dict[str, Any]):
@@ -44,6 +49,7 @@ class FakeStore(dict[str, Any]):
 @dataclass
 class FakeTaskInstance:
     try_number: int = 1
+    max_tries: int = 0  # Airflow sets it to try_number + retries on every clear
     dag_id: str = "videos"
     run_id: str = "manual_1"
     task_id: str = "generate"
@@ -78,10 +84,10 @@ def logged(capfd: pytest.CaptureFixture[str]) -> str:
     return out + err
 
 
-def context_with(store: FakeStore, try_number: int = 1) -> Any:
+def context_with(store: FakeStore, try_number: int = 1, max_tries: int = 0) -> Any:
     return {
         "task_state_store": store,
-        "ti": FakeTaskInstance(try_number=try_number),
+        "ti": FakeTaskInstance(try_number=try_number, max_tries=max_tries),
         "outlet_events": FakeOutletEvents(),
     }
 
@@ -90,6 +96,13 @@ def operator(prompt: str = "a fox", **kwargs: Any) -> KlingGenerateOperator:
     return KlingGenerateOperator(
         task_id="generate", prompt=prompt, poll_interval=0.1, deferrable=False, **kwargs
     )
+
+
+def fingerprint(prompt: str = "a fox") -> str:
+    """The fingerprint of the request operator(prompt) sends."""
+    return GenerationRequest(
+        prompt, prompt_directory_optin=OPERATOR_DEFAULT_PROMPT_DIRECTORY_OPTIN
+    ).fingerprint()
 
 
 @pytest.fixture
@@ -102,14 +115,15 @@ def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> 
 def test_the_submission_is_kept_with_its_fingerprint_and_credits(emulator: KlingEmulator) -> None:
     store = FakeStore()
     before = time.time()
-    result = operator().execute(context_with(store))
+    result = operator().execute(context_with(store, max_tries=3))
     assert store[KEY] == {
         "task_id": result["task_id"],
-        "fingerprint": GenerationRequest("a fox").fingerprint(),
-        "credits_used": 45,
-        "credits_remaining": 10_000 - 45,
+        "fingerprint": fingerprint(),
+        "credits_used": DEFAULT_PRICE,
+        "credits_remaining": 10_000 - DEFAULT_PRICE,
         "submitted_at": pytest.approx(before, abs=1),
         "expected_seconds": [1.0, 1.5],
+        "round": 3,
     }
 
 
@@ -137,8 +151,7 @@ def test_changed_parameters_submit_a_new_job(
 
 @needs_task_state_store
 def test_a_job_the_vendor_no_longer_knows_is_submitted_anew(emulator: KlingEmulator) -> None:
-    fingerprint = GenerationRequest("a fox").fingerprint()
-    store = FakeStore({KEY: {"task_id": "purged-long-ago", "fingerprint": fingerprint}})
+    store = FakeStore({KEY: {"task_id": "purged-long-ago", "fingerprint": fingerprint()}})
     result = operator().execute(context_with(store, try_number=2))
     assert result["status"] == "completed"
     assert emulator.stats()["jobs_created"] == 1
@@ -146,7 +159,7 @@ def test_a_job_the_vendor_no_longer_knows_is_submitted_anew(emulator: KlingEmula
 
 @needs_task_state_store
 def test_an_unconfirmed_submit_fails_the_retry_without_sending(emulator: KlingEmulator) -> None:
-    store = FakeStore({KEY: {"pending": GenerationRequest("a fox").fingerprint()}})
+    store = FakeStore({KEY: {"pending": fingerprint()}})
     with pytest.raises(AirflowFailException, match="state-store/kling_submission"):
         operator().execute(context_with(store, try_number=2))
     assert emulator.stats()["requests"]["submit"] == 0
@@ -156,7 +169,7 @@ def test_an_unconfirmed_submit_fails_the_retry_without_sending(emulator: KlingEm
 def test_an_unconfirmed_submit_is_sent_again_when_told_to(
     emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    store = FakeStore({KEY: {"pending": GenerationRequest("a fox").fingerprint()}})
+    store = FakeStore({KEY: {"pending": fingerprint()}})
     operator(on_unconfirmed_submit="resubmit").execute(context_with(store, try_number=2))
     assert "may be paid twice" in logged(capfd)
     assert emulator.stats()["jobs_created"] == 1
@@ -168,7 +181,7 @@ def test_a_lost_answer_leaves_the_pending_mark_for_the_next_try(emulator: KlingE
     store = FakeStore()
     with pytest.raises(KlingSubmitUncertainError):
         operator(on_unconfirmed_submit="resubmit").execute(context_with(store))
-    assert store[KEY] == {"pending": GenerationRequest("a fox").fingerprint()}
+    assert store[KEY] == {"pending": fingerprint(), "round": 0}
 
 
 @needs_task_state_store
@@ -230,7 +243,7 @@ def test_output_path_keeps_the_video_and_announces_it(emulator: KlingEmulator, t
         "task_id": result["task_id"],
         "duration": 5,
         "has_audio": False,
-        "credits_used": 45,
+        "credits_used": DEFAULT_PRICE,
         "bytes": result["bytes"],
         "sha256": result["sha256"],
     }
@@ -256,3 +269,129 @@ def test_a_failed_download_is_retried_by_the_next_try_without_a_second_job(
     result = operator(output_path=f"file://{tmp_path}/clip.mp4").execute(context_with(store, try_number=2))
     assert (tmp_path / "clip.mp4").stat().st_size == result["bytes"]
     assert emulator.stats()["jobs_created"] == 1
+
+
+# -- Privacy by default: the Prompt Directory ---------------------------------------------------------
+
+
+def test_the_submit_log_says_the_prompt_is_not_shared_and_what_opting_in_would_save(
+    emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    operator().execute(context_with(FakeStore()))
+    log = logged(capfd)
+    assert f"estimated {DEFAULT_PRICE} credits" in log
+    assert "not shared in the vendor's public Prompt Directory" in log
+    assert f"save {PROMPT_DIRECTORY_DISCOUNT} credits" in log
+
+
+def test_an_opt_in_is_logged_as_published_with_its_discounted_estimate(
+    emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    operator(prompt_directory_optin=True).execute(context_with(FakeStore()))
+    log = logged(capfd)
+    assert f"estimated {DEFAULT_PRICE - PROMPT_DIRECTORY_DISCOUNT} credits" in log
+    assert "will be published in the vendor's public Prompt Directory" in log
+    [job] = emulator.jobs()
+    assert job["request"]["prompt_directory_optin"] is True
+
+
+# -- regenerate: a fresh take after a clear, never a second payment on a retry ------------------------
+# A round is one run of the task instance between clears: Airflow sets max_tries = try_number +
+# retries on every clear. Here retries=0, so try 1 runs with max_tries 0 and, once cleared, try 2
+# runs with max_tries 1; with retries=2, tries 1 and 2 of one round both run with max_tries 2.
+
+
+@needs_task_state_store
+def test_regenerate_after_a_clear_submits_a_new_job(
+    emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    store = FakeStore()
+    first = operator(regenerate=True).execute(context_with(store, try_number=1, max_tries=0))
+    second = operator(regenerate=True).execute(context_with(store, try_number=2, max_tries=1))
+    assert second["task_id"] != first["task_id"]
+    assert store[KEY]["task_id"] == second["task_id"] and store[KEY]["round"] == 1
+    assert f"regenerate=True: not reusing Kling job {first['task_id']}" in logged(capfd)
+    assert emulator.stats()["jobs_created"] == 2
+
+
+@needs_task_state_store
+def test_regenerate_on_a_retry_within_the_round_reattaches_to_the_job_paid_for(
+    emulator: KlingEmulator,
+) -> None:
+    store = FakeStore()
+    first = operator(regenerate=True, retries=2).execute(context_with(store, try_number=1, max_tries=2))
+    again = operator(regenerate=True, retries=2).execute(context_with(store, try_number=2, max_tries=2))
+    assert again == first
+    assert emulator.stats()["jobs_created"] == 1
+
+
+@needs_task_state_store
+def test_regenerate_keeps_a_retry_from_resending_an_unconfirmed_submit_of_its_round(
+    emulator: KlingEmulator,
+) -> None:
+    store = FakeStore({KEY: {"pending": fingerprint(), "round": 2}})
+    with pytest.raises(AirflowFailException, match="state-store/kling_submission"):
+        operator(regenerate=True, retries=2).execute(context_with(store, try_number=2, max_tries=2))
+    assert emulator.stats()["requests"]["submit"] == 0
+
+
+@needs_task_state_store
+def test_regenerate_after_a_clear_submits_even_where_an_earlier_round_lost_its_answer(
+    emulator: KlingEmulator,
+) -> None:
+    store = FakeStore({KEY: {"pending": fingerprint(), "round": 0}})
+    result = operator(regenerate=True).execute(context_with(store, try_number=2, max_tries=1))
+    assert result["status"] == "completed"
+    assert emulator.stats()["jobs_created"] == 1
+
+
+@needs_task_state_store
+def test_without_regenerate_a_cleared_task_reuses_its_paid_video(emulator: KlingEmulator) -> None:
+    store = FakeStore()
+    first = operator().execute(context_with(store, try_number=1, max_tries=0))
+    again = operator().execute(context_with(store, try_number=2, max_tries=1))
+    assert again == first
+    assert emulator.stats()["jobs_created"] == 1
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", 1, None])
+def test_a_regenerate_value_that_is_not_a_flag_fails_before_anything_is_sent(
+    emulator: KlingEmulator, value: Any
+) -> None:
+    store = FakeStore()
+    with pytest.raises(AirflowFailException, match=rf"regenerate: must be true or false.*\(got {value!r}\)"):
+        operator(regenerate=value).execute(context_with(store))
+    assert store == {}
+    assert emulator.stats()["requests"]["submit"] == 0
+
+
+@needs_task_state_store
+@pytest.mark.parametrize(
+    ("param", "jobs"), [(True, 2), ("True", 2), ("yes", 2), (False, 1), ("false", 1), ("", 1)]
+)
+def test_a_templated_regenerate_is_read_as_a_flag(emulator: KlingEmulator, param: Any, jobs: int) -> None:
+    store = FakeStore()
+    operator().execute(context_with(store, try_number=1, max_tries=0))
+    cleared = operator(regenerate="{{ params.regenerate }}")
+    cleared.render_template_fields({"params": {"regenerate": param}})
+    assert isinstance(cleared.regenerate, str)
+    cleared.execute(context_with(store, try_number=2, max_tries=1))
+    assert emulator.stats()["jobs_created"] == jobs
+
+
+def test_a_reattach_read_ends_within_the_operators_timeout(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hostile_servers import STATUS_PROCESSING, Trickle
+
+    from airflow_provider_kling.core.errors import KlingTimeoutError
+
+    trickle = Trickle(STATUS_PROCESSING * 10)  # about 50 s of status answer, a byte at a time
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KLING_DEFAULT",
+        f'{{"conn_type": "kling", "host": "{serve(trickle).url}", "password": "sk-test-key"}}',
+    )
+    store = FakeStore({KEY: {"task_id": "paid-job", "fingerprint": fingerprint(), "round": 0}})
+    with pytest.raises(KlingTimeoutError, match="budget"):
+        operator(timeout=1.0).execute(context_with(store, try_number=2))
+    assert trickle.sent < len(STATUS_PROCESSING * 10)

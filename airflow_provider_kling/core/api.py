@@ -1,4 +1,4 @@
-"""Where and how to reach the API: base URL, paths, auth header, timeouts, retry schedule."""
+"""Where and how to reach the API: base URL, paths, auth header, time budgets, retry schedule."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 from airflow_provider_kling.core.errors import (
     KlingRateLimitError,
     KlingResponseError,
+    KlingResponseRefusedError,
     KlingSubmitUncertainError,
     error_from_response,
 )
@@ -26,9 +27,50 @@ DEFAULT_BASE_URL = "https://ulazai.com"
 SUBMIT_PATH = "/kling26/api/generate/"
 STATUS_PATH = "/kling26/api/status/{task_id}/"
 
-#: Seconds to open a connection, and to wait for an answer once the request is sent.
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 30.0
+
+@dataclass(frozen=True)
+class Budgets:
+    """How long calls may take, in seconds. Each *total* counts connect, headers and the whole
+    body, so a server that drips its answer a byte at a time is cut off at the total, not kept
+    alive by every byte as a per-read timeout would be.
+    """
+
+    #: To open a connection.
+    connect: float = 10.0
+    #: The longest silence within one read.
+    read: float = 30.0
+    #: One request to the API, in all.
+    request: float = 60.0
+    #: One API call with its retries (a status read, a submit).
+    call: float = 180.0
+    #: One video download with its retries: 512 MiB at about 1 MB/s.
+    download: float = 900.0
+
+
+BUDGETS = Budgets()
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A point on the monotonic clock that a call and its retries must not pass."""
+
+    at: float
+    seconds: float  # the budget it was made from, for messages
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds, seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def sooner(self, seconds: float | None) -> Deadline:
+        """This deadline, or one ``seconds`` from now if that comes first."""
+        if seconds is None or time.monotonic() + seconds >= self.at:
+            return self
+        return Deadline.after(max(seconds, 0.0))
+
+
 #: The largest answer read; the contract's bodies are a few hundred bytes.
 MAX_BODY_BYTES = 1024 * 1024
 #: The largest video kept by default: a 10 s clip is tens of MB, so this only stops a runaway stream.
@@ -89,7 +131,14 @@ class RetryPolicy:
             return self.initial_wait
         return min(limited.retry_after, self.max_retry_after)
 
-    def run(self, should_retry: Callable[[Exception], bool], call: Callable[..., T], *args: Any) -> T:
+    def run(
+        self,
+        should_retry: Callable[[Exception], bool],
+        call: Callable[..., T],
+        *args: Any,
+        deadline: Deadline | None = None,
+    ) -> T:
+        """``call(*args)``, retried; with a ``deadline``, no retry starts (or sleeps) past it."""
         attempt = 1
         while True:
             try:
@@ -97,7 +146,10 @@ class RetryPolicy:
             except Exception as error:
                 if attempt >= self.attempts or not should_retry(error):
                     raise
-                time.sleep(self._next_wait(attempt, error))
+                wait = self._next_wait(attempt, error)
+                if deadline is not None and wait >= deadline.remaining():
+                    raise
+                time.sleep(wait)
             attempt += 1
 
     async def arun(
@@ -127,17 +179,20 @@ class RetryPolicy:
 
 def _check_size(body: bytes, http_status: int) -> None:
     if len(body) > MAX_BODY_BYTES:
-        raise KlingResponseError(
+        raise KlingResponseRefusedError(
             f"Kling API answer is larger than {MAX_BODY_BYTES} bytes (HTTP {http_status}); not read",
             http_status=http_status,
         )
 
 
-#: Submit answers that prove no job was created: the request was refused as it stood.
+#: Submit answers that prove no job was created: the request was refused as it stood. Not a
+#: redirect: it is not followed, but a 303 after a POST may well point at a job it created.
 SUBMIT_REFUSED_STATUSES = frozenset({400, 401, 402, 403, 404, 422, 429})
 
 
-def read_submit_response(http_status: int, body: bytes, retry_after: str | None) -> SubmitResult:
+def read_submit_response(
+    http_status: int, body: bytes, retry_after: str | None, location: str | None = None
+) -> SubmitResult:
     """Interpret a submit's answer. Anything that might hide a created job says so."""
     if 200 <= http_status < 300:
         try:
@@ -147,16 +202,20 @@ def read_submit_response(http_status: int, body: bytes, retry_after: str | None)
             )
         except KlingResponseError as unreadable:
             raise uncertain_submit(unreadable) from unreadable
-    error = error_from_response(http_status, body[:MAX_BODY_BYTES], retry_after=retry_after)
+    error = error_from_response(
+        http_status, body[:MAX_BODY_BYTES], retry_after=retry_after, location=location
+    )
     if http_status not in SUBMIT_REFUSED_STATUSES:
         raise uncertain_submit(error) from error
     raise error
 
 
-def read_status_response(http_status: int, body: bytes, retry_after: str | None, task_id: str) -> JobStatus:
+def read_status_response(
+    http_status: int, body: bytes, retry_after: str | None, task_id: str, location: str | None = None
+) -> JobStatus:
     if not 200 <= http_status < 300:
         raise error_from_response(
-            http_status, body[:MAX_BODY_BYTES], retry_after=retry_after, task_id=task_id
+            http_status, body[:MAX_BODY_BYTES], retry_after=retry_after, task_id=task_id, location=location
         )
     _check_size(body, http_status)
     parsed = read_json(body, what="status", http_status=http_status)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit
 
 #: How much of a server's message (or a non-JSON body) an error keeps: enough to read, not a page.
 MESSAGE_LIMIT = 300
@@ -97,8 +98,18 @@ class KlingServerError(KlingAPIError):
     """HTTP 5xx: the vendor (or a proxy in front of it) failed."""
 
 
+class KlingRedirectError(KlingAPIError):
+    """HTTP 3xx: the documented API never redirects, so the request goes no further than the
+    configured origin (the prompt and the key are never re-sent elsewhere)."""
+
+
 class KlingResponseError(KlingError):
     """The server answered, but not in a shape the contract describes (not JSON, fields missing)."""
+
+
+class KlingResponseRefusedError(KlingResponseError):
+    """An answer refused for what it is (too large, nested too deeply, a video_url we will not
+    fetch): asking again would get the same, so it is not retried."""
 
 
 class KlingTransportError(KlingError):
@@ -111,6 +122,10 @@ class KlingTransportError(KlingError):
     def __init__(self, message: str, *, request_sent: bool = True, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.request_sent = request_sent
+
+
+class KlingTimeoutError(KlingTransportError):
+    """A call ran out of its time budget: connect, headers and the whole body, not per read."""
 
 
 def transport_error(error: Exception, *, request_sent: bool, url: str) -> KlingTransportError:
@@ -138,6 +153,8 @@ WAIT_ERRORS: dict[str, type[KlingError]] = {}
 
 def is_transient(error: BaseException) -> bool:
     """Whether asking again later may succeed: the retry rule for every status call."""
+    if isinstance(error, KlingResponseRefusedError):
+        return False
     return isinstance(error, (KlingRateLimitError, KlingServerError, KlingTransportError, KlingResponseError))
 
 
@@ -176,7 +193,7 @@ def server_message(body: bytes | str) -> str:
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, Mapping):
         for key in ("error", "detail", "message", "errors"):
@@ -184,11 +201,18 @@ def server_message(body: bytes | str) -> str:
             if isinstance(found, Mapping):
                 found = found.get("message", found)
             if found:
-                return shorten(found if isinstance(found, str) else json.dumps(found))
+                return shorten(found if isinstance(found, str) else _flat_json(found))
     if parsed is not None:
         return shorten(text)
     readable = html.unescape(_TAG.sub(" ", text))
     return shorten(readable) or "(empty body)"
+
+
+def _flat_json(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (ValueError, RecursionError):
+        return repr(type(value))
 
 
 _OUT_OF_CREDITS = re.compile(
@@ -219,11 +243,19 @@ def error_from_response(
     *,
     retry_after: str | None = None,
     task_id: str | None = None,
+    location: str | None = None,
 ) -> KlingAPIError:
     """Turn an error status and body into the matching :class:`KlingAPIError`."""
     said = server_message(body)
     about = f" (task_id {task_id})" if task_id else ""
     common: dict[str, Any] = {"http_status": status, "server_message": said, "task_id": task_id}
+    if 300 <= status < 400:
+        return KlingRedirectError(
+            f"Kling API answered HTTP {status}, redirecting to {origin_of(location)}{about}: redirects "
+            "are not followed (the documented API never redirects), so nothing was sent there. If that "
+            "origin is the API's, set it as the Kling connection's host.",
+            **common,
+        )
     if status == 429:
         wait = parse_retry_after(retry_after)
         hint = f", retry after {wait:g} s" if wait is not None else ""
@@ -247,6 +279,50 @@ def error_from_response(
     return KlingAPIError(f"Kling API answered HTTP {status}{about}: {said}", **common)
 
 
+def origin_of(url: str | None) -> str:
+    """``scheme://host[:port]`` of a URL, for messages: never its path or query, which may hold tokens."""
+    if not url:
+        return "(no Location header)"
+    parts = urlsplit(url.strip())
+    if not parts.netloc:
+        return "(the same origin, another path)"
+    return shorten(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}", 120)
+
+
+REDACTED = "***"
+#: Shorter secrets are not redacted (nor masked by Airflow, whose default is the same): replacing
+#: a letter or two everywhere would shred every message, and no real API key is that short.
+MIN_SECRET_LENGTH = 5
+
+
+def secret_forms(secret: str) -> list[str]:
+    """The ways a server may echo ``secret`` back: raw, URL-encoded, JSON-escaped; longest first."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return []
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+    return sorted(forms, key=len, reverse=True)
+
+
+def redact(text: str, secret: str) -> str:
+    for form in secret_forms(secret):
+        text = text.replace(form, REDACTED)
+    return text
+
+
+def redact_error(error: KlingError, secret: str) -> KlingError:
+    """Strip every echo of ``secret`` from ``error``'s texts and the errors chained to it, in place
+    (a server may quote our request back)."""
+    link: BaseException | None = error
+    while link is not None:
+        if isinstance(link, KlingError):
+            link.message = redact(link.message, secret)
+            if link.server_message:
+                link.server_message = redact(link.server_message, secret)
+        link.args = tuple(redact(arg, secret) if isinstance(arg, str) else arg for arg in link.args)
+        link = link.__cause__ or link.__context__
+    return error
+
+
 WAIT_ERRORS.update(
     (cls.__name__, cls)
     for cls in (
@@ -258,7 +334,10 @@ WAIT_ERRORS.update(
         KlingNotFoundError,
         KlingRateLimitError,
         KlingServerError,
+        KlingRedirectError,
         KlingResponseError,
+        KlingResponseRefusedError,
         KlingTransportError,
+        KlingTimeoutError,
     )
 )

@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_kling.core.errors import KlingResponseError, shorten
+from airflow_provider_kling.core.errors import KlingResponseError, KlingResponseRefusedError, shorten
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,50 @@ def job_state(status: str) -> JobState:
     return JobState.RUNNING
 
 
+#: The deepest nesting an answer may have: the contract's bodies are two levels deep.
+MAX_JSON_DEPTH = 16
+
+
 def read_json(body: bytes | str, *, what: str, http_status: int | None = None) -> Any:
-    """Parse a body as JSON, or raise a :class:`KlingResponseError` quoting a readable piece of it."""
+    """Parse a body as JSON, or raise a :class:`KlingResponseError` quoting a readable piece of it.
+
+    An answer nested deeper than :data:`MAX_JSON_DEPTH` is refused: deep nesting breaks whatever
+    recurses over it later (a trigger event's serialisation, an error message), never the API's shape.
+    """
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
+    except RecursionError:
+        parsed = _TOO_DEEP
     except ValueError:
         text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         raise KlingResponseError(
             f"Kling API {what} answer is not JSON (HTTP {http_status}): {shorten(text) or '(empty body)'}",
             http_status=http_status,
         ) from None
+    if parsed is _TOO_DEEP or _depth_exceeds(parsed, MAX_JSON_DEPTH):
+        raise KlingResponseRefusedError(
+            f"Kling API {what} answer is JSON nested deeper than {MAX_JSON_DEPTH} levels "
+            f"(HTTP {http_status}); not read",
+            http_status=http_status,
+        )
+    return parsed
+
+
+_TOO_DEEP = object()
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers deeper than ``limit``, walked without recursion."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
 
 
 def _data(body: Any, what: str, http_status: int | None) -> dict[str, Any]:
@@ -173,7 +207,7 @@ class JobStatus:
         if state is JobState.COMPLETED:
             video_url = _require(data, "video_url", str, "status", http_status)
             if urlsplit(video_url).scheme not in ("http", "https"):
-                raise KlingResponseError(
+                raise KlingResponseRefusedError(
                     f"Kling API status answer has a video_url that is not http(s): {shorten(video_url)}",
                     http_status=http_status,
                     task_id=task_id,

@@ -52,6 +52,7 @@ def create_app(state: EmulatorState) -> web.Application:
             web.get(VIDEO_PATH, routes.video, name="video"),
             web.get("/_emulator/stats", routes.stats),
             web.get("/_emulator/jobs", routes.jobs),
+            web.get("/_emulator/video-requests", routes.video_requests),
             web.post("/_emulator/reset", routes.reset),
             web.post("/_emulator/faults", routes.inject),
             web.post("/_emulator/credits", routes.set_credits),
@@ -209,6 +210,8 @@ class _Routes:
         return web.json_response({"success": True, "data": data})
 
     async def video(self, request: web.Request) -> web.StreamResponse:
+        # Recorded before any fault: a request a fault then answers has still reached the video's host.
+        self.state.record_video_request(request.raw_path, list(request.headers.items()))
         return await self._with_faults("video", request, self._video)
 
     async def _video(self, request: web.Request) -> web.StreamResponse:
@@ -224,6 +227,9 @@ class _Routes:
 
     async def jobs(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.state.jobs())
+
+    async def video_requests(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.state.video_requests())
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
         self.state.reset()

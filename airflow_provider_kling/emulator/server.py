@@ -150,6 +150,15 @@ class KlingEmulator:
         """
         return self._on_loop(EmulatorState.jobs)
 
+    def video_requests(self) -> list[dict[str, Any]]:
+        """The last 100 requests to the video route (``VIDEO_REQUESTS_KEPT``), oldest first: each one's
+        ``path`` and every header it carried, as [name, value] pairs.
+
+        Recorded verbatim, credentials included (the emulator keeps everything it receives), so a test
+        can check what a video host was really sent rather than what a client meant to send.
+        """
+        return self._on_loop(EmulatorState.video_requests)
+
     def inject(
         self,
         endpoint: str,
@@ -168,5 +177,6 @@ class KlingEmulator:
         self._on_loop(lambda state: state.set_credits(api_key, credits))
 
     def reset(self) -> None:
-        """No jobs, counters or queued faults; full credits; seeded generators restarted."""
+        """No jobs, counters, queued faults or recorded video requests; full credits; seeded generators
+        restarted."""
         self._on_loop(EmulatorState.reset)

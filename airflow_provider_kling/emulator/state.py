@@ -1,4 +1,5 @@
-"""The emulator's memory: accounts and their credits, jobs, counters and queued faults.
+"""The emulator's memory: accounts and their credits, jobs, counters, queued faults, and the headers
+its video route received.
 
 Every method runs on the server's event loop. The HTTP routes and the in-process
 :class:`~airflow_provider_kling.emulator.server.KlingEmulator` both call these methods, so each
@@ -40,6 +41,9 @@ PROCESSING = "processing"
 SAVE_DELAY = 0.1
 
 STATE_FILE_VERSION = 1
+
+#: Video requests whose headers are kept, the most recent ones: a long soak must not grow without bound.
+VIDEO_REQUESTS_KEPT = 100
 
 
 class InsufficientCreditsError(Exception):
@@ -108,6 +112,10 @@ class EmulatorState:
             endpoint: Counter() for endpoint in SCRIPTED_FAULT_ENDPOINTS
         }
         self._jobs_created = 0
+        # (path with query, headers as received) per request to the video route, newest last.
+        self._video_requests: deque[tuple[str, tuple[tuple[str, str], ...]]] = deque(
+            maxlen=VIDEO_REQUESTS_KEPT
+        )
 
     # The API
 
@@ -177,6 +185,10 @@ class EmulatorState:
     def count_response(self, endpoint: str, http_status: int) -> None:
         self._responses[endpoint][http_status] += 1
 
+    def record_video_request(self, path: str, headers: list[tuple[str, str]]) -> None:
+        """Keep what a request to the video route carried, whether or not a fault then hits it."""
+        self._video_requests.append((path, tuple(headers)))
+
     def next_fault(self, endpoint: str) -> Fault | None:
         """The fault for this request: the next scripted one, else maybe a random one."""
         scripted = self._scripted_faults[endpoint]
@@ -209,6 +221,19 @@ class EmulatorState:
     def jobs(self) -> list[dict[str, Any]]:
         now = time.time()
         return [{**asdict(job), "status": job.status(now)} for job in self._jobs.values()]
+
+    def video_requests(self) -> list[dict[str, Any]]:
+        """The last :data:`VIDEO_REQUESTS_KEPT` requests to the video route, oldest first: each one's
+        ``path`` (with any query string, as sent) and every one of its ``headers``, as [name, value]
+        pairs in the order received.
+
+        Unlike the other controls, this shows what clients sent verbatim, credentials included: a test
+        double records everything, so a test can prove the API key never reached the video's host.
+        """
+        return [
+            {"path": path, "headers": [[name, value] for name, value in headers]}
+            for path, headers in self._video_requests
+        ]
 
     def inject(
         self,
@@ -254,7 +279,8 @@ class EmulatorState:
         return account
 
     def reset(self) -> None:
-        """Back to a fresh start: no jobs, counters or queued faults, full ledger, generators reseeded."""
+        """Back to a fresh start: no jobs, counters, queued faults or recorded video requests, full ledger,
+        generators reseeded."""
         self._clear()
         self._changed()
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +20,7 @@ import aiohttp
 from requests.utils import get_environ_proxies
 
 from airflow_provider_kling.core import api
-from airflow_provider_kling.core.errors import transport_error
+from airflow_provider_kling.core.errors import KlingTimeoutError, origin_of, transport_error
 from airflow_provider_kling.core.pacing import RequestPacer
 
 #: How long a loop reuses a connection's settings before reading them again (a changed key or cap
@@ -32,11 +33,7 @@ class LoopShared:
 
     def __init__(self) -> None:
         self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(
-                total=api.CONNECT_TIMEOUT + api.READ_TIMEOUT,
-                connect=api.CONNECT_TIMEOUT,
-                sock_read=api.READ_TIMEOUT,
-            ),
+            timeout=client_timeout(api.BUDGETS),
             # No trust_env: it reads ~/.netrc and the proxy settings on every request, in threads,
             # and a netrc entry for the host clashes with our Authorization header. The proxy is
             # read once per base URL instead (proxy_for).
@@ -91,21 +88,41 @@ class LoopShared:
             self._proxies[base_url] = proxies.get(urlsplit(base_url).scheme) or proxies.get("all")
         return self._proxies[base_url]
 
-    async def get(self, base_url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-        """GET ``base_url + path``: the status, the body read no further than past the cap, Retry-After."""
+    async def get(
+        self, base_url: str, path: str, headers: dict[str, str], budgets: api.Budgets
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """GET ``base_url + path`` within ``budgets.request`` in all, following no redirect: the
+        status, the body read no further than past the cap, the headers."""
         url = base_url + path
         try:
-            async with self.session.get(url, headers=headers, proxy=self.proxy_for(base_url)) as response:
+            async with self.session.get(
+                url,
+                headers=headers,
+                proxy=self.proxy_for(base_url),
+                allow_redirects=False,
+                timeout=client_timeout(budgets),
+            ) as response:
                 body = bytearray()
                 async for chunk in response.content.iter_chunked(api.READ_CHUNK_BYTES):
                     body += chunk
                     if len(body) > api.MAX_BODY_BYTES:  # enough to say it is too large
                         break
-                return response.status, bytes(body), response.headers.get("Retry-After")
+                return response.status, bytes(body), response.headers
         except aiohttp.ClientConnectorError as error:
             raise transport_error(error, request_sent=False, url=url) from error
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except asyncio.TimeoutError as error:
+            raise KlingTimeoutError(
+                f"Kling: {origin_of(url)} did not deliver the status answer within its "
+                f"{budgets.request:g} s budget (or {budgets.read:g} s of silence); cut off"
+            ) from error
+        except aiohttp.ClientError as error:
             raise transport_error(error, request_sent=True, url=url) from error
+
+
+@lru_cache(maxsize=8)
+def client_timeout(budgets: api.Budgets) -> aiohttp.ClientTimeout:
+    """One request's limits: ``total`` covers connect, headers and the whole body."""
+    return aiohttp.ClientTimeout(total=budgets.request, connect=budgets.connect, sock_read=budgets.read)
 
 
 _shared_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopShared] = (

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
@@ -18,7 +21,8 @@ from airflow.sdk import BaseHook, Connection, ObjectStoragePath
 from urllib3.exceptions import NewConnectionError
 
 from airflow_provider_kling import DEFAULT_CONN_ID
-from airflow_provider_kling.core import api
+from airflow_provider_kling.core import api, videos
+from airflow_provider_kling.core.addresses import ALLOWED_VIDEO_HOSTS, AddressPolicy, parse_allowed
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingConnectionSettingError,
@@ -26,15 +30,20 @@ from airflow_provider_kling.core.errors import (
     KlingError,
     KlingNotFoundError,
     KlingRateLimitError,
+    KlingTimeoutError,
     KlingTransportError,
     error_from_response,
     is_safe_to_resubmit,
     is_transient,
+    origin_of,
+    redact_error,
+    secret_forms,
     shorten,
     transport_error,
 )
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult
+from airflow_provider_kling.hooks._guard import CallGuard, guarded, guarded_session
 
 if TYPE_CHECKING:
     from airflow_provider_kling.hooks._aio import LoopShared
@@ -43,6 +52,8 @@ if TYPE_CHECKING:
 LOW_CREDIT_WARNING = "low_credit_warning"
 #: The connection extra capping the status polls all waits on the connection make, per triggerer.
 MAX_POLLS_PER_SECOND = "max_polls_per_second"
+#: Redirects a video download follows, each hop's address checked again.
+MAX_VIDEO_REDIRECTS = 5
 
 
 def _polls_per_second(conn_id: str, extra: Mapping[str, Any]) -> float | None:
@@ -68,6 +79,7 @@ class _ApiSettings:
     api_key: str = field(repr=False)
     low_credit_warning: int | None = None
     max_polls_per_second: float | None = None  # read for polls only (the triggerer's concern)
+    allowed_video_hosts: tuple[frozenset[str], tuple[Any, ...]] = (frozenset(), ())
 
     @classmethod
     def from_connection(cls, conn: Connection, extra: Mapping[str, Any]) -> _ApiSettings:
@@ -76,10 +88,17 @@ class _ApiSettings:
                 f"The Kling connection {conn.conn_id!r} has no API key: set it as the connection's password."
             )
         threshold = extra.get(LOW_CREDIT_WARNING)
+        try:
+            allowed = parse_allowed(extra.get(ALLOWED_VIDEO_HOSTS))
+        except ValueError as bad:
+            raise KlingConnectionSettingError(
+                f"The Kling connection {conn.conn_id!r} sets {ALLOWED_VIDEO_HOSTS}: {bad}"
+            ) from None
         return cls(
             base_url=api.base_url(conn.host, conn.port),
             api_key=conn.password,
             low_credit_warning=threshold if isinstance(threshold, int) else None,
+            allowed_video_hosts=allowed,
         )
 
     @property
@@ -127,9 +146,7 @@ class SavedVideo:
 def _check_video_response(response: requests.Response, video_url: str, max_bytes: int) -> None:
     if response.status_code == 429 or response.status_code >= 500:
         raise error_from_response(
-            response.status_code,
-            response.content[: api.MAX_BODY_BYTES],
-            retry_after=response.headers.get("Retry-After"),
+            response.status_code, _read_capped(response), retry_after=response.headers.get("Retry-After")
         )
     if response.status_code != 200:
         raise KlingDownloadError(
@@ -146,11 +163,54 @@ def _check_video_response(response: requests.Response, video_url: str, max_bytes
         )
 
 
+def _out_of_time(url: str, what: str, budget: str) -> KlingTimeoutError:
+    return KlingTimeoutError(
+        f"Kling: {origin_of(url)} did not deliver the {what} within {budget} "
+        "(connect, headers and body together); cut off"
+    )
+
+
+def _addresses_of(host: str) -> list[str]:
+    try:
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)]
+    except (socket.gaierror, UnicodeError):
+        return []
+
+
+def _check_behind_proxy(session: requests.Session, url: str, policy: AddressPolicy) -> None:
+    """Behind a proxy the proxy connects, not us: check what the video's host resolves to here."""
+    if session.trust_env and requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)):
+        host = urlsplit(url).hostname or ""
+        policy.check(host, _addresses_of(host))
+
+
+def _register_with_masker(api_key: str) -> None:
+    """Airflow masks a connection's password in logs; add the forms a server may echo it in."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # not inside an Airflow process
+        return
+    for form in secret_forms(api_key):
+        mask_secret(form)
+
+
+async def _aregister_with_masker(api_key: str) -> None:
+    """The triggerer's :func:`_register_with_masker`, where Airflow has an async one (3.3+)."""
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # older Airflow: its own connection fetch masked the key as it is
+        return
+    for form in secret_forms(api_key):
+        await amask_secret(form)
+
+
 class KlingHook(BaseHook):
     """Talk to the Kling 2.6 API: connection host = base URL (default https://ulazai.com), password = key.
 
     Status calls retry transient failures (429 honouring Retry-After, 5xx, timeouts, resets);
-    a submit is repeated only when the server provably created no job.
+    a submit is repeated only when the server provably created no job. Every call has a total
+    time budget (:class:`~airflow_provider_kling.core.api.Budgets`), follows no redirect, and
+    strips the key from any error text, even where a server echoes it.
     """
 
     conn_name_attr = "kling_conn_id"
@@ -160,6 +220,7 @@ class KlingHook(BaseHook):
 
     status_retry_policy = api.RetryPolicy()
     submit_retry_policy = api.RetryPolicy(attempts=3)
+    budgets = api.BUDGETS
 
     def __init__(self, kling_conn_id: str = default_conn_name) -> None:
         super().__init__()
@@ -171,29 +232,85 @@ class KlingHook(BaseHook):
     @cached_property
     def _settings(self) -> _ApiSettings:
         connection = self.get_connection(self.kling_conn_id)
-        return _ApiSettings.from_connection(connection, connection.extra_dejson)
+        settings = _ApiSettings.from_connection(connection, connection.extra_dejson)
+        _register_with_masker(settings.api_key)
+        return settings
 
     @property
     def base_url(self) -> str:
         return self._settings.base_url
 
     def get_conn(self) -> requests.Session:
-        """The pooled session every sync call goes through."""
+        """The pooled session the API's sync calls go through (not downloads: they carry no key)."""
         return self._session
 
     @cached_property
     def _session(self) -> requests.Session:
-        session = requests.Session()
+        session = guarded_session()
         session.headers.update(self._settings.headers)
         # As the session's auth, it keeps requests from replacing our header with a ~/.netrc login.
         session.auth = _HeadersAuth(self._settings.headers)
         return session
 
+    @contextmanager
+    def _key_kept_secret(self) -> Iterator[None]:
+        """Errors leave with every echo of the key taken out (a server may quote our request back)."""
+        try:
+            yield
+        except KlingError as error:
+            redact_error(error, self._settings.api_key)
+            raise
+
+    def _deadline(self, budget: float, timeout: float | None) -> api.Deadline:
+        return api.Deadline.after(budget).sooner(timeout)
+
+    def _call_api(
+        self, method: str, path: str, deadline: api.Deadline, what: str, **kwargs: Any
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """One request to the API within ``deadline`` and the per-request budget; no redirects."""
+        url = self.base_url + path
+        seconds = min(self.budgets.request, deadline.remaining())
+        if seconds <= 0:
+            raise KlingTimeoutError(
+                f"Kling: no time left to ask {origin_of(url)} for the {what} (its {deadline.seconds:g} s "
+                "budget is spent); not sent",
+                request_sent=False,
+            )
+        if seconds == self.budgets.request:
+            budget = f"its {seconds:g} s budget"
+        else:
+            budget = f"what was left ({seconds:.1f} s) of the call's {deadline.seconds:g} s budget"
+        with self._key_kept_secret(), guarded(seconds) as guard:
+            try:
+                with self.get_conn().request(
+                    method,
+                    url,
+                    timeout=(self.budgets.connect, self.budgets.read),
+                    stream=True,
+                    allow_redirects=False,
+                    **kwargs,
+                ) as response:
+                    body = _read_capped(response)
+            except requests.RequestException as error:
+                if guard.expired:
+                    raise _out_of_time(url, what, budget) from error
+                raise _requests_error(error, url) from error
+            if guard.expired:  # a cut socket reads as end-of-file: never take that for a whole body
+                raise _out_of_time(url, what, budget)
+        return response.status_code, body, response.headers
+
     # -- sync -----------------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest) -> SubmitResult:
-        """Start a generation: credits are spent once this returns."""
-        submitted = self.submit_retry_policy.run(is_safe_to_resubmit, self._submit_once, request)
+    def submit(self, request: GenerationRequest, timeout: float | None = None) -> SubmitResult:
+        """Start a generation: credits are spent once this returns.
+
+        :param request: the validated request.
+        :param timeout: seconds the call may take with its retries, if less than ``budgets.call``.
+        """
+        deadline = self._deadline(self.budgets.call, timeout)
+        submitted = self.submit_retry_policy.run(
+            is_safe_to_resubmit, self._submit_once, request, deadline, deadline=deadline
+        )
         self._warn_if_credits_low(submitted.credits_remaining)
         return submitted
 
@@ -208,75 +325,154 @@ class KlingHook(BaseHook):
                 self.kling_conn_id,
             )
 
-    def _submit_once(self, request: GenerationRequest) -> SubmitResult:
-        url = self.base_url + api.SUBMIT_PATH
-        try:
-            with self.get_conn().post(
-                url, json=request.to_payload(), timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT), stream=True
-            ) as response:
-                body = _read_capped(response)
-        except requests.RequestException as error:
-            transport_error = _requests_error(error, url)
-            if transport_error.request_sent:
-                raise api.uncertain_submit(transport_error) from error
-            raise transport_error from error
-        return api.read_submit_response(response.status_code, body, response.headers.get("Retry-After"))
+    def _submit_once(self, request: GenerationRequest, deadline: api.Deadline) -> SubmitResult:
+        with self._key_kept_secret():
+            try:
+                http_status, body, headers = self._call_api(
+                    "POST", api.SUBMIT_PATH, deadline, "submit answer", json=request.to_payload()
+                )
+            except KlingTransportError as error:
+                if error.request_sent:
+                    raise api.uncertain_submit(error) from error
+                raise
+            return api.read_submit_response(
+                http_status, body, headers.get("Retry-After"), headers.get("Location")
+            )
 
-    def get_status(self, task_id: str) -> JobStatus:
-        return self.status_retry_policy.run(is_transient, self._get_status_once, task_id)
+    def get_status(self, task_id: str, timeout: float | None = None) -> JobStatus:
+        """The job's status, retrying transient failures.
 
-    def _get_status_once(self, task_id: str) -> JobStatus:
-        url = self.base_url + api.status_path(task_id)
-        try:
-            with self.get_conn().get(
-                url, timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT), stream=True
-            ) as response:
-                body = _read_capped(response)
-        except requests.RequestException as error:
-            raise _requests_error(error, url) from error
-        return api.read_status_response(
-            response.status_code, body, response.headers.get("Retry-After"), task_id
+        :param task_id: the vendor task_id.
+        :param timeout: seconds the call may take with its retries, if less than ``budgets.call``.
+        """
+        deadline = self._deadline(self.budgets.call, timeout)
+        return self.status_retry_policy.run(
+            is_transient, self._get_status_once, task_id, deadline, deadline=deadline
         )
 
+    def _get_status_once(self, task_id: str, deadline: api.Deadline) -> JobStatus:
+        with self._key_kept_secret():
+            http_status, body, headers = self._call_api(
+                "GET", api.status_path(task_id), deadline, "status answer"
+            )
+            return api.read_status_response(
+                http_status, body, headers.get("Retry-After"), task_id, headers.get("Location")
+            )
+
     def download_video(
-        self, video_url: str, destination: ObjectStoragePath, max_bytes: int = api.MAX_VIDEO_BYTES
+        self,
+        video_url: str,
+        destination: ObjectStoragePath,
+        max_bytes: int = api.MAX_VIDEO_BYTES,
+        timeout: float | None = None,
     ) -> SavedVideo:
         """Stream a finished video to ``destination``: bounded memory, at most ``max_bytes``, atomic.
 
         The bytes go to a hidden ``.part`` file beside ``destination`` that is renamed into place
-        only when complete, so a partial download never appears at the final path. Transient
-        failures (5xx, 429, resets) retry the download, never the generation.
+        only when complete, so a partial download never appears at the final path. Only a body
+        that begins like a video is kept. Only public addresses, the API's own, and what the
+        connection's ``allowed_video_hosts`` names are connected to, checked at every redirect
+        hop. Transient failures (5xx, 429, resets) retry the download, never the generation.
+
+        :param video_url: the finished job's ``video_url``.
+        :param destination: where to keep it.
+        :param max_bytes: the largest video kept.
+        :param timeout: seconds the download may take with its retries, if less than
+            ``budgets.download``.
         """
-        if urlsplit(video_url).scheme not in ("http", "https"):
-            raise KlingDownloadError(
-                f"Refusing to download a video_url that is not http(s): {shorten(video_url)}"
-            )
+        deadline = self._deadline(self.budgets.download, timeout)
         return self.status_retry_policy.run(
-            is_transient, self._download_once, video_url, destination, max_bytes
+            is_transient,
+            self._download_once,
+            video_url,
+            destination,
+            max_bytes,
+            deadline,
+            deadline=deadline,
         )
 
-    def _download_once(self, video_url: str, destination: ObjectStoragePath, max_bytes: int) -> SavedVideo:
+    def _video_addresses(self) -> AddressPolicy:
+        hosts, networks = self._settings.allowed_video_hosts
+        return AddressPolicy(
+            api_addresses=frozenset(_addresses_of(urlsplit(self.base_url).hostname or "")),
+            allowed_hosts=hosts,
+            allowed_networks=networks,
+        )
+
+    def _download_once(
+        self, video_url: str, destination: ObjectStoragePath, max_bytes: int, deadline: api.Deadline
+    ) -> SavedVideo:
+        policy = self._video_addresses()
+        url = video_url
+        for _hop in range(MAX_VIDEO_REDIRECTS + 1):
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise KlingDownloadError(
+                    f"Refusing to download a video_url that is not http(s): {shorten(url)}"
+                )
+            if deadline.remaining() <= 0:
+                raise KlingTimeoutError(
+                    f"Kling: the video download's {deadline.seconds:g} s budget is spent", request_sent=False
+                )
+            _check_behind_proxy(self._download_session, url, policy)
+            budget = f"the download's {deadline.seconds:g} s budget"
+            with guarded(deadline.remaining(), policy) as guard:
+                try:
+                    # A session of its own: the API key is for the API, never for the video's host.
+                    with self._download_session.get(
+                        url,
+                        stream=True,
+                        timeout=(self.budgets.connect, self.budgets.read),
+                        allow_redirects=False,
+                    ) as response:
+                        if response.is_redirect:
+                            url = urljoin(url, response.headers["Location"])
+                            continue
+                        return self._save(response, url, destination, max_bytes, guard, budget)
+                except requests.RequestException as error:
+                    if guard.expired:
+                        raise _out_of_time(url, "video", budget) from error
+                    raise _requests_error(error, url) from error
+        raise KlingDownloadError(
+            f"Could not download {shorten(video_url)}: more than {MAX_VIDEO_REDIRECTS} redirects"
+        )
+
+    def _save(
+        self,
+        response: requests.Response,
+        url: str,
+        destination: ObjectStoragePath,
+        max_bytes: int,
+        guard: CallGuard,
+        budget: str,
+    ) -> SavedVideo:
+        _check_video_response(response, url, max_bytes)
+        chunks = response.iter_content(api.DOWNLOAD_CHUNK_BYTES)
+        head = b""
+        for chunk in chunks:
+            head += chunk
+            if len(head) >= videos.SIGNATURE_BYTES:
+                break
+        if guard.expired:
+            raise _out_of_time(url, "video", budget)
+        if videos.container_of(head) is None:
+            raise KlingDownloadError(
+                f"{shorten(url)} is not a video: {videos.describe(head)} "
+                f"(Content-Type {response.headers.get('Content-Type') or 'none'}); nothing was kept"
+            )
         partial = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.part"
         digest, size = hashlib.sha256(), 0
         try:
-            # A session of its own: the API key is for the API, never for the video's host.
-            with self._download_session.get(
-                video_url, stream=True, timeout=(api.CONNECT_TIMEOUT, api.READ_TIMEOUT)
-            ) as response:
-                _check_video_response(response, video_url, max_bytes)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with partial.open("wb") as out:
-                    for chunk in response.iter_content(api.DOWNLOAD_CHUNK_BYTES):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise KlingDownloadError(
-                                f"{video_url} is larger than {max_bytes} bytes; not kept"
-                            )
-                        digest.update(chunk)
-                        out.write(chunk)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with partial.open("wb") as out:
+                for chunk in itertools.chain((head,), chunks):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise KlingDownloadError(f"{url} is larger than {max_bytes} bytes; not kept")
+                    digest.update(chunk)
+                    out.write(chunk)
+            if guard.expired:  # cut short: what was written is not the whole video
+                raise _out_of_time(url, "video", budget)
             partial.rename(destination)
-        except requests.RequestException as error:
-            raise _requests_error(error, video_url) from error
         finally:
             if partial.exists():
                 partial.unlink()
@@ -285,19 +481,24 @@ class KlingHook(BaseHook):
 
     @cached_property
     def _download_session(self) -> requests.Session:
-        return requests.Session()
+        session = guarded_session()
+        # An auth of its own (sending nothing) keeps requests from adding a ~/.netrc login.
+        session.auth = _HeadersAuth({})
+        return session
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the URL and key by asking for a task that cannot exist: 404 means the key works.
 
-        Costs no credits, and makes one request (no retries), so the UI's Test button answers fast.
+        Costs no credits, and makes one request (no retries) within one request's budget, so the
+        UI's Test button answers fast.
         """
         try:
-            self._get_status_once(f"airflow-connection-test-{uuid.uuid4().hex}")
+            deadline = api.Deadline.after(self.budgets.request)
+            self._get_status_once(f"airflow-connection-test-{uuid.uuid4().hex}", deadline)
         except KlingNotFoundError:
             return True, f"Connected to {self.base_url}: the API key was accepted (no credits spent)."
         except KlingAuthError as error:
-            return False, str(error)
+            return False, f"{error} (connection {self.kling_conn_id!r})"
         except KlingError as error:
             return False, f"Could not check the Kling connection at {self.base_url}: {error}"
         return False, f"{self.base_url} answered for a task that cannot exist: is this the Kling API?"
@@ -319,16 +520,19 @@ class KlingHook(BaseHook):
         pacer = shared.pacer(self.kling_conn_id, settings.max_polls_per_second)
         if pacer.holds_back:
             await pacer.turn()
-        http_status, body, retry_after = await shared.get(
-            settings.base_url, api.status_path(task_id), settings.headers
-        )
         try:
-            return api.read_status_response(http_status, body, retry_after, task_id)
-        except KlingRateLimitError as limited:
-            pacer.pause(self.status_retry_policy.group_pause(limited))
-            raise
-        except KlingAuthError:
-            shared.forget_settings(self.kling_conn_id)  # the key may have changed: read it again
+            http_status, body, headers = await shared.get(
+                settings.base_url, api.status_path(task_id), settings.headers, self.budgets
+            )
+            return api.read_status_response(
+                http_status, body, headers.get("Retry-After"), task_id, headers.get("Location")
+            )
+        except KlingError as error:
+            if isinstance(error, KlingRateLimitError):
+                pacer.pause(self.status_retry_policy.group_pause(error))
+            elif isinstance(error, KlingAuthError):
+                shared.forget_settings(self.kling_conn_id)  # the key may have changed: read it again
+            redact_error(error, settings.api_key)
             raise
 
     async def _read_async_settings(self) -> _ApiSettings:
@@ -336,6 +540,7 @@ class KlingHook(BaseHook):
         # Not extra_dejson: it masks secrets synchronously, which an event loop must not do.
         extra = _extra_of(connection)
         settings = _ApiSettings.from_connection(connection, extra)
+        await _aregister_with_masker(settings.api_key)
         return replace(settings, max_polls_per_second=_polls_per_second(self.kling_conn_id, extra))
 
 

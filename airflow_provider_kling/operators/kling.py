@@ -14,6 +14,7 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import (
+    FieldError,
     KlingAuthError,
     KlingBadRequestError,
     KlingConnectionSettingError,
@@ -25,8 +26,8 @@ from airflow_provider_kling.core.errors import (
 )
 from airflow_provider_kling.core.request import (
     DEFAULT_DURATION,
-    DEFAULT_PROMPT_DIRECTORY_OPTIN,
     DEFAULT_SOUND,
+    PROMPT_DIRECTORY_DISCOUNT,
     GenerationRequest,
 )
 from airflow_provider_kling.core.responses import JobState, job_state
@@ -50,17 +51,55 @@ FINAL_ERRORS = (
 DEFER_SAFETY_MARGIN = timedelta(minutes=5)
 #: The alias written videos are announced under, unless the task's outlets name one.
 DEFAULT_ASSET_ALIAS = "kling_videos"
+#: The operator's default for prompt_directory_optin. It differs on purpose from the API's default
+#: (core.request.DEFAULT_PROMPT_DIRECTORY_OPTIN, True, which the emulator applies to a body without the
+#: field): opting in publishes the prompt in the vendor's public Prompt Directory, and a DAG should do
+#: that by choice, for the PROMPT_DIRECTORY_DISCOUNT, never by leaving a parameter out.
+OPERATOR_DEFAULT_PROMPT_DIRECTORY_OPTIN = False
+#: What ``regenerate`` accepts once templated, besides a bool (strings compared case-insensitively).
+REGENERATE_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "": False}
 
 # What a stored submission can be besides a vendor job, told to ResumableJobMixin as a job status
 # that is neither running nor succeeded, so that it goes on to submit_job.
 UNCONFIRMED = "kling-provider:unconfirmed"  # an earlier try sent the request but never saw the answer
 SUPERSEDED = "kling-provider:superseded"  # the stored job was for other parameters (the task changed)
 VANISHED = "kling-provider:vanished"  # the vendor no longer knows the stored job
-_NOT_A_JOB_STATUS = frozenset({UNCONFIRMED, SUPERSEDED, VANISHED})
+RETAKE = "kling-provider:retake"  # regenerate=True, and the stored job is from before the task was cleared
+_NOT_A_JOB_STATUS = frozenset({UNCONFIRMED, SUPERSEDED, VANISHED, RETAKE})
 
 
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _regenerate_flag(value: Any) -> bool:
+    """``regenerate`` as a bool: a bool, or a templated string among REGENERATE_WORDS."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in REGENERATE_WORDS:
+        return REGENERATE_WORDS[value.strip().lower()]
+    words = ", ".join(f'"{word}"' for word in REGENERATE_WORDS)
+    rule = f"must be true or false: a bool, or once templated one of {words} (any case)"
+    raise KlingValidationError([FieldError("regenerate", rule, value)])
+
+
+def _round(context: Context) -> int:
+    """Which run of the task instance this is: Airflow sets ``max_tries = try_number + retries`` on
+    every clear, so it changes when the task is cleared and stays the same across its retries."""
+    return int(context["ti"].max_tries)
+
+
+def _prompt_sharing(request: GenerationRequest) -> str:
+    """For the submit log: whether the prompt is published, and what opting in would save."""
+    if request.prompt_directory_optin:
+        return (
+            "The prompt will be published in the vendor's public Prompt Directory "
+            f"(prompt_directory_optin=True, {PROMPT_DIRECTORY_DISCOUNT} credits off)."
+        )
+    return (
+        "The prompt is not shared in the vendor's public Prompt Directory; opting in "
+        f"(prompt_directory_optin=True) would publish it and save {PROMPT_DIRECTORY_DISCOUNT} credits."
+    )
 
 
 class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
@@ -73,8 +112,20 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     Never pays twice for one task's video: on Airflow 3.3+ the submission is kept in
     ``task_state_store`` (key ``kling_submission``), and a retry reattaches to that job, or reuses
     its finished video, instead of submitting again. A new job is submitted only when the stored
-    one failed, vanished, or was for other parameters (the task was changed and cleared).
+    one failed, vanished, or was for other parameters (the task was changed and cleared), or when
+    ``regenerate`` asks for a fresh take after the task was cleared.
 
+    :param prompt_directory_optin: publish the prompt in the vendor's public Prompt Directory for a
+        discount of ``PROMPT_DIRECTORY_DISCOUNT`` (10) credits. Defaults to ``False``, keeping the
+        prompt private, although the API's own default is ``True``; the submit log line says which.
+    :param regenerate: (templated) submit a new job, paying again, even when this task instance
+        already has a job for the same parameters from before it was cleared, for a fresh take of a
+        video. Retries within one run (between clears) still reattach to that run's job, so a retry
+        never pays twice. A bool, or once templated ``"true"``/``"false"``, ``"1"``/``"0"``,
+        ``"yes"``/``"no"`` (any case) or ``""`` (false), so a DAG param can flip it per run:
+        ``regenerate="{{ params.regenerate }}"``; anything else fails the task before sending.
+        Default ``False``: a cleared task with unchanged parameters reuses its paid video. Without
+        ``task_state_store`` (before Airflow 3.3) there is nothing to reuse and it changes nothing.
     :param max_credits: refuse, before sending, a request whose price-table estimate exceeds this.
     :param output_path: keep the video at this object storage URL (templated, e.g.
         ``file:///data/videos/{{ ds }}/{{ ti.map_index }}.mp4``), written atomically, and announce
@@ -95,6 +146,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         "duration",
         "aspect_ratio",
         "output_path",
+        "regenerate",
     )
     ui_color = "#f2e6ff"
     external_id_key = "kling_submission"
@@ -109,7 +161,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         duration: int | str = DEFAULT_DURATION,
         aspect_ratio: str | None = None,
         sound: bool = DEFAULT_SOUND,
-        prompt_directory_optin: bool = DEFAULT_PROMPT_DIRECTORY_OPTIN,
+        prompt_directory_optin: bool = OPERATOR_DEFAULT_PROMPT_DIRECTORY_OPTIN,
         kling_conn_id: str = DEFAULT_CONN_ID,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -118,6 +170,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         max_credits: int | None = None,
         output_path: str | None = None,
         on_unconfirmed_submit: Literal["fail", "resubmit"] = "fail",
+        regenerate: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -142,6 +195,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         self.max_credits = max_credits
         self.output_path = output_path
         self.on_unconfirmed_submit = on_unconfirmed_submit
+        self.regenerate = regenerate
         if output_path and not any(isinstance(outlet, AssetAlias) for outlet in self.outlets):
             self.outlets = [*self.outlets, AssetAlias(DEFAULT_ASSET_ALIAS)]
 
@@ -152,6 +206,12 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         return KlingHook(self.kling_conn_id)
 
     def execute(self, context: Context) -> Any:
+        self._started = time.monotonic()
+        problems: list[FieldError] = []
+        try:
+            self._regenerate = _regenerate_flag(self.regenerate)
+        except KlingValidationError as invalid:
+            problems += invalid.errors
         try:
             self._request = GenerationRequest(
                 self.prompt,
@@ -165,7 +225,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             if self.max_credits is not None:
                 self._request.check_budget(self.max_credits)
         except KlingValidationError as invalid:
-            raise AirflowFailException(str(invalid)) from invalid
+            problems += invalid.errors
+        if problems:
+            raise AirflowFailException(str(KlingValidationError(problems)))
         self._store = context.get("task_state_store") if self.durable else None
         if self._store is None and context["ti"].try_number > 1:
             self.log.warning(
@@ -184,22 +246,28 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     # -- ResumableJobMixin: submit once, reattach on retry -----------------------------------------
     # The "external id" the mixin keeps in task_state_store is our submission record: first
     # {"pending": fingerprint} while the request is on its way, then the vendor task_id with the
-    # request's fingerprint and the credits its submit reported.
+    # request's fingerprint and the credits its submit reported; both with the round (_round) they
+    # were made in, which regenerate=True compares.
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         request: GenerationRequest = self._request
         store = self._store
         if store is not None:
             previous = store.get(self.external_id_key)
-            if isinstance(previous, dict) and previous.get("pending") == request.fingerprint():
+            if (
+                isinstance(previous, dict)
+                and previous.get("pending") == request.fingerprint()
+                and not self._is_retake(previous, context)
+            ):
                 self._handle_unconfirmed_submit(context)
-            store.set(self.external_id_key, {"pending": request.fingerprint()})
+            store.set(self.external_id_key, {"pending": request.fingerprint(), "round": _round(context)})
         self.log.info(
-            "Submitting Kling %s, %s s%s (estimated %d credits)",
+            "Submitting Kling %s, %s s%s (estimated %d credits). %s",
             request.generation_mode.value,
             request.duration,
             " with sound" if request.sound else "",
             request.estimated_credits,
+            _prompt_sharing(request),
         )
         try:
             submitted = self.hook.submit(request)
@@ -215,6 +283,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             "credits_remaining": submitted.credits_remaining,
             "submitted_at": submitted_at,
             "expected_seconds": list(submitted.estimated_seconds or ()) or None,
+            "round": _round(context),
         }
         # ResumableJobMixin stores the submission as soon as this returns, before anything else
         # (the task_id's XCom included, pushed when the wait starts) can fail.
@@ -254,7 +323,18 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             "%s. Submitting again (on_unconfirmed_submit='resubmit'): one video may be paid twice.", warning
         )
 
+    def _is_retake(self, submission: dict[str, Any], context: Context) -> bool:
+        """Whether regenerate=True turns this stored submission down: it is from before a clear."""
+        return self._regenerate and submission.get("round") != _round(context)
+
     def get_job_status(self, external_id: Any, context: Context) -> str:
+        if self._is_retake(external_id, context):
+            self.log.warning(
+                "regenerate=True: not reusing Kling job %s from an earlier run of this task; submitting a "
+                "new job, paying again.",
+                external_id.get("task_id", "(submitted, task_id never learnt)"),
+            )
+            return RETAKE
         if "pending" in external_id:
             return UNCONFIRMED
         if external_id.get("fingerprint") != self._request.fingerprint():
@@ -265,7 +345,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             return SUPERSEDED
         self._announce(context, external_id["task_id"])
         try:
-            return self.hook.get_status(external_id["task_id"]).status
+            return self.hook.get_status(external_id["task_id"], timeout=self._time_left()).status
         except KlingNotFoundError:
             self.log.warning(
                 "The vendor no longer knows the stored Kling job %s: submitting anew.", external_id["task_id"]
@@ -309,7 +389,12 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         if hasattr(self, "_finished"):
             return self._finished
         # An earlier try's job had already finished: read its result once more.
-        return self._result(self.hook.get_status(external_id["task_id"]).as_dict(), external_id, context)
+        status = self.hook.get_status(external_id["task_id"], timeout=self._time_left())
+        return self._result(status.as_dict(), external_id, context)
+
+    def _time_left(self) -> float:
+        """What is left of ``timeout`` since this try began: reattach reads may not outlast it."""
+        return _seconds(self.timeout) - (time.monotonic() - self._started)
 
     def execute_complete(self, context: Context, event: dict[str, Any], submission: Any = None) -> Any:
         """Resume after the trigger's one event: the result, or a clear error."""

@@ -62,6 +62,7 @@ class KlingStatusSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
+            self._started = time.monotonic()
             return super().execute(context)
         from airflow_provider_kling.triggers.kling import KlingStatusTrigger  # not at DAG-parse time
 
@@ -75,9 +76,17 @@ class KlingStatusSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
 
+    def _time_left(self) -> float | None:
+        """What is left of ``timeout`` since this execution began: a poke may not outlast it.
+
+        (In reschedule mode that counts from the current try's start, which bounds it as well.)
+        """
+        started = getattr(self, "_started", None)
+        return None if started is None else self.timeout - (time.monotonic() - started)
+
     def poke(self, context: Context) -> PokeReturnValue | bool:
         try:
-            status = self.hook.get_status(self.kling_task_id)
+            status = self.hook.get_status(self.kling_task_id, timeout=self._time_left())
         except KlingError as error:
             if is_transient(error):
                 self.log.warning("Kling status unavailable, poking again later: %s", error)

@@ -1,0 +1,495 @@
+"""Hostile servers on loopback: trickling, nesting, oversized, echoing, redirecting, and video hosts
+where videos do not live. Each is a real TCP server; the hook, trigger and sensor meet it as they
+would meet a hostile API or CDN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+from hostile_servers import (
+    STATUS_COMPLETED,
+    STATUS_PROCESSING,
+    Answer,
+    ScriptedServer,
+    Trickle,
+    answering,
+    http_answer,
+)
+
+from airflow_provider_kling.core.addresses import KlingVideoAddressError
+from airflow_provider_kling.core.api import Budgets, RetryPolicy
+from airflow_provider_kling.core.errors import (
+    KlingAuthError,
+    KlingDownloadError,
+    KlingRedirectError,
+    KlingResponseRefusedError,
+    KlingServerError,
+    KlingSubmitUncertainError,
+    KlingTimeoutError,
+)
+from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.emulator import KlingEmulator
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.triggers.kling import KlingStatusTrigger
+
+#: Short budgets, and reads that never time out on their own: only the total can end a trickle.
+TEST_BUDGETS = Budgets(connect=2.0, read=20.0, request=1.0, call=1.5, download=1.5)
+RETRIES = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02)
+#: A key with characters that URL-encoding and JSON escaping change, so every echoed form differs.
+SECRET = "sk-live/Secret+Key=42"
+ASSETS = Path(__file__).resolve().parent.parent / "airflow_provider_kling" / "emulator" / "assets"
+VIDEO = (ASSETS / "sample-silent.mp4").read_bytes()
+
+
+def use_connection(
+    monkeypatch: pytest.MonkeyPatch, host: str, api_key: str = SECRET, extra: dict[str, Any] | None = None
+) -> None:
+    connection = {"conn_type": "kling", "host": host, "password": api_key, "extra": extra or {}}
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps(connection))
+
+
+def hook() -> KlingHook:
+    made = KlingHook()
+    made.budgets = TEST_BUDGETS
+    made.status_retry_policy = made.submit_retry_policy = RETRIES
+    return made
+
+
+def sent_through(trickle: Trickle, total: int) -> bool:
+    time.sleep(trickle.gap * 3)  # the server notices the cut on its next write
+    return trickle.sent >= total
+
+
+# -- every call bounded in total time ----------------------------------------------------------
+
+
+def test_a_status_answer_trickled_a_byte_at_a_time_is_cut_at_the_budget(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trickle = Trickle(STATUS_PROCESSING)
+    use_connection(monkeypatch, serve(trickle).url)
+    with pytest.raises(KlingTimeoutError, match=r"127\.0\.0\.1.*status answer within .*1(\.5)? s budget"):
+        hook().get_status("t")
+    assert not sent_through(trickle, len(STATUS_PROCESSING))
+
+
+def test_trickled_headers_are_cut_at_the_budget(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trickle = Trickle(STATUS_PROCESSING, headers_too=True)
+    use_connection(monkeypatch, serve(trickle).url)
+    with pytest.raises(KlingTimeoutError, match="budget"):
+        hook().get_status("t")
+
+
+def test_a_status_call_retries_within_its_total_budget_only(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve(Trickle(STATUS_PROCESSING))
+    use_connection(monkeypatch, server.url)
+    with pytest.raises(KlingTimeoutError):
+        hook().get_status("t")  # 1 s a request, 1.5 s a call: room for a second, cut, try only
+    assert 1 <= len(server.requests) <= 2
+
+
+def test_an_async_status_answer_trickled_is_cut_at_the_budget(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trickle = Trickle(STATUS_PROCESSING)
+    use_connection(monkeypatch, serve(trickle).url)
+    single = hook()
+    single.status_retry_policy = RetryPolicy(attempts=1)
+    with pytest.raises(KlingTimeoutError, match="1 s budget"):
+        asyncio.run(single.aget_status("t"))
+    assert not sent_through(trickle, len(STATUS_PROCESSING))
+
+
+def test_a_trickled_submit_answer_is_cut_and_says_a_job_may_exist(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve(Trickle(b'{"success": true, "data": {"task_id": "abc", "status": "processing"}}'))
+    use_connection(monkeypatch, server.url)
+    with pytest.raises(KlingSubmitUncertainError, match="budget") as raised:
+        hook().submit(GenerationRequest("a fox"))
+    assert isinstance(raised.value.__cause__, KlingTimeoutError)
+    assert len(server.requests) == 1  # never sent twice
+
+
+def test_the_connection_test_ends_within_one_request_budget(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, serve(Trickle(STATUS_PROCESSING)).url)
+    ok, message = hook().test_connection()
+    assert not ok and "1 s budget" in message
+
+
+def test_a_trickled_video_is_cut_at_the_download_budget_and_nothing_is_kept(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    trickle = Trickle(VIDEO[:200], gap=0.05, content_type="video/mp4")
+    server = serve(trickle)
+    use_connection(monkeypatch, server.url)  # the API's own address: allowed
+    with pytest.raises(KlingTimeoutError, match=r"video within the download's 1\.5 s budget"):
+        hook().download_video(f"{server.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert list(tmp_path.iterdir()) == []
+    assert not sent_through(trickle, 200)
+
+
+# -- answers bounded in shape -------------------------------------------------------------------
+
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        ("200 OK", NESTED, KlingResponseRefusedError),
+        ("200 OK", b'{"data": ' * 50 + b"1" + b"}" * 50, KlingResponseRefusedError),
+        (
+            "200 OK",
+            b'{"data": {"status": "processing", "pad": "' + b"x" * (10 * 1024 * 1024) + b'"}}',
+            KlingResponseRefusedError,
+        ),
+        ("500 Internal Server Error", b'{"error": ' + NESTED + b"}", KlingServerError),
+    ],
+    ids=["nested-100000", "nested-50", "10-MB", "nested-error-body"],
+)
+def test_a_malformed_status_answer_is_a_clear_error_on_both_paths(
+    status: str,
+    body: bytes,
+    error: type[Exception],
+    serve: Callable[..., ScriptedServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_connection(monkeypatch, serve(answering(status, body)).url)
+    with pytest.raises(error) as sync_raised:
+        hook().get_status("t")
+    with pytest.raises(error) as async_raised:
+        asyncio.run(hook().aget_status("t"))
+    for raised in (sync_raised, async_raised):
+        assert raised.value.http_status == int(status.split()[0])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [NESTED, b'{"data": {"status": "processing", "pad": "' + b"x" * (10 * 1024 * 1024) + b'"}}'],
+    ids=["nested", "10-MB"],
+)
+def test_an_answer_that_will_not_shrink_is_not_asked_for_again(
+    body: bytes, serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve(answering("200 OK", body))
+    use_connection(monkeypatch, server.url)
+    with pytest.raises(KlingResponseRefusedError):
+        hook().get_status("t")
+    assert len(server.requests) == 1
+
+
+def test_a_nested_answer_ends_the_trigger_with_an_error_event_after_one_poll(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve(answering("200 OK", NESTED))
+    use_connection(monkeypatch, server.url)
+    monkeypatch.setattr(KlingHook, "status_retry_policy", RETRIES)
+    trigger = KlingStatusTrigger(kling_task_id="t", deadline=time.time() + 30, poll_interval=0.05)
+    event = asyncio.run(trigger.wait())
+    assert event["status"] == "error" and event["error"] == "KlingResponseRefusedError"
+    assert "nested deeper" in event["message"]
+    assert len(server.requests) == 1
+
+
+def test_a_completed_job_with_a_file_url_ends_the_wait_at_once(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = b'{"data": {"status": "completed", "video_url": "file:///etc/passwd"}}'
+    server = serve(answering("200 OK", body))
+    use_connection(monkeypatch, server.url)
+    monkeypatch.setattr(KlingHook, "status_retry_policy", RETRIES)
+    trigger = KlingStatusTrigger(kling_task_id="t", deadline=time.time() + 30, poll_interval=0.05)
+    event = asyncio.run(trigger.wait())
+    assert event["status"] == "error" and "not http(s)" in event["message"]
+    assert len(server.requests) == 1
+
+
+# -- a stored video is a video ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "said"),
+    [
+        (b"", {"Content_Type": "video/mp4"}, "an empty body"),
+        (b"<!doctype html><html><body>Sign in</body></html>", {}, "not an MP4"),
+        (b"GIF89a" + b"\0" * 100, {"Content_Type": "video/mp4"}, "not an MP4"),
+    ],
+    ids=["empty-mp4", "html-without-content-type", "gif-labelled-mp4"],
+)
+def test_a_body_that_is_not_a_video_is_neither_kept_nor_retried(
+    body: bytes,
+    headers: dict[str, str],
+    said: str,
+    serve: Callable[..., ScriptedServer],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    server = serve(answering("200 OK", body, **headers))
+    use_connection(monkeypatch, server.url)
+    with pytest.raises(KlingDownloadError, match=said):
+        hook().download_video(f"{server.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert list(tmp_path.iterdir()) == []
+    assert len(server.requests) == 1
+
+
+def test_a_webm_video_is_kept(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    webm = b"\x1a\x45\xdf\xa3" + b"\x01" * 64
+    server = serve(answering("200 OK", webm))
+    use_connection(monkeypatch, server.url)
+    saved = hook().download_video(f"{server.url}/v.webm", ObjectStoragePath(f"file://{tmp_path}/clip.webm"))
+    assert saved.bytes == len(webm) and (tmp_path / "clip.webm").read_bytes() == webm
+
+
+# -- the key redacted, even when echoed ---------------------------------------------------------
+
+
+def echo_of(form: Callable[[str], str], status: str = "401 Unauthorized") -> Answer:
+    """A server quoting our request's Authorization header back, in the given form."""
+
+    def answer(request: bytes, sock: socket.socket) -> None:
+        authorization = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"authorization:")
+        )
+        body = json.dumps({"success": False, "error": f"Bad credentials: {form(authorization)}"})
+        sock.sendall(http_answer(status, body.encode(), Content_Type="application/json"))
+
+    return answer
+
+
+ECHOES = {
+    "raw": lambda header: header,
+    "url-encoded": lambda header: quote(header, safe=""),
+    "after-bearer-only": lambda header: header.removeprefix("Bearer "),
+    "json-escaped": lambda header: json.dumps(header)[1:-1],
+}
+
+
+@pytest.mark.parametrize("form", list(ECHOES.values()), ids=list(ECHOES))
+def test_an_echoed_key_is_redacted_from_every_error_text(
+    form: Callable[[str], str], serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, serve(echo_of(form)).url)
+    raised = []
+    for call in (
+        lambda: hook().get_status("t"),
+        lambda: asyncio.run(hook().aget_status("t")),
+        lambda: hook().submit(GenerationRequest("a fox")),
+    ):
+        with pytest.raises(KlingAuthError) as error:
+            call()
+        raised.append(error.value)
+    for error in raised:
+        texts = [str(error), repr(error), str(error.args), error.server_message or ""]
+        assert "Bad credentials: " in str(error) and "***" in str(error)
+        for text in texts:
+            assert SECRET not in text and quote(SECRET, safe="") not in text
+
+
+def test_an_echoed_key_never_reaches_the_logs_of_retries(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    use_connection(monkeypatch, serve(echo_of(ECHOES["raw"], status="503 Service Unavailable")).url)
+    with pytest.raises(KlingServerError):
+        hook().get_status("t")
+    assert "Kling call failed" in caplog.text and SECRET not in caplog.text
+
+
+def test_an_echoed_key_is_redacted_from_the_trigger_event(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, serve(echo_of(ECHOES["url-encoded"])).url)
+    trigger = KlingStatusTrigger(kling_task_id="t", deadline=time.time() + 30, poll_interval=0.05)
+    event = asyncio.run(trigger.wait())
+    assert event["error"] == "KlingAuthError"
+    assert quote(SECRET, safe="") not in json.dumps(event) and SECRET not in json.dumps(event)
+
+
+def test_the_key_is_registered_with_airflows_secrets_masker(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.log import _secrets_masker  # the masker Airflow's task logs go through
+
+    use_connection(monkeypatch, kling_emulator.base_url, api_key="sk-masked/Key+77")
+    assert hook().base_url  # reads the connection
+    assert quote("sk-masked/Key+77", safe="") not in _secrets_masker().redact(
+        f"x {quote('sk-masked/Key+77', safe='')}"
+    )
+
+
+# -- no redirects on the API --------------------------------------------------------------------
+
+
+def test_a_redirected_status_is_refused_and_the_other_origin_gets_nothing(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = serve(answering("200 OK", STATUS_COMPLETED))
+    api = serve(answering("302 Found", b"", Location=f"{elsewhere.url}/kling26/api/status/t/?sig=abc"))
+    use_connection(monkeypatch, api.url)
+    for call in (lambda: hook().get_status("t"), lambda: asyncio.run(hook().aget_status("t"))):
+        with pytest.raises(KlingRedirectError, match=rf"HTTP 302, redirecting to {elsewhere.url} ") as raised:
+            call()
+        assert "sig=abc" not in str(raised.value)
+    assert elsewhere.connections == 0
+
+
+def test_a_redirected_submit_is_not_followed_and_says_where_it_pointed(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = serve(answering("201 Created", b'{"data": {"task_id": "stolen"}}'))
+    api = serve(answering("307 Temporary Redirect", b"", Location=f"{elsewhere.url}/generate/"))
+    use_connection(monkeypatch, api.url)
+    with pytest.raises(KlingSubmitUncertainError, match=f"HTTP 307, redirecting to {elsewhere.url}"):
+        hook().submit(GenerationRequest("a confidential prompt"))
+    assert elsewhere.connections == 0 and len(api.requests) == 1
+
+
+# -- videos fetched only from where videos live -------------------------------------------------
+
+
+@pytest.fixture
+def api_on_loopback(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingEmulator:
+    """The API (the emulator) on 127.0.0.1: a video host on another loopback address is not it."""
+    use_connection(monkeypatch, kling_emulator.base_url, api_key=kling_emulator.api_key)
+    return kling_emulator
+
+
+def video_server(serve: Callable[..., ScriptedServer], host: str = "127.0.0.2") -> ScriptedServer:
+    return serve(answering("200 OK", VIDEO, Content_Type="video/mp4"), host=host)
+
+
+def test_a_video_on_another_loopback_address_is_refused_before_connecting(
+    api_on_loopback: KlingEmulator, serve: Callable[..., ScriptedServer], tmp_path: Path
+) -> None:
+    inside = video_server(serve)
+    with pytest.raises(KlingVideoAddressError, match=r"127\.0\.0\.2, a loopback address"):
+        hook().download_video(f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert inside.connections == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_a_link_local_metadata_address_is_refused_before_connecting(
+    api_on_loopback: KlingEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connected: list[Any] = []
+    real_connect = socket.socket.connect
+    monkeypatch.setattr(
+        socket.socket,
+        "connect",
+        lambda sock, address: connected.append(address) or real_connect(sock, address),
+    )
+    with pytest.raises(KlingVideoAddressError, match="link-local"):
+        hook().download_video(
+            "http://169.254.169.254/latest/meta-data/", ObjectStoragePath(f"file://{tmp_path}/clip.mp4")
+        )
+    assert connected == []
+
+
+def test_a_public_name_resolving_inside_is_refused(
+    api_on_loopback: KlingEmulator,
+    serve: Callable[..., ScriptedServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inside = video_server(serve)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:  # DNS that answers with an inside address
+        return real_getaddrinfo("127.0.0.2" if host == "cdn.example.com" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    url = f"http://cdn.example.com:{inside.server_address[1]}/v.mp4"
+    with pytest.raises(KlingVideoAddressError, match=r"cdn\.example\.com"):
+        hook().download_video(url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert inside.connections == 0
+
+
+def test_a_redirect_to_an_inside_address_is_refused_at_that_hop(
+    api_on_loopback: KlingEmulator, serve: Callable[..., ScriptedServer], tmp_path: Path
+) -> None:
+    inside = video_server(serve)
+    hop = serve(answering("302 Found", b"", Location=f"{inside.url}/v.mp4"))  # on the API's own address
+    with pytest.raises(KlingVideoAddressError, match=r"127\.0\.0\.2"):
+        hook().download_video(f"{hop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert len(hop.requests) == 1 and inside.connections == 0
+
+
+def test_a_redirect_to_a_file_url_fails_at_once(
+    api_on_loopback: KlingEmulator, serve: Callable[..., ScriptedServer], tmp_path: Path
+) -> None:
+    hop = serve(answering("302 Found", b"", Location="file:///etc/passwd"))
+    with pytest.raises(KlingDownloadError, match="not http"):
+        hook().download_video(f"{hop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert len(hop.requests) == 1  # not retried
+
+
+def test_redirect_hops_are_capped(
+    api_on_loopback: KlingEmulator, serve: Callable[..., ScriptedServer], tmp_path: Path
+) -> None:
+    loop = serve(answering("302 Found", b"", Location="/again.mp4"))
+    with pytest.raises(KlingDownloadError, match="more than 5 redirects"):
+        hook().download_video(f"{loop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert len(loop.requests) == 6
+
+
+def test_a_host_the_connection_allows_is_fetched(
+    kling_emulator: KlingEmulator,
+    serve: Callable[..., ScriptedServer],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    inside = video_server(serve)
+    use_connection(
+        monkeypatch,
+        kling_emulator.base_url,
+        kling_emulator.api_key,
+        extra={"allowed_video_hosts": "127.0.0.0/8"},
+    )
+    saved = hook().download_video(f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert saved.bytes == len(VIDEO) and inside.connections == 1
+
+
+def test_a_bad_allowed_video_hosts_entry_is_a_clear_connection_error(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_kling.core.errors import KlingConnectionSettingError
+
+    use_connection(monkeypatch, kling_emulator.base_url, extra={"allowed_video_hosts": "10.0.0.0/33"})
+    with pytest.raises(KlingConnectionSettingError, match=r"allowed_video_hosts: '10\.0\.0\.0/33'"):
+        assert hook().base_url
+
+
+# -- the sensor's timeout bounds its pokes ------------------------------------------------------
+
+
+def test_a_poke_mode_sensor_ends_at_its_timeout_against_a_trickling_server(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+
+    from airflow_provider_kling.sensors.kling import KlingStatusSensor
+
+    use_connection(monkeypatch, serve(Trickle(STATUS_PROCESSING * 20)).url)
+    monkeypatch.setattr(KlingHook, "status_retry_policy", RETRIES)
+    sensor = KlingStatusSensor(task_id="wait", kling_task_id="t", timeout=1.0, poke_interval=0.1, mode="poke")
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.execute(context={"ti": None})  # type: ignore[arg-type]
