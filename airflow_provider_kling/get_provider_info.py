@@ -32,6 +32,13 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Shared by every Kling wait on this connection in one triggerer "
                         "(a 429 pauses them all for its Retry-After). Empty: no cap.",
                     },
+                    "allowed_video_hosts": {
+                        "label": "Allowed video hosts",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Host names or networks (comma-separated, e.g. videos.internal, "
+                        "10.20.0.0/16) videos may be downloaded from besides public addresses and the "
+                        "API's own. Empty: those only.",
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "extra"],

@@ -2,6 +2,7 @@
 # Install what the tests need, then run the linters and the whole test suite on Airflow 3.3.2
 # (including the end-to-end run on a real `airflow standalone` and smoke runs of the benchmarks),
 # and the unit and DAG tests again on Airflow 3.1.8, the oldest version the package supports.
+# Both runs always run; each reports its own result, and the script fails at the end if either did.
 # Arguments go to pytest and skip the second Airflow (e.g. ./scripts/run-tests.sh -k hook).
 set -euo pipefail
 NEWEST_AIRFLOW="apache-airflow==3.3.2"
@@ -19,15 +20,22 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
+failed=()
+# Each run is a subshell with `set -e` of its own; its status is read with errexit off here, since a
+# subshell tested by `if` or `||` would run with errexit ignored and hide a failing step.
+set +e
 (
+  set -e
   KLING_EXTRAS=test KLING_AIRFLOW="$NEWEST_AIRFLOW" source "$ROOT/scripts/_venv.sh"
   cd "$ROOT"
-  echo "== ruff"; ruff check . && ruff format --check .
+  echo "== ruff"; ruff check .; ruff format --check .
   echo "== mypy"; mypy
   echo "== pytest on $NEWEST_AIRFLOW"; pytest "$@"
 )
+[ $? -eq 0 ] || failed+=("$NEWEST_AIRFLOW (linters or tests)")
 if [ "$#" -eq 0 ]; then
   (
+    set -e
     KLING_EXTRAS=test KLING_AIRFLOW="$OLDEST_AIRFLOW" KLING_VENV="$ROOT/.venv-oldest-airflow" \
       source "$ROOT/scripts/_venv.sh"
     cd "$ROOT"
@@ -35,4 +43,11 @@ if [ "$#" -eq 0 ]; then
     pytest --ignore=tests/test_end_to_end.py --ignore=tests/test_restarts.py \
       --ignore=tests/test_benchmark_worker_slots.py
   )
+  [ $? -eq 0 ] || failed+=("$OLDEST_AIRFLOW (unit and DAG tests)")
 fi
+set -e
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf '== FAILED on %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "== all passed"

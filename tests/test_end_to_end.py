@@ -355,7 +355,13 @@ def test_add_connection_form_offers_kling_with_its_labels(
     page.keyboard.type("kling")
     page.get_by_role("option", name="Kling AI video").click()
     labels = " ".join(page.locator("label").all_inner_texts())
-    for label in ("Base URL", "API key", "Warn below credits", "Max status polls per second"):
+    for label in (
+        "Base URL",
+        "API key",
+        "Warn below credits",
+        "Max status polls per second",
+        "Allowed video hosts",
+    ):
         assert label in labels
     assert page.locator("input[name=host]").get_attribute("placeholder") == "https://ulazai.com"
     assert page.locator("input[name=password]").get_attribute("type") == "password"
