@@ -34,7 +34,20 @@ echo "Running the example DAG kling_text_to_video"
 airflow dags test kling_text_to_video 2>&1 | tee "$AIRFLOW_HOME/example-run.log" \
   | grep --line-buffered -E "Submitting Kling|Kling job|Kling video ready|New clip|DagRun Finished|ERROR|Error" || true
 if grep -q "state=success" "$AIRFLOW_HOME/example-run.log"; then
-  echo "Done: the example DAG succeeded. Video: $(grep -o 'Kling video ready: [^ ]*' "$AIRFLOW_HOME/example-run.log" | tail -1 | cut -d' ' -f4)"
+  video_url="$(grep -o 'Kling video ready: [^ ]*' "$AIRFLOW_HOME/example-run.log" | tail -1 | cut -d' ' -f4)"
+  # Keep the video while its host (the emulator, or the vendor's short-lived link) still serves it,
+  # with the provider's own bounded, checked download.
+  video_file="$AIRFLOW_HOME/kling-example-video.mp4"
+  python - "$video_url" "$video_file" <<'PY'
+import sys
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_kling.hooks.kling import KlingHook
+
+KlingHook().download_video(sys.argv[1], ObjectStoragePath(f"file://{sys.argv[2]}"))
+PY
+  echo "Done: the example DAG succeeded. The video ($video_url) is kept at: $video_file"
 else
   echo "The example DAG did not succeed; full log: $AIRFLOW_HOME/example-run.log" >&2
   exit 1

@@ -312,6 +312,16 @@ def test_test_connection_reports_a_wrong_key(
     assert not ok and "401" in message
 
 
+def test_a_wrong_key_error_names_the_connection_on_both_paths(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, kling_emulator.base_url, "wrong-key", conn_id="kling_marketing")
+    with pytest.raises(KlingAuthError, match="connection 'kling_marketing'"):
+        fast_hook("kling_marketing").get_status("any")
+    with pytest.raises(KlingAuthError, match="connection 'kling_marketing'"):
+        asyncio.run(fast_hook("kling_marketing").aget_status("any"))
+
+
 def test_test_connection_reports_an_unreachable_host(monkeypatch: pytest.MonkeyPatch) -> None:
     use_connection(monkeypatch, f"http://127.0.0.1:{closed_port()}", "k")
     ok, message = KlingHook().test_connection()

@@ -328,7 +328,7 @@ def test_an_echoed_key_is_redacted_from_the_trigger_event(
 def test_the_key_is_registered_with_airflows_secrets_masker(
     kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow.sdk.log import _secrets_masker  # the masker Airflow's task logs go through
+    from airflow.sdk._shared.secrets_masker import _secrets_masker  # what task logs go through
 
     use_connection(monkeypatch, kling_emulator.base_url, api_key="sk-masked/Key+77")
     assert hook().base_url  # reads the connection

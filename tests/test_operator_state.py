@@ -379,6 +379,7 @@ def test_a_templated_regenerate_is_read_as_a_flag(emulator: KlingEmulator, param
     assert emulator.stats()["jobs_created"] == jobs
 
 
+@needs_task_state_store
 def test_a_reattach_read_ends_within_the_operators_timeout(
     serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

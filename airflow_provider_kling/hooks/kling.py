@@ -258,8 +258,15 @@ class KlingHook(BaseHook):
         try:
             yield
         except KlingError as error:
-            redact_error(error, self._settings.api_key)
+            self._finish_error(error, self._settings.api_key)
             raise
+
+    def _finish_error(self, error: KlingError, api_key: str) -> None:
+        """Take every echo of the key out of ``error``; make an auth error name the connection."""
+        redact_error(error, api_key)
+        if isinstance(error, KlingAuthError) and f"connection {self.kling_conn_id!r}" not in error.message:
+            error.message = f"{error.message} (connection {self.kling_conn_id!r})"
+            error.args = (error.message, *error.args[1:])
 
     def _deadline(self, budget: float, timeout: float | None) -> api.Deadline:
         return api.Deadline.after(budget).sooner(timeout)
@@ -498,7 +505,7 @@ class KlingHook(BaseHook):
         except KlingNotFoundError:
             return True, f"Connected to {self.base_url}: the API key was accepted (no credits spent)."
         except KlingAuthError as error:
-            return False, f"{error} (connection {self.kling_conn_id!r})"
+            return False, str(error)
         except KlingError as error:
             return False, f"Could not check the Kling connection at {self.base_url}: {error}"
         return False, f"{self.base_url} answered for a task that cannot exist: is this the Kling API?"
@@ -532,7 +539,7 @@ class KlingHook(BaseHook):
                 pacer.pause(self.status_retry_policy.group_pause(error))
             elif isinstance(error, KlingAuthError):
                 shared.forget_settings(self.kling_conn_id)  # the key may have changed: read it again
-            redact_error(error, settings.api_key)
+            self._finish_error(error, settings.api_key)
             raise
 
     async def _read_async_settings(self) -> _ApiSettings:
