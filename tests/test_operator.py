@@ -163,3 +163,17 @@ def test_sensor_fails_at_once_on_a_failed_job(
     dag_run = run(case_dagbag, "case_sensor_poke")
     ti = task_instance(dag_run, "wait")
     assert (ti.state, ti.try_number) == (TaskInstanceState.FAILED, 1)
+
+
+def test_a_deferred_generation_logs_no_error_on_its_way_to_success(
+    case_dagbag: Any,
+    emulator: KlingEmulator,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dag_run = run(case_dagbag, "case_deferrable_generate")
+    assert dag_run.state == DagRunState.SUCCESS
+    out, err = capfd.readouterr()
+    logged = out + err + caplog.text
+    error_lines = [line for line in logged.splitlines() if "[error" in line or line.startswith("ERROR")]
+    assert error_lines == []

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
+from airflow.providers.common.compat.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
+#: The attribute on which an operator or sensor keeps the video_url its current try produced.
+VIDEO_URL_ATTRIBUTE = "kling_video_url"
+
 
 class KlingVideoLink(BaseOperatorLink):
-    """Opens the finished video; empty (so no button) until the task has returned a video_url."""
+    """Opens the finished video; empty (so no button) until the task has a video_url.
+
+    Airflow computes an operator's links in the worker as each try ends, deferrals included, and
+    keeps them for the UI. Reading what this try produced from the operator, not the task's
+    return value from XCom, avoids asking for a result that does not exist yet while the task is
+    deferred, which Airflow logs as an error.
+    """
 
     name = "Kling video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        result = XCom.get_value(ti_key=ti_key, key="return_value")
-        video_url = result.get("video_url") if isinstance(result, dict) else None
+        video_url = getattr(operator, VIDEO_URL_ATTRIBUTE, None)
         return (
             video_url if isinstance(video_url, str) and video_url.startswith(("http://", "https://")) else ""
         )

@@ -32,7 +32,7 @@ from airflow_provider_kling.core.request import (
 )
 from airflow_provider_kling.core.responses import JobState, job_state
 from airflow_provider_kling.core.waiting import check_poll_interval, result_from_event, video_result
-from airflow_provider_kling.links.kling import KlingVideoLink
+from airflow_provider_kling.links.kling import VIDEO_URL_ATTRIBUTE, KlingVideoLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -407,6 +407,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
 
     def _result(self, status: dict[str, Any], submission: Any, context: Context) -> dict[str, Any]:
         result = video_result(status, submission if isinstance(submission, dict) else None)
+        setattr(self, VIDEO_URL_ATTRIBUTE, result["video_url"])  # for the "Kling video" link
         self.log.info("Kling video ready: %s", result["video_url"])
         if self.output_path:
             result |= self._keep_video(result, context)

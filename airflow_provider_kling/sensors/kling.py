@@ -20,7 +20,7 @@ from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import KlingError, is_transient
 from airflow_provider_kling.core.responses import JobState
 from airflow_provider_kling.core.waiting import KlingWaitTimeoutError, result_from_event, video_result
-from airflow_provider_kling.links.kling import KlingVideoLink
+from airflow_provider_kling.links.kling import VIDEO_URL_ATTRIBUTE, KlingVideoLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -98,12 +98,17 @@ class KlingStatusSensor(BaseSensorOperator):
                 f"Kling job {status.task_id} ended as {status.status!r}: {status.message or 'no message'}"
             )
         if status.state is JobState.COMPLETED:
-            return PokeReturnValue(is_done=True, xcom_value=video_result(status.as_dict()))
+            return PokeReturnValue(is_done=True, xcom_value=self._video(status.as_dict()))
         return False
+
+    def _video(self, status: dict[str, Any]) -> dict[str, Any]:
+        result = video_result(status)
+        setattr(self, VIDEO_URL_ATTRIBUTE, result["video_url"])  # for the "Kling video" link
+        return result
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         try:
-            return video_result(result_from_event(event))
+            return self._video(result_from_event(event))
         except KlingWaitTimeoutError as timeout:
             raise AirflowSensorTimeout(str(timeout)) from timeout
         except KlingError as error:
