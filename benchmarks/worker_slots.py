@@ -262,7 +262,24 @@ class Airflow:
             "busy_spells_sampled": sum(map(len, spells.values())),
             "peak_slots_busy": max(len(busy & spells.keys()) for *_, busy in samples),
             "wall_seconds": wall,
+            "not_succeeded": self.why_not_succeeded(dag_id, run_id, instances),
         }
+
+    def why_not_succeeded(
+        self, dag_id: str, run_id: str, instances: list[tuple[Any, ...]]
+    ) -> list[dict[str, Any]]:
+        """Each task instance that did not succeed, with the end of its task logs: why a run failed."""
+        failed = []
+        for _, map_index, state in instances:
+            if state == "success":
+                continue
+            folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+            logs = sorted(folder.glob("task_id=*/**/attempt=*.log"))
+            if map_index is not None and map_index >= 0:
+                logs = [log for log in logs if f"map_index={map_index}" in str(log)] or logs
+            tails = {str(log.relative_to(self.home)): log.read_text(errors="replace")[-3000:] for log in logs}
+            failed.append({"map_index": map_index, "state": state, "log_tails": tails})
+        return failed
 
 
 def start_airflow(home: Path, emulator_url: str, arguments: argparse.Namespace) -> Airflow:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import airflow
@@ -19,7 +20,15 @@ try:
 except ImportError:  # Airflow 3.1 keeps it in airflow.models
     from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
-__all__ = ["HAS_TASK_STATE_STORE", "DagBag", "connect", "needs_task_state_store", "task_instance", "xcoms"]
+__all__ = [
+    "HAS_TASK_STATE_STORE",
+    "DagBag",
+    "connect",
+    "needs_task_state_store",
+    "task_instance",
+    "task_logs_of",
+    "xcoms",
+]
 
 #: Reattaching on retry needs task_state_store, new in Airflow 3.3; older versions resubmit.
 HAS_TASK_STATE_STORE = Version(airflow.__version__).release >= (3, 3)
@@ -53,3 +62,15 @@ def task_instance(dag_run: Any, task_id: str) -> TaskInstance:
     with create_session() as session:
         [ti] = [ti for ti in dag_run.get_task_instances(session=session) if ti.task_id == task_id]
         return ti
+
+
+def task_logs_of(home: Path, dag_id: str, run_id: str, tail: int = 3000) -> str:
+    """The end of every task log of a run on a real Airflow under ``home``: why a run failed, for
+    an assertion's message."""
+    folder = home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    logs = sorted(folder.glob("**/attempt=*.log"))
+    if not logs:
+        return f"(no task logs under {folder})"
+    return "\n".join(
+        f"== {log.relative_to(folder)}\n{log.read_text(errors='replace')[-tail:]}" for log in logs
+    )

@@ -36,8 +36,9 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.mark.parametrize("mode", ["deferrable", "non_deferrable"])
 def test_every_generation_succeeded_with_one_job(figures: dict[str, Any], mode: str) -> None:
     run = figures["modes"][mode]
-    assert run["run_state"] == "success"
-    assert run["task_instances"] == run["succeeded"] == GENERATIONS
+    why = json.dumps(run["not_succeeded"], indent=1)  # each failed task instance and its log's end
+    assert run["run_state"] == "success", why
+    assert run["task_instances"] == run["succeeded"] == GENERATIONS, why
     assert run["jobs_created"] == run["distinct_prompts_submitted"] == GENERATIONS
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import EXAMPLE_DAGS
+from dag_runs import task_logs_of
 
 DAG_ID = "kling_text_to_video"
 #: A key no other part of the setup could produce, so finding it anywhere means it leaked.
@@ -211,8 +212,8 @@ def finished_run(airflow: Airflow, emulator: Emulator) -> dict[str, Any]:
     return {"run_id": run_id, "state": run_state()}
 
 
-def test_example_dag_run_succeeds(finished_run: dict[str, Any]) -> None:
-    assert finished_run["state"] == "success"
+def test_example_dag_run_succeeds(finished_run: dict[str, Any], airflow: Airflow) -> None:
+    assert finished_run["state"] == "success", task_logs_of(airflow.home, DAG_ID, finished_run["run_id"])
 
 
 def test_generate_task_waited_in_the_deferred_state(finished_run: dict[str, Any], airflow: Airflow) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+from dag_runs import task_logs_of
 from test_end_to_end import airflow_env, free_port, stop
 
 DAGS = Path(__file__).resolve().parent / "restart_dags"
@@ -147,7 +148,9 @@ def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deploy
     wait_until(
         lambda: deployment.run_state("restart_deferred", run_id) in ("success", "failed"), 180, "the run"
     )
-    assert deployment.task_states("restart_deferred", run_id) == ["success"] * 3
+    assert deployment.task_states("restart_deferred", run_id) == ["success"] * 3, task_logs_of(
+        deployment.home, "restart_deferred", run_id
+    )
     assert [len(deployment.jobs_for(f"triggerer restart {n}")) for n in range(3)] == [1, 1, 1]
 
 
@@ -183,7 +186,9 @@ def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Deploym
     wait_until(
         lambda: deployment.run_state("restart_worker", run_id) in ("success", "failed"), 180, "the run"
     )
-    assert deployment.run_state("restart_worker", run_id) == "success"
+    assert deployment.run_state("restart_worker", run_id) == "success", task_logs_of(
+        deployment.home, "restart_worker", run_id
+    )
     [(try_number,)] = deployment.query(
         "SELECT try_number FROM task_instance WHERE dag_id = 'restart_worker' AND run_id = ?", run_id
     )
@@ -202,5 +207,7 @@ def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Deployment) -> No
     wait_until(
         lambda: deployment.run_state("restart_emulator", run_id) in ("success", "failed"), 180, "the run"
     )
-    assert deployment.run_state("restart_emulator", run_id) == "success"
+    assert deployment.run_state("restart_emulator", run_id) == "success", task_logs_of(
+        deployment.home, "restart_emulator", run_id
+    )
     assert len(deployment.jobs_for("emulator restart")) == 1
