@@ -253,8 +253,9 @@ class KlingHook(BaseHook):
         return session
 
     @contextmanager
-    def _key_kept_secret(self) -> Iterator[None]:
-        """Errors leave with every echo of the key taken out (a server may quote our request back)."""
+    def _clean_errors(self) -> Iterator[None]:
+        """Errors leave with every echo of the key taken out (a server may quote our request back),
+        and an auth error names the connection to fix."""
         try:
             yield
         except KlingError as error:
@@ -267,9 +268,6 @@ class KlingHook(BaseHook):
         if isinstance(error, KlingAuthError) and f"connection {self.kling_conn_id!r}" not in error.message:
             error.message = f"{error.message} (connection {self.kling_conn_id!r})"
             error.args = (error.message, *error.args[1:])
-
-    def _deadline(self, budget: float, timeout: float | None) -> api.Deadline:
-        return api.Deadline.after(budget).sooner(timeout)
 
     def _call_api(
         self, method: str, path: str, deadline: api.Deadline, what: str, **kwargs: Any
@@ -287,7 +285,7 @@ class KlingHook(BaseHook):
             budget = f"its {seconds:g} s budget"
         else:
             budget = f"what was left ({seconds:.1f} s) of the call's {deadline.seconds:g} s budget"
-        with self._key_kept_secret(), guarded(seconds) as guard:
+        with guarded(seconds) as guard:
             try:
                 with self.get_conn().request(
                     method,
@@ -314,7 +312,7 @@ class KlingHook(BaseHook):
         :param request: the validated request.
         :param timeout: seconds the call may take with its retries, if less than ``budgets.call``.
         """
-        deadline = self._deadline(self.budgets.call, timeout)
+        deadline = api.Deadline.after(self.budgets.call).sooner(timeout)
         submitted = self.submit_retry_policy.run(
             is_safe_to_resubmit, self._submit_once, request, deadline, deadline=deadline
         )
@@ -333,7 +331,7 @@ class KlingHook(BaseHook):
             )
 
     def _submit_once(self, request: GenerationRequest, deadline: api.Deadline) -> SubmitResult:
-        with self._key_kept_secret():
+        with self._clean_errors():
             try:
                 http_status, body, headers = self._call_api(
                     "POST", api.SUBMIT_PATH, deadline, "submit answer", json=request.to_payload()
@@ -352,13 +350,13 @@ class KlingHook(BaseHook):
         :param task_id: the vendor task_id.
         :param timeout: seconds the call may take with its retries, if less than ``budgets.call``.
         """
-        deadline = self._deadline(self.budgets.call, timeout)
+        deadline = api.Deadline.after(self.budgets.call).sooner(timeout)
         return self.status_retry_policy.run(
             is_transient, self._get_status_once, task_id, deadline, deadline=deadline
         )
 
     def _get_status_once(self, task_id: str, deadline: api.Deadline) -> JobStatus:
-        with self._key_kept_secret():
+        with self._clean_errors():
             http_status, body, headers = self._call_api(
                 "GET", api.status_path(task_id), deadline, "status answer"
             )
@@ -387,7 +385,7 @@ class KlingHook(BaseHook):
         :param timeout: seconds the download may take with its retries, if less than
             ``budgets.download``.
         """
-        deadline = self._deadline(self.budgets.download, timeout)
+        deadline = api.Deadline.after(self.budgets.download).sooner(timeout)
         return self.status_retry_policy.run(
             is_transient,
             self._download_once,
