@@ -54,7 +54,7 @@ def memory_storage() -> Iterator[ObjectStoragePath]:
 
 
 def expected_sha256() -> str:
-    return hashlib.sha256((ASSETS / "sample-silent.mp4").read_bytes()).hexdigest()
+    return hashlib.sha256((ASSETS / "clip-5s-silent.mp4").read_bytes()).hexdigest()
 
 
 def test_video_is_saved_to_a_local_file_with_its_sha256(
@@ -64,7 +64,7 @@ def test_video_is_saved_to_a_local_file_with_its_sha256(
     saved = hook.download_video(video_url, destination)
     assert saved.path == str(destination)
     assert saved.sha256 == expected_sha256()
-    assert saved.bytes == (ASSETS / "sample-silent.mp4").stat().st_size
+    assert saved.bytes == (ASSETS / "clip-5s-silent.mp4").stat().st_size
     assert (tmp_path / "2026-11-25" / "clip.mp4").read_bytes()[4:8] == b"ftyp"
     assert [p.name for p in (tmp_path / "2026-11-25").iterdir()] == ["clip.mp4"]
 

@@ -7,10 +7,11 @@ import contextlib
 import json
 import logging
 import signal
+import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,60 @@ def wait_until_finished(emulator: KlingEmulator, task_id: str) -> tuple[dict[str
         progress.append(data["progress"])
         time.sleep(0.05)
     raise AssertionError(f"job {task_id} still processing after 10 s")
+
+
+# Just enough of MP4 (ISO/IEC 14496-12) to tell how long a file plays and what tracks it holds
+
+
+def mp4_boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, payload) of each box laid end to end in ``data``: a file, or a container box's payload."""
+    offset = 0
+    while offset < len(data):
+        size, kind = struct.unpack_from(">I4s", data, offset)
+        header = 8
+        if size == 1:  # a 64-bit size follows the type
+            (size,) = struct.unpack_from(">Q", data, offset + 8)
+            header = 16
+        elif size == 0:  # the box runs to the end
+            size = len(data) - offset
+        assert header <= size <= len(data) - offset, f"box {kind!r} at {offset} overruns the data"
+        yield kind, data[offset + header : offset + size]
+        offset += size
+
+
+def mp4_payloads(data: bytes, kind: bytes) -> list[bytes]:
+    return [payload for found, payload in mp4_boxes(data) if found == kind]
+
+
+def mp4_seconds(data: bytes) -> float:
+    """How long the movie plays: the ``mvhd`` box's duration over its timescale."""
+    [moov] = mp4_payloads(data, b"moov")
+    [mvhd] = mp4_payloads(moov, b"mvhd")
+    # version, flags (3 bytes), creation and modification times (4 bytes each, 8 in version 1)
+    if mvhd[0] == 1:
+        timescale, duration = struct.unpack_from(">IQ", mvhd, 20)
+    else:
+        timescale, duration = struct.unpack_from(">II", mvhd, 12)
+    return float(duration / timescale)
+
+
+def mp4_track_handlers(data: bytes) -> list[bytes]:
+    """Each track's handler type (``vide``, ``soun``...), from ``moov/trak/mdia/hdlr``."""
+    [moov] = mp4_payloads(data, b"moov")
+    return [
+        hdlr[8:12]  # after version, flags and pre_defined
+        for trak in mp4_payloads(moov, b"trak")
+        for mdia in mp4_payloads(trak, b"mdia")
+        for hdlr in mp4_payloads(mdia, b"hdlr")
+    ]
+
+
+def test_mp4_reader_reads_a_version_1_mvhd_inside_a_box_with_a_64_bit_size() -> None:
+    mvhd = bytes([1, 0, 0, 0]) + bytes(16) + struct.pack(">IQ", 1000, 12_500) + bytes(80)
+    mvhd_box = struct.pack(">I4s", 8 + len(mvhd), b"mvhd") + mvhd
+    moov_box = struct.pack(">I4sQ", 1, b"moov", 16 + len(mvhd_box)) + mvhd_box
+
+    assert mp4_seconds(b"\x00\x00\x00\x10ftypisom\x00\x00\x02\x00" + moov_box) == 12.5
 
 
 @pytest.fixture
@@ -144,16 +199,59 @@ def test_video_url_serves_a_playable_mp4(emulator: KlingEmulator) -> None:
     assert video.status_code == 200
     assert video.headers["Content-Type"] == "video/mp4"
     assert video.content[4:8] == b"ftyp"
-    assert video.content == (ASSETS / "sample-silent.mp4").read_bytes()
+    assert video.content == (ASSETS / "clip-5s-silent.mp4").read_bytes()
 
 
-def test_video_of_a_job_with_sound_is_the_clip_with_audio(emulator: KlingEmulator) -> None:
+def test_video_of_a_ten_second_job_with_sound_is_the_ten_second_clip_with_audio(
+    emulator: KlingEmulator,
+) -> None:
     task_id = submitted_task(emulator, {**TEXT_TO_VIDEO, "sound": True, "duration": "10"})
     final, _ = wait_until_finished(emulator, task_id)
 
     assert final["has_audio"] is True
     assert final["duration"] == 10
-    assert requests.get(final["video_url"], timeout=10).content == (ASSETS / "sample-sound.mp4").read_bytes()
+    video = requests.get(final["video_url"], timeout=10)
+    assert video.content == (ASSETS / "clip-10s-sound.mp4").read_bytes()
+
+
+JOB_SHAPES = [
+    pytest.param(5, False, id="5s-silent"),
+    pytest.param(5, True, id="5s-sound"),
+    pytest.param(10, False, id="10s-silent"),
+    pytest.param(10, True, id="10s-sound"),
+]
+
+
+def finished_video(emulator: KlingEmulator, duration: int, sound: bool) -> tuple[dict[str, Any], bytes]:
+    """A job of this duration and sound, run to completion: its final status data and its video's bytes."""
+    task_id = submitted_task(emulator, {**TEXT_TO_VIDEO, "duration": str(duration), "sound": sound})
+    final, _ = wait_until_finished(emulator, task_id)
+    assert final["status"] == "completed"
+    video = requests.get(final["video_url"], timeout=10)
+    assert video.status_code == 200
+    return final, video.content
+
+
+@pytest.mark.parametrize(("duration", "sound"), JOB_SHAPES)
+def test_video_plays_as_long_as_the_job_duration_says(
+    emulator: KlingEmulator, duration: int, sound: bool
+) -> None:
+    final, video = finished_video(emulator, duration, sound)
+
+    assert final["duration"] == duration
+    assert mp4_seconds(video) == pytest.approx(final["duration"], abs=0.1)
+
+
+@pytest.mark.parametrize(("duration", "sound"), JOB_SHAPES)
+def test_video_has_an_audio_track_exactly_when_the_job_has_sound(
+    emulator: KlingEmulator, duration: int, sound: bool
+) -> None:
+    final, video = finished_video(emulator, duration, sound)
+
+    assert final["has_audio"] is sound
+    handlers = mp4_track_handlers(video)
+    assert handlers.count(b"vide") == 1
+    assert (b"soun" in handlers) is sound
 
 
 def test_video_url_uses_the_host_the_client_reached(emulator: KlingEmulator) -> None:
@@ -183,7 +281,7 @@ def test_video_answers_range_requests(emulator: KlingEmulator) -> None:
     part = requests.get(final["video_url"], headers={"Range": "bytes=0-99"}, timeout=10)
 
     assert part.status_code == 206
-    assert part.content == (ASSETS / "sample-silent.mp4").read_bytes()[:100]
+    assert part.content == (ASSETS / "clip-5s-silent.mp4").read_bytes()[:100]
 
 
 def test_job_failure_rate_one_makes_every_job_end_failed(

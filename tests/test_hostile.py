@@ -48,7 +48,7 @@ RETRIES = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02)
 #: A key with characters that URL-encoding and JSON escaping change, so every echoed form differs.
 SECRET = "sk-live/Secret+Key=42"
 ASSETS = Path(__file__).resolve().parent.parent / "airflow_provider_kling" / "emulator" / "assets"
-VIDEO = (ASSETS / "sample-silent.mp4").read_bytes()
+VIDEO = (ASSETS / "clip-5s-silent.mp4").read_bytes()
 
 
 def use_connection(

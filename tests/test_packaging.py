@@ -78,6 +78,8 @@ def test_package_ships_typing_marker_and_the_sample_videos() -> None:
     package = Path(__file__).resolve().parent.parent / "airflow_provider_kling"
     assert (package / "py.typed").exists()
     assert sorted(p.name for p in (package / "emulator" / "assets").glob("*.mp4")) == [
-        "sample-silent.mp4",
-        "sample-sound.mp4",
+        "clip-10s-silent.mp4",
+        "clip-10s-sound.mp4",
+        "clip-5s-silent.mp4",
+        "clip-5s-sound.mp4",
     ]

@@ -28,6 +28,14 @@ from airflow_provider_kling.emulator.state import (
 )
 
 ASSETS = Path(__file__).parent / "assets"
+#: The clip a finished job's video_url serves, by (duration in seconds, sound): it lasts as long as the
+#: job asked for and has an audio track exactly when the job has sound. assets/README.md makes them.
+CLIPS = {
+    (5, False): ASSETS / "clip-5s-silent.mp4",
+    (5, True): ASSETS / "clip-5s-sound.mp4",
+    (10, False): ASSETS / "clip-10s-silent.mp4",
+    (10, True): ASSETS / "clip-10s-sound.mp4",
+}
 VIDEO_PATH = "/_emulator/videos/{task_id}.mp4"
 FAILED_JOB_ERROR = "Video generation failed (emulated)"
 STARTED_MESSAGE = "KLING 2.6 video generation started"
@@ -61,6 +69,11 @@ def create_app(state: EmulatorState) -> web.Application:
     # Counting here sees every answer's final status (a 206 for a Range, an aiohttp 413...).
     app.on_response_prepare.append(routes.count_response)
     return app
+
+
+def clip_for(duration: int, sound: bool) -> Path:
+    """The MP4 for a job of ``duration`` seconds, with an audio track when ``sound``."""
+    return CLIPS[(duration, sound)]
 
 
 def _error(http_status: int, message: str, **details: Any) -> web.Response:
@@ -218,7 +231,7 @@ class _Routes:
         job = self.state.completed_job(request.match_info["task_id"])
         if job is None:
             return _error(404, "Video not found")
-        return web.FileResponse(ASSETS / ("sample-sound.mp4" if job.sound else "sample-silent.mp4"))
+        return web.FileResponse(clip_for(job.duration, job.sound))
 
     # Controls
 
