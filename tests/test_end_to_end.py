@@ -315,10 +315,43 @@ def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         browser.close()
 
 
-def screenshot(page: Any, name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def screenshot(page: Any, name: str, tmp_path_factory: pytest.TempPathFactory, element: Any = None) -> None:
+    """Capture the page, or just ``element``, once the UI has settled: no CSS animation or transition
+    still running (endless ones, spinners, aside), and any that starts meanwhile finished at once."""
     folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path_factory.getbasetemp()
     folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(folder / f"{name}.png"))
+    page.wait_for_function(
+        """() => document.getAnimations().every((a) => a.playState !== "running" || !a.effect
+            || a.effect.getComputedTiming().iterations === Infinity)"""
+    )
+    (element or page).screenshot(path=str(folder / f"{name}.png"), animations="disabled")
+
+
+#: The connection list's pictures: small enough that the README shows a toast's text at its own size.
+TOAST_VIEWPORT = {"width": 1000, "height": 600}
+
+
+def settled_test_result(page: Any, conn_id: str, message: str) -> Any:
+    """The Test button's toast for ``conn_id``, once it has slid fully into view with all of ``message``,
+    the row's icon uncovered by it and by the button's tooltip."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("tooltip")).to_have_count(0)  # shown while the button had the focus
+    toast = page.get_by_role("status").filter(has_text=message)
+    expect(toast).to_be_in_viewport(ratio=1)
+    description = toast.locator("[data-part=description]")
+    assert description.evaluate("e => e.scrollHeight <= e.clientHeight && e.scrollWidth <= e.clientWidth")
+    row = page.get_by_role("row").filter(has_text=conn_id).bounding_box()
+    assert row["y"] + row["height"] <= toast.bounding_box()["y"], "the toast covers the row"
+    return toast
+
+
+def no_toast_left(page: Any) -> None:
+    """Wait out the Save button's toast, so that the Test button's is the only one in the picture."""
+    page.mouse.move(0, 0)  # a toast under the pointer would pause its timer
+    page.get_by_role("status").filter(has_text="Create Connection Request Submitted").wait_for(
+        state="detached"
+    )
 
 
 def add_kling_connection(page: Any, airflow: Airflow, conn_id: str, emulator: Emulator, api_key: str) -> None:
@@ -342,14 +375,19 @@ def add_kling_connection(page: Any, airflow: Airflow, conn_id: str, emulator: Em
 def click_test(page: Any, conn_id: str) -> dict[str, Any]:
     row = page.get_by_role("row").filter(has_text=conn_id)
     with page.expect_response(lambda response: response.url.endswith("/api/v2/connections/test")) as answer:
-        row.get_by_role("button", name="Test Connection").click()
+        # The keyboard, not the mouse: a pointer resting on the button while it is disabled for the test
+        # can leave its tooltip open afterwards, over the row below (Airflow 3.3.2's Chakra UI).
+        row.get_by_role("button", name="Test Connection").press("Enter")
     return dict(answer.value.json())
 
 
 def test_add_connection_form_offers_kling_with_its_labels(
     browser_page: Any, airflow: Airflow, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    from airflow_provider_kling.get_provider_info import get_provider_info
+
     page = browser_page
+    page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(f"{airflow.api_url}/connections")
     page.get_by_role("button", name="Add Connection").click()
     page.get_by_role("combobox").click()
@@ -367,17 +405,33 @@ def test_add_connection_form_offers_kling_with_its_labels(
     assert page.locator("input[name=host]").get_attribute("placeholder") == "https://ulazai.com"
     assert page.locator("input[name=password]").get_attribute("type") == "password"
     assert page.locator("input[name=login]").count() == 0 and page.locator("input[name=schema]").count() == 0
-    screenshot(page, "add-connection-form", tmp_path_factory)
+    form = page.get_by_role("dialog")
+    page.locator("input[name=port]").wait_for()  # the last of the Standard Fields
+    screenshot(page, "add-connection-form", tmp_path_factory, form)
     page.get_by_text("Extra Fields", exact=True).click()  # where the form shows the provider's own fields
-    screenshot(page, "add-connection-extra-fields", tmp_path_factory)
+    [kling] = get_provider_info()["connection-types"]
+    fields = [page.get_by_text(extra["label"], exact=True) for extra in kling["conn-fields"].values()]
+    for label in fields:
+        label.wait_for()
+    fields[-1].scroll_into_view_if_needed()
+    page.locator("input[name=host]").wait_for(state="hidden")  # the Standard Fields folded away
+    # Unfolded, not mid-animation: the section is as tall as its fields, none of them clipped.
+    assert fields[-1].evaluate(
+        "e => { const s = e.closest('[data-part=item-content]'); return s.scrollHeight <= s.clientHeight; }"
+    )
+    screenshot(page, "add-connection-extra-fields", tmp_path_factory, form)
 
 
 def test_test_button_reports_success_against_the_emulator(
     browser_page: Any, airflow: Airflow, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    from playwright.sync_api import expect
+
     page = browser_page
+    page.set_viewport_size(TOAST_VIEWPORT)
     jobs_before = emulator.stats()["jobs_created"]
     add_kling_connection(page, airflow, "kling_from_the_ui", emulator, API_KEY)
+    no_toast_left(page)
     answer = click_test(page, "kling_from_the_ui")
     assert answer["status"] is True and "API key was accepted" in answer["message"]
     icon = (
@@ -385,7 +439,8 @@ def test_test_button_reports_success_against_the_emulator(
         .filter(has_text="kling_from_the_ui")
         .get_by_role("button", name="Test Connection")
     )
-    assert icon.locator("svg").get_attribute("color") == "green"
+    expect(icon.locator("svg")).to_have_attribute("color", "green")
+    settled_test_result(page, "kling_from_the_ui", answer["message"])
     screenshot(page, "test-connection-success", tmp_path_factory)
     assert emulator.stats()["jobs_created"] == jobs_before  # testing spends nothing
 
@@ -393,11 +448,18 @@ def test_test_button_reports_success_against_the_emulator(
 def test_test_button_reports_a_wrong_key(
     browser_page: Any, airflow: Airflow, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    from playwright.sync_api import expect
+
     page = browser_page
+    page.set_viewport_size(TOAST_VIEWPORT)
     add_kling_connection(page, airflow, "kling_with_a_wrong_key", emulator, "not-the-key")
+    no_toast_left(page)
     answer = click_test(page, "kling_with_a_wrong_key")
     assert answer["status"] is False and "HTTP 401" in answer["message"]
-    page.get_by_text("Kling API refused the API key").first.wait_for()  # the failure toast
+    row = page.get_by_role("row").filter(has_text="kling_with_a_wrong_key")
+    expect(row.get_by_role("button", name="Test Connection").locator("svg")).to_have_attribute("color", "red")
+    toast = settled_test_result(page, "kling_with_a_wrong_key", answer["message"])
+    assert "Kling API refused the API key" in toast.inner_text()
     screenshot(page, "test-connection-wrong-key", tmp_path_factory)
 
 
@@ -409,6 +471,7 @@ def test_task_page_links_to_the_finished_video(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     page = browser_page
+    page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(f"{airflow.api_url}/dags/{DAG_ID}/runs/{finished_run['run_id']}/tasks/{TASK_ID}/details")
     link = page.get_by_role("link", name="Kling video")
     link.wait_for()

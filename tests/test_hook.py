@@ -310,6 +310,7 @@ def test_test_connection_reports_a_wrong_key(
     use_connection(monkeypatch, kling_emulator.base_url, "wrong-key")
     ok, message = KlingHook().test_connection()
     assert not ok and "401" in message
+    assert "(connection" not in message  # the UI tests a form under a made-up id: naming it misleads
 
 
 def test_a_wrong_key_error_names_the_connection_on_both_paths(

@@ -503,7 +503,8 @@ class KlingHook(BaseHook):
         except KlingNotFoundError:
             return True, f"Connected to {self.base_url}: the API key was accepted (no credits spent)."
         except KlingAuthError as error:
-            return False, str(error)
+            # The UI's Test button tests the form under a made-up connection id: naming it misleads.
+            return False, error.message.replace(f" (connection {self.kling_conn_id!r})", "")
         except KlingError as error:
             return False, f"Could not check the Kling connection at {self.base_url}: {error}"
         return False, f"{self.base_url} answered for a task that cannot exist: is this the Kling API?"
