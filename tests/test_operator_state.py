@@ -196,6 +196,20 @@ def test_a_submit_refused_outright_clears_the_mark_so_a_retry_may_send_it(emulat
     assert emulator.stats()["jobs_created"] == 1
 
 
+@needs_task_state_store
+def test_an_unusable_connection_fails_before_marking_anything_sent(
+    emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(monkeypatch, emulator, extra={"allowed_video_hosts": "10.0.0.0/33"})
+    store = FakeStore()
+    with pytest.raises(AirflowFailException, match="allowed_video_hosts"):
+        operator().execute(context_with(store))
+    assert KEY not in store  # no false "a job may exist" mark for the retry to fear
+    assert emulator.stats()["requests"]["submit"] == 0
+    connect(monkeypatch, emulator)  # the connection fixed, the task cleared
+    assert operator().execute(context_with(store, try_number=2))["status"] == "completed"
+
+
 def test_without_a_store_a_retry_warns_that_it_pays_again(
     emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -251,6 +251,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         request: GenerationRequest = self._request
+        # Read the connection before marking the request as sent: an unusable one (no key, a bad
+        # extra) fails here, leaving no mark that would make a retry fear a paid job.
+        _ = self.hook.base_url
         store = self._store
         if store is not None:
             previous = store.get(self.external_id_key)
