@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -26,18 +27,21 @@ from hostile_servers import (
     http_answer,
 )
 
-from airflow_provider_kling.core.addresses import KlingVideoAddressError
+from airflow_provider_kling.core.addresses import AddressPolicy, KlingVideoAddressError, parse_allowed
 from airflow_provider_kling.core.api import Budgets, RetryPolicy
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingDownloadError,
+    KlingRateLimitError,
     KlingRedirectError,
+    KlingResponseError,
     KlingResponseRefusedError,
     KlingServerError,
     KlingSubmitUncertainError,
     KlingTimeoutError,
 )
 from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.responses import SubmitResult
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger
@@ -424,27 +428,45 @@ def test_a_public_name_resolving_inside_is_refused(
 
 
 def test_a_redirect_to_an_inside_address_is_refused_at_that_hop(
-    api_on_loopback: KlingEmulator, serve: Callable[..., ScriptedServer], tmp_path: Path
+    kling_emulator: KlingEmulator,
+    serve: Callable[..., ScriptedServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     inside = video_server(serve)
-    hop = serve(answering("302 Found", b"", Location=f"{inside.url}/v.mp4"))  # on the API's own address
+    hop = serve(answering("302 Found", b"", Location=f"{inside.url}/v.mp4"))
+    use_connection(  # the first hop is allowed; the one it redirects to is not
+        monkeypatch,
+        kling_emulator.base_url,
+        kling_emulator.api_key,
+        extra={"allowed_video_hosts": "127.0.0.1"},
+    )
     with pytest.raises(KlingVideoAddressError, match=r"127\.0\.0\.2"):
         hook().download_video(f"{hop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert len(hop.requests) == 1 and inside.connections == 0
 
 
-def test_a_redirect_to_a_file_url_fails_at_once(
-    api_on_loopback: KlingEmulator, serve: Callable[..., ScriptedServer], tmp_path: Path
-) -> None:
+@pytest.fixture
+def hops_allowed(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API on 127.0.0.1, and 127.0.0.1's other ports allowed for videos (the redirecting hops)."""
+    use_connection(
+        monkeypatch,
+        kling_emulator.base_url,
+        kling_emulator.api_key,
+        extra={"allowed_video_hosts": "127.0.0.1"},
+    )
+
+
+@pytest.mark.usefixtures("hops_allowed")
+def test_a_redirect_to_a_file_url_fails_at_once(serve: Callable[..., ScriptedServer], tmp_path: Path) -> None:
     hop = serve(answering("302 Found", b"", Location="file:///etc/passwd"))
     with pytest.raises(KlingDownloadError, match="not http"):
         hook().download_video(f"{hop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert len(hop.requests) == 1  # not retried
 
 
-def test_redirect_hops_are_capped(
-    api_on_loopback: KlingEmulator, serve: Callable[..., ScriptedServer], tmp_path: Path
-) -> None:
+@pytest.mark.usefixtures("hops_allowed")
+def test_redirect_hops_are_capped(serve: Callable[..., ScriptedServer], tmp_path: Path) -> None:
     loop = serve(answering("302 Found", b"", Location="/again.mp4"))
     with pytest.raises(KlingDownloadError, match="more than 5 redirects"):
         hook().download_video(f"{loop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
@@ -481,15 +503,167 @@ def test_a_bad_allowed_video_hosts_entry_is_a_clear_connection_error(
 # -- the sensor's timeout bounds its pokes ------------------------------------------------------
 
 
-def test_a_poke_mode_sensor_ends_at_its_timeout_against_a_trickling_server(
-    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+def test_a_poke_mode_sensor_bounds_its_pokes_by_its_timeout(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
     from airflow_provider_kling.sensors.kling import KlingStatusSensor
 
-    use_connection(monkeypatch, serve(Trickle(STATUS_PROCESSING * 20)).url)
-    monkeypatch.setattr(KlingHook, "status_retry_policy", RETRIES)
+    use_connection(monkeypatch, serve(Trickle(STATUS_PROCESSING * 20)).url)  # about 2 minutes of drip
+    monkeypatch.setattr(KlingHook, "status_retry_policy", RETRIES)  # the default budgets: 60 s a request
     sensor = KlingStatusSensor(task_id="wait", kling_task_id="t", timeout=1.0, poke_interval=0.1, mode="poke")
     with pytest.raises(AirflowSensorTimeout):
         sensor.execute(context={"ti": None})  # type: ignore[arg-type]
+    # The poke was cut by what was left of the sensor's 1 s, not by a request's own 60 s budget.
+    assert re.search(r"of the call's (0\.\d+|1) s budget", caplog.text), caplog.text
+
+
+def test_the_apis_own_address_on_another_port_is_refused(
+    api_on_loopback: KlingEmulator, serve: Callable[..., ScriptedServer], tmp_path: Path
+) -> None:
+    sidecar = video_server(serve, host="127.0.0.1")  # the API's address, another service's port
+    with pytest.raises(KlingVideoAddressError, match="loopback"):
+        hook().download_video(f"{sidecar.url}/admin/export", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert sidecar.connections == 0
+
+
+def test_a_named_api_host_does_not_vouch_for_its_addresses(
+    kling_emulator: KlingEmulator,
+    serve: Callable[..., ScriptedServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inside = video_server(serve)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def vendor_dns(host: Any, *args: Any, **kwargs: Any) -> Any:  # the vendor's zone, answering inside
+        return real_getaddrinfo("127.0.0.2" if host == "api.vendor.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", vendor_dns)
+    use_connection(monkeypatch, f"http://api.vendor.test:{inside.server_address[1]}", kling_emulator.api_key)
+    with pytest.raises(KlingVideoAddressError):
+        hook().download_video(f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert inside.connections == 0
+
+
+def test_a_failed_lookup_is_not_followed_by_an_unchecked_one(
+    api_on_loopback: KlingEmulator,
+    serve: Callable[..., ScriptedServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inside = video_server(serve)
+    real_getaddrinfo = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def fails_once_then_answers_inside(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "cdn.example.com":
+            lookups.append(host)
+            if len(lookups) == 1:
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            host = "127.0.0.2"
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fails_once_then_answers_inside)
+    url = f"http://cdn.example.com:{inside.server_address[1]}/v.mp4"
+    with pytest.raises(KlingDownloadError):  # the retry's lookup is checked too: refused
+        hook().download_video(url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    assert inside.connections == 0
+
+
+@pytest.mark.parametrize("address", ["2002:7f00:2::1", "fec0::1", "::ffff:10.0.0.1", "0.0.0.0"])
+def test_addresses_that_lead_inside_are_refused(address: str) -> None:
+    with pytest.raises(KlingVideoAddressError):
+        AddressPolicy().check("videos.example.com", 443, [address])
+
+
+def test_an_allowed_network_also_admits_its_ipv4_mapped_form() -> None:
+    policy = AddressPolicy(allowed_networks=parse_allowed("10.20.0.0/16")[1])
+    policy.check("videos.internal", 443, ["::ffff:10.20.1.2", "10.20.1.3"])  # no error
+
+
+# -- answers that would cost time or crash, not just bytes --------------------------------------
+
+
+def test_a_retry_after_of_nan_is_ignored_on_both_paths(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limited = answering("429 Too Many Requests", b'{"error": "slow down"}', Retry_After="nan")
+    use_connection(monkeypatch, serve(limited).url)
+    single = hook()
+    single.status_retry_policy = single.submit_retry_policy = RetryPolicy(attempts=2, initial_wait=0.01)
+    with pytest.raises(KlingRateLimitError) as raised:
+        single.get_status("t")
+    assert raised.value.retry_after is None
+    with pytest.raises(KlingRateLimitError):
+        single.submit(GenerationRequest("a fox"))
+
+    async def poll_then_keep_time() -> None:
+        with pytest.raises(KlingRateLimitError):
+            await single.aget_status("t")
+        await asyncio.wait_for(asyncio.sleep(0.01), 5)  # the loop's timers still work
+
+    asyncio.run(poll_then_keep_time())
+
+
+def test_a_megabyte_of_angle_brackets_is_read_as_an_error_message_at_once(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, serve(answering("500 Internal Server Error", b"<" * 1024 * 1024)).url)
+    single = hook()
+    single.status_retry_policy = RetryPolicy(attempts=1)
+    with pytest.raises(KlingServerError, match="HTTP 500"):
+        single.get_status("t")
+    with pytest.raises(KlingServerError, match="HTTP 500"):
+        asyncio.run(single.aget_status("t"))
+
+
+def test_an_estimated_time_of_a_megabyte_of_digits_is_not_believed() -> None:
+    submitted = SubmitResult.from_body({"data": {"task_id": "t", "estimated_time": "9" * 1024 * 1024}})
+    assert submitted.estimated_seconds is None
+
+
+def test_an_echoed_key_cut_short_by_the_message_limit_is_redacted(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_echo = echo_of(lambda header: "x" * 262 + " " + header)  # the cut falls in the key
+    use_connection(monkeypatch, serve(long_echo).url)
+    with pytest.raises(KlingAuthError) as raised:
+        hook().get_status("t")
+    assert SECRET[:8] not in str(raised.value) and "***" in str(raised.value)
+
+
+def test_an_echo_in_other_letter_case_or_lower_case_escapes_is_redacted(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_connection(monkeypatch, serve(echo_of(lambda header: quote(header, safe="").lower())).url)
+    with pytest.raises(KlingAuthError) as raised:
+        hook().get_status("t")
+    assert quote(SECRET, safe="").lower() not in str(raised.value).lower()
+
+
+def test_a_huge_field_in_a_status_answer_makes_a_short_error(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = json.dumps({"data": {"status": ["x" * 900_000]}}).encode()
+    use_connection(monkeypatch, serve(answering("200 OK", body)).url)
+    with pytest.raises(KlingResponseError) as raised:
+        hook().get_status("t")
+    assert len(str(raised.value)) < 1000
+
+
+def test_a_progress_beyond_any_number_does_not_crash_the_wait(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = b'{"data": {"status": "processing", "progress": 1' + b"0" * 400 + b"}}"
+    server = serve(answering("200 OK", body))
+    use_connection(monkeypatch, server.url)
+    trigger = KlingStatusTrigger(
+        kling_task_id="t",
+        deadline=time.time() + 1.5,
+        submitted_at=time.time() - 60,
+        expected_seconds=[60, 90],
+    )
+    event = asyncio.run(trigger.wait())
+    assert event["status"] == "timeout" and event["progress"] == 100

@@ -3,8 +3,10 @@
 A ``video_url`` comes from the server's answer, so a hostile or compromised server could point a
 download at a service inside the worker's network (a metadata endpoint, a database, a loopback
 admin port) and have its answer stored as the "video". By default only public addresses are
-fetched; the API's own address is allowed too (so the emulator on 127.0.0.1 works as it is), and
-a connection can name more hosts or networks in its ``allowed_video_hosts`` extra.
+fetched; the API's own address and port are allowed too when the connection names them literally
+(so the emulator on 127.0.0.1 or localhost works as it is: a name is not trusted, since whoever
+runs its DNS could point it anywhere), and a connection can name more hosts or networks in its
+``allowed_video_hosts`` extra.
 """
 
 from __future__ import annotations
@@ -27,10 +29,24 @@ class KlingVideoAddressError(KlingDownloadError):
     """The video's host is an address videos are not fetched from; nothing was connected to."""
 
 
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo server), which is where it goes."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    return address.teredo[1] if address.teredo is not None else None
+
+
 def _kind(address: IPAddress) -> str | None:
     """What makes ``address`` internal (loopback, private...), or None for a public address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        return _kind(embedded)
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "site-local"
     for kind, flag in (
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
@@ -77,21 +93,33 @@ def parse_allowed(value: object) -> tuple[frozenset[str], tuple[IPNetwork, ...]]
 @dataclass(frozen=True)
 class AddressPolicy:
     """Which addresses a download may connect to. Public ones always; internal ones only when they
-    are the API's own (``api_addresses``), or the connection allows the host or network."""
+    are the API's own address and port (``api_endpoints``), or the connection allows the host or
+    network."""
 
-    api_addresses: frozenset[str] = frozenset()
+    api_endpoints: frozenset[tuple[str, int]] = frozenset()
     allowed_hosts: frozenset[str] = frozenset()
     allowed_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
 
-    def check(self, host: str, addresses: Iterable[str]) -> None:
-        """Raise :class:`KlingVideoAddressError` unless every address ``host`` resolved to is allowed."""
+    def check(self, host: str, port: int, addresses: Iterable[str]) -> None:
+        """Raise :class:`KlingVideoAddressError` unless every address ``host`` resolved to is allowed
+        (no address at all is refused: what cannot be checked is not fetched)."""
         name = host.lower().rstrip(".")
-        for text in addresses:
+        if name in self.allowed_hosts:
+            return
+        checked = list(addresses)
+        if not checked:
+            raise KlingVideoAddressError(
+                f"Refusing to fetch the video from {shorten(host, 100)}: its address could not be "
+                f"checked (it does not resolve here). Name it in the Kling connection's "
+                f"{ALLOWED_VIDEO_HOSTS!r} extra if it is yours."
+            )
+        for text in checked:
             address = ipaddress.ip_address(text.split("%", 1)[0])
             kind = _kind(address)
-            if kind is None or name in self.allowed_hosts or str(address) in self.api_addresses:
+            if kind is None or (str(address), port) in self.api_endpoints:
                 continue
-            if any(address in network for network in self.allowed_networks):
+            candidates = [address, *filter(None, [_embedded_ipv4(address)])]
+            if any(candidate in network for candidate in candidates for network in self.allowed_networks):
                 continue
             raise KlingVideoAddressError(
                 f"Refusing to fetch the video from {shorten(host, 100)} ({address}, a {kind} address): "

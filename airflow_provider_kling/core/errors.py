@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -185,7 +186,10 @@ def shorten_value(value: Any, limit: int = 80) -> str:
     return shorten(repr(value), limit)
 
 
-_TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+#: A tag, or a script or style element (bounded, so that no body makes the search quadratic).
+_TAG = re.compile(r"<(script|style)\b[^<]{0,4000}</\1>|<[^<>]{0,400}>", re.IGNORECASE)
+#: How much of an error body is read for its message: a page's first few kilobytes say it.
+MESSAGE_SOURCE_LIMIT = 8192
 
 
 def server_message(body: bytes | str) -> str:
@@ -204,7 +208,7 @@ def server_message(body: bytes | str) -> str:
                 return shorten(found if isinstance(found, str) else _flat_json(found))
     if parsed is not None:
         return shorten(text)
-    readable = html.unescape(_TAG.sub(" ", text))
+    readable = html.unescape(_TAG.sub(" ", text[:MESSAGE_SOURCE_LIMIT]))
     return shorten(readable) or "(empty body)"
 
 
@@ -223,7 +227,7 @@ _OUT_OF_CREDITS = re.compile(
 
 
 def _says_out_of_credits(message: str) -> bool:
-    return bool(_OUT_OF_CREDITS.search(message))
+    return bool(_OUT_OF_CREDITS.search(message[:MESSAGE_SOURCE_LIMIT]))
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -233,6 +237,8 @@ def parse_retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value.strip())
     except ValueError:
+        return None
+    if not math.isfinite(seconds):  # "nan" or "inf": a timer built on it would break the event loop
         return None
     return max(seconds, 0.0)
 
@@ -304,8 +310,15 @@ def secret_forms(secret: str) -> list[str]:
 
 
 def redact(text: str, secret: str) -> str:
+    """``text`` with every form of ``secret`` replaced, in any letter case, and with a form's
+    beginning cut off by :func:`shorten` (``sk-live/Sec…``) too."""
     for form in secret_forms(secret):
-        text = text.replace(form, REDACTED)
+        text = re.sub(re.escape(form), REDACTED, text, flags=re.IGNORECASE)
+        cut_short = "|".join(
+            re.escape(form[:size]) for size in range(len(form) - 1, MIN_SECRET_LENGTH - 1, -1)
+        )
+        if cut_short:
+            text = re.sub(f"(?:{cut_short})…", REDACTED + "…", text, flags=re.IGNORECASE)
     return text
 
 

@@ -17,7 +17,12 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_kling.core.errors import KlingResponseError, KlingResponseRefusedError, shorten
+from airflow_provider_kling.core.errors import (
+    KlingResponseError,
+    KlingResponseRefusedError,
+    shorten,
+    shorten_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +114,8 @@ def _require(
     value = data.get(name)
     if value is None or (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise KlingResponseError(
-            f"Kling API {what} answer lacks a valid '{name}' (got {value!r}; HTTP {http_status})",
+            f"Kling API {what} answer lacks a valid '{name}' "
+            f"(got {shorten_value(value)}; HTTP {http_status})",
             http_status=http_status,
             task_id=data.get("task_id") if isinstance(data.get("task_id"), str) else None,
         )
@@ -122,9 +128,15 @@ def _optional_int(data: dict[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 18:
         return int(value)
     return None
+
+
+def _progress(data: dict[str, Any]) -> int | None:
+    """The progress in percent, held to 0-100 (a wait divides by it)."""
+    value = _optional_int(data, "progress")
+    return None if value is None else min(max(value, 0), 100)
 
 
 _DURATION = re.compile(
@@ -139,7 +151,7 @@ PLAUSIBLE_SECONDS = (0.01, 6 * 3600.0)
 def parse_estimated_time(text: str | None) -> tuple[float, float] | None:
     """``"60-90 seconds"`` -> ``(60.0, 90.0)``, ``"1-2 minutes"`` -> ``(60.0, 120.0)``; None when no
     number with a unit is there, or the range is not plausible."""
-    match = _DURATION.search(text or "")
+    match = _DURATION.search((text or "")[:200])  # an announcement is short; a longer text is cut
     if match is None:
         return None
     unit = _UNIT_SECONDS[match.group("unit")[0].lower()]
@@ -218,7 +230,7 @@ class JobStatus:
             task_id=task_id,
             status=status,
             state=state,
-            progress=_optional_int(data, "progress"),
+            progress=_progress(data),
             video_url=video_url if isinstance(video_url, str) else None,
             duration=_optional_int(data, "duration"),
             has_audio=has_audio if isinstance(has_audio, bool) else None,

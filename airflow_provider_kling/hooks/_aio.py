@@ -108,15 +108,17 @@ class LoopShared:
                     if len(body) > api.MAX_BODY_BYTES:  # enough to say it is too large
                         break
                 return response.status, bytes(body), response.headers
+        # "from None": aiohttp's errors keep the request, Authorization header included, in their
+        # repr; the message names all that matters.
         except aiohttp.ClientConnectorError as error:
-            raise transport_error(error, request_sent=False, url=url) from error
-        except asyncio.TimeoutError as error:
+            raise transport_error(error, request_sent=False, url=url) from None
+        except asyncio.TimeoutError:
             raise KlingTimeoutError(
                 f"Kling: {origin_of(url)} did not deliver the status answer within its "
                 f"{budgets.request:g} s budget (or {budgets.read:g} s of silence); cut off"
-            ) from error
+            ) from None
         except aiohttp.ClientError as error:
-            raise transport_error(error, request_sent=True, url=url) from error
+            raise transport_error(error, request_sent=True, url=url) from None
 
 
 @lru_cache(maxsize=8)

@@ -20,7 +20,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import connection, connectionpool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from airflow_provider_kling.core.addresses import AddressPolicy
 
@@ -34,6 +34,7 @@ class CallGuard:
         self.seconds = seconds
         self.addresses = addresses
         self.expired = False
+        self._done = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
 
@@ -48,10 +49,18 @@ class CallGuard:
 
     def expire(self) -> None:
         with self._lock:
+            if self._done:  # the call ended first; its connections may serve the next call
+                return
             self.expired = True
             sockets = list(self._sockets)
         for sock in sockets:
             _shut(sock)
+
+    def finish(self) -> bool:
+        """End the guard's watch; whether the budget ran out (and its sockets were cut) before."""
+        with self._lock:
+            self._done = True
+            return self.expired
 
 
 def _shut(sock: socket.socket) -> None:
@@ -69,13 +78,14 @@ def current_guard() -> CallGuard | None:
 def guarded(seconds: float, addresses: AddressPolicy | None = None) -> Iterator[CallGuard]:
     """Run the block's requests (made with a :func:`guarded_session`) under one budget and policy."""
     guard = CallGuard(max(seconds, 0.0), addresses)
-    previous, _calls.guard = current_guard(), guard
     timer = threading.Timer(guard.seconds, guard.expire)
     timer.daemon = True
     timer.start()
+    previous, _calls.guard = current_guard(), guard
     try:
         yield guard
     finally:
+        guard.finish()
         timer.cancel()
         _calls.guard = previous
 
@@ -97,23 +107,31 @@ class _Guarded:
         if guard is None or guard.addresses is None or getattr(self, "proxy", None) is not None:
             sock = super()._new_conn()  # type: ignore[misc]
         else:
-            sock = self._checked_conn(guard.addresses)
+            sock = self._checked_conn(guard, guard.addresses)
         if guard is not None:
             guard.watch(sock)
         return sock
 
-    def _checked_conn(self, policy: AddressPolicy) -> socket.socket:
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        guard = current_guard()
+        if guard is not None:
+            guard.watch(self.sock)  # the TLS socket that wraps the one _new_conn made
+
+    def _checked_conn(self, guard: CallGuard, policy: AddressPolicy) -> socket.socket:
         """Resolve, check every address, then connect to a checked one only (not to the name again)."""
         host = self._dns_host.strip("[]")
         try:
             infos = socket.getaddrinfo(host, self.port, 0, socket.SOCK_STREAM)
-        except socket.gaierror:
-            return super()._new_conn()  # type: ignore[misc]  # urllib3 words the lookup failure
+        except (OSError, UnicodeError) as error:  # never a second, unchecked lookup
+            raise NameResolutionError(host, self, error) from error  # type: ignore[arg-type]
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        policy.check(host, addresses)
+        policy.check(host, self.port, addresses)
         # urllib3 resolves _dns_host; TLS still checks the certificate against the host name.
         last_error: Exception | None = None
         for address in addresses:
+            if guard.expired:
+                break
             self._dns_host = address
             try:
                 return super()._new_conn()  # type: ignore[misc]
@@ -121,8 +139,7 @@ class _Guarded:
                 last_error = error
             finally:
                 self._dns_host = host
-        assert last_error is not None
-        raise last_error
+        raise last_error or ConnectTimeoutError(self, f"Connection to {host} cut off: out of time")
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         guard = current_guard()
@@ -157,7 +174,8 @@ class _GuardedAdapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = _POOLS
+        if not proxy.lower().startswith("socks"):  # SOCKS pools have connections of their own
+            manager.pool_classes_by_scheme = _POOLS
         return manager
 
 

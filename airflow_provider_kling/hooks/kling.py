@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import itertools
 import json
 import math
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
@@ -163,6 +164,11 @@ def _check_video_response(response: requests.Response, video_url: str, max_bytes
         )
 
 
+def _complete(response: requests.Response, size: int) -> bool:
+    declared = response.headers.get("Content-Length", "")
+    return declared.isdigit() and int(declared) == size
+
+
 def _out_of_time(url: str, what: str, budget: str) -> KlingTimeoutError:
     return KlingTimeoutError(
         f"Kling: {origin_of(url)} did not deliver the {what} within {budget} "
@@ -178,10 +184,29 @@ def _addresses_of(host: str) -> list[str]:
 
 
 def _check_behind_proxy(session: requests.Session, url: str, policy: AddressPolicy) -> None:
-    """Behind a proxy the proxy connects, not us: check what the video's host resolves to here."""
+    """Behind a proxy the proxy connects, not us: check what the video's host resolves to here
+    (the proxy resolves it again; a name that does not resolve here is refused)."""
     if session.trust_env and requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)):
-        host = urlsplit(url).hostname or ""
-        policy.check(host, _addresses_of(host))
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        policy.check(host, _port_of(parts), _addresses_of(host))
+
+
+def _port_of(parts: SplitResult) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _api_endpoints(base_url: str) -> frozenset[tuple[str, int]]:
+    """The API's own address and port, when the connection names them literally (an IP address or
+    localhost): videos may come from there. A name is not trusted, since its DNS could say anything."""
+    parts = urlsplit(base_url)
+    host, port = (parts.hostname or "").lower(), _port_of(parts)
+    if host == "localhost":
+        return frozenset({("127.0.0.1", port), ("::1", port)})
+    try:
+        return frozenset({(str(ipaddress.ip_address(host)), port)})
+    except ValueError:
+        return frozenset()
 
 
 def _register_with_masker(api_key: str) -> None:
@@ -290,7 +315,7 @@ class KlingHook(BaseHook):
                 with self.get_conn().request(
                     method,
                     url,
-                    timeout=(self.budgets.connect, self.budgets.read),
+                    timeout=(min(self.budgets.connect, seconds), self.budgets.read),
                     stream=True,
                     allow_redirects=False,
                     **kwargs,
@@ -300,7 +325,9 @@ class KlingHook(BaseHook):
                 if guard.expired:
                     raise _out_of_time(url, what, budget) from error
                 raise _requests_error(error, url) from error
-            if guard.expired:  # a cut socket reads as end-of-file: never take that for a whole body
+            # A cut socket reads as end-of-file: never take that for a whole body, unless the body
+            # is as long as it said it would be (the budget ran out just as it arrived).
+            if guard.finish() and not _complete(response, len(body)):
                 raise _out_of_time(url, what, budget)
         return response.status_code, body, response.headers
 
@@ -399,7 +426,7 @@ class KlingHook(BaseHook):
     def _video_addresses(self) -> AddressPolicy:
         hosts, networks = self._settings.allowed_video_hosts
         return AddressPolicy(
-            api_addresses=frozenset(_addresses_of(urlsplit(self.base_url).hostname or "")),
+            api_endpoints=_api_endpoints(self.base_url),
             allowed_hosts=hosts,
             allowed_networks=networks,
         )
@@ -426,7 +453,7 @@ class KlingHook(BaseHook):
                     with self._download_session.get(
                         url,
                         stream=True,
-                        timeout=(self.budgets.connect, self.budgets.read),
+                        timeout=(min(self.budgets.connect, deadline.remaining()), self.budgets.read),
                         allow_redirects=False,
                     ) as response:
                         if response.is_redirect:
@@ -475,7 +502,7 @@ class KlingHook(BaseHook):
                         raise KlingDownloadError(f"{url} is larger than {max_bytes} bytes; not kept")
                     digest.update(chunk)
                     out.write(chunk)
-            if guard.expired:  # cut short: what was written is not the whole video
+            if guard.finish() and not _complete(response, size):  # cut short: not the whole video
                 raise _out_of_time(url, "video", budget)
             partial.rename(destination)
         finally:
