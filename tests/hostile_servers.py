@@ -105,3 +105,18 @@ STATUS_PROCESSING = json.dumps({"success": True, "data": {"status": "processing"
 STATUS_COMPLETED = (
     b'{"success": true, "data": {"status": "completed", "video_url": "https://cdn.example.com/v.mp4"}}'
 )
+
+
+def echo_of(form: Callable[[str], str], status: str = "401 Unauthorized") -> Answer:
+    """A server quoting our request's Authorization header back, in the given form."""
+
+    def answer(request: bytes, sock: socket.socket) -> None:
+        authorization = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"authorization:")
+        )
+        body = json.dumps({"success": False, "error": f"Bad credentials: {form(authorization)}"})
+        sock.sendall(http_answer(status, body.encode(), Content_Type="application/json"))
+
+    return answer

@@ -17,18 +17,18 @@ from urllib.parse import quote
 
 import pytest
 from airflow.sdk import ObjectStoragePath
+from hostile_hook import RETRIES, SECRET, VIDEO, hook, resolving, use_connection
 from hostile_servers import (
     STATUS_COMPLETED,
     STATUS_PROCESSING,
-    Answer,
     ScriptedServer,
     Trickle,
     answering,
-    http_answer,
+    echo_of,
 )
 
 from airflow_provider_kling.core.addresses import AddressPolicy, KlingVideoAddressError, parse_allowed
-from airflow_provider_kling.core.api import Budgets, RetryPolicy
+from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingDownloadError,
@@ -45,28 +45,6 @@ from airflow_provider_kling.core.responses import SubmitResult
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger
-
-#: Short budgets, and reads that never time out on their own: only the total can end a trickle.
-TEST_BUDGETS = Budgets(connect=2.0, read=20.0, request=1.0, call=1.5, download=1.5)
-RETRIES = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02)
-#: A key with characters that URL-encoding and JSON escaping change, so every echoed form differs.
-SECRET = "sk-live/Secret+Key=42"
-ASSETS = Path(__file__).resolve().parent.parent / "airflow_provider_kling" / "emulator" / "assets"
-VIDEO = (ASSETS / "clip-5s-silent.mp4").read_bytes()
-
-
-def use_connection(
-    monkeypatch: pytest.MonkeyPatch, host: str, api_key: str = SECRET, extra: dict[str, Any] | None = None
-) -> None:
-    connection = {"conn_type": "kling", "host": host, "password": api_key, "extra": extra or {}}
-    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps(connection))
-
-
-def hook() -> KlingHook:
-    made = KlingHook()
-    made.budgets = TEST_BUDGETS
-    made.status_retry_policy = made.submit_retry_policy = RETRIES
-    return made
 
 
 def sent_through(trickle: Trickle, total: int) -> bool:
@@ -266,21 +244,6 @@ def test_a_webm_video_is_kept(
 # -- the key redacted, even when echoed ---------------------------------------------------------
 
 
-def echo_of(form: Callable[[str], str], status: str = "401 Unauthorized") -> Answer:
-    """A server quoting our request's Authorization header back, in the given form."""
-
-    def answer(request: bytes, sock: socket.socket) -> None:
-        authorization = next(
-            line.split(b":", 1)[1].strip().decode()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"authorization:")
-        )
-        body = json.dumps({"success": False, "error": f"Bad credentials: {form(authorization)}"})
-        sock.sendall(http_answer(status, body.encode(), Content_Type="application/json"))
-
-    return answer
-
-
 ECHOES = {
     "raw": lambda header: header,
     "url-encoded": lambda header: quote(header, safe=""),
@@ -415,12 +378,7 @@ def test_a_public_name_resolving_inside_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     inside = video_server(serve)
-    real_getaddrinfo = socket.getaddrinfo
-
-    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:  # DNS that answers with an inside address
-        return real_getaddrinfo("127.0.0.2" if host == "cdn.example.com" else host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    resolving(monkeypatch, "cdn.example.com", "127.0.0.2")  # DNS that answers with an inside address
     url = f"http://cdn.example.com:{inside.server_address[1]}/v.mp4"
     with pytest.raises(KlingVideoAddressError, match=r"cdn\.example\.com"):
         hook().download_video(url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
@@ -535,12 +493,7 @@ def test_a_named_api_host_does_not_vouch_for_its_addresses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     inside = video_server(serve)
-    real_getaddrinfo = socket.getaddrinfo
-
-    def vendor_dns(host: Any, *args: Any, **kwargs: Any) -> Any:  # the vendor's zone, answering inside
-        return real_getaddrinfo("127.0.0.2" if host == "api.vendor.test" else host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", vendor_dns)
+    resolving(monkeypatch, "api.vendor.test", "127.0.0.2")  # the vendor's zone, answering inside
     use_connection(monkeypatch, f"http://api.vendor.test:{inside.server_address[1]}", kling_emulator.api_key)
     with pytest.raises(KlingVideoAddressError):
         hook().download_video(f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))

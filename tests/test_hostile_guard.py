@@ -7,7 +7,6 @@ Each test fails when its protection is removed (see the mutation named in its do
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -17,40 +16,25 @@ from urllib.parse import quote
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from hostile_servers import STATUS_PROCESSING, Answer, ScriptedServer, Trickle, answering, http_answer
+from hostile_hook import SECRET, VIDEO, hook, use_connection
+from hostile_servers import (
+    STATUS_PROCESSING,
+    ScriptedServer,
+    Trickle,
+    answering,
+    echo_of,
+)
 
 from airflow_provider_kling.core import api
 from airflow_provider_kling.core.addresses import KlingVideoAddressError
-from airflow_provider_kling.core.api import Budgets, RetryPolicy
+from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import KlingSubmitUncertainError, KlingTimeoutError
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.emulator import KlingEmulator
-from airflow_provider_kling.hooks.kling import KlingHook
 
-#: Short budgets, and reads that never time out on their own: only the total can end a trickle.
-TEST_BUDGETS = Budgets(connect=2.0, read=20.0, request=1.0, call=1.5, download=1.5)
-RETRIES = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02)
-#: A key with characters that URL-encoding and JSON escaping change, so every echoed form differs.
-SECRET = "sk-live/Secret+Key=42"
-ASSETS = Path(__file__).resolve().parent.parent / "airflow_provider_kling" / "emulator" / "assets"
-VIDEO = (ASSETS / "clip-5s-silent.mp4").read_bytes()
 #: Seconds between trickled bytes, and how many are trickled: 12 s, far past every budget above.
 GAP = 0.1
 TRICKLED = 120
-
-
-def use_connection(
-    monkeypatch: pytest.MonkeyPatch, host: str, api_key: str = SECRET, extra: dict[str, Any] | None = None
-) -> None:
-    connection = {"conn_type": "kling", "host": host, "password": api_key, "extra": extra or {}}
-    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps(connection))
-
-
-def hook() -> KlingHook:
-    made = KlingHook()
-    made.budgets = TEST_BUDGETS
-    made.status_retry_policy = made.submit_retry_policy = RETRIES
-    return made
 
 
 def destination(tmp_path: Path) -> ObjectStoragePath:
@@ -159,21 +143,6 @@ def test_a_close_delimited_video_cut_at_the_budget_is_not_kept(
 # -- the key redacted along the whole error chain -------------------------------------------------
 
 
-def echoing_authorization(status: str) -> Answer:
-    """A server quoting our request's Authorization header back in its error body."""
-
-    def answer(request: bytes, sock: socket.socket) -> None:
-        authorization = next(
-            line.split(b":", 1)[1].strip().decode()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"authorization:")
-        )
-        body = json.dumps({"success": False, "error": f"Upstream failed for {authorization}"})
-        sock.sendall(http_answer(status, body.encode(), Content_Type="application/json"))
-
-    return answer
-
-
 def error_chain(error: BaseException) -> Iterator[BaseException]:
     """``error`` and every error its ``__cause__`` and ``__context__`` lead to."""
     seen: set[int] = set()
@@ -191,13 +160,13 @@ def test_a_5xx_echoing_the_key_on_a_submit_leaves_no_key_in_the_error_chain(
     serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Mutation: ``redact_error`` redacts the first link only (no walk of the chain)."""
-    server = serve(echoing_authorization("503 Service Unavailable"))
+    server = serve(echo_of(lambda header: f"upstream failed for {header}", status="503 Service Unavailable"))
     use_connection(monkeypatch, server.url)
     with pytest.raises(KlingSubmitUncertainError) as raised:
         hook().submit(GenerationRequest("a fox"))
     links = list(error_chain(raised.value))
     assert len(links) >= 2  # the uncertain submit, and the server error it came from
-    assert "Upstream failed for" in str(links[1])  # the echo is there, its key taken out
+    assert "upstream failed for" in str(links[1])  # the echo is there, its key taken out
     for link in links:
         for text in (str(link), repr(link), repr(link.args), *map(str, link.args)):
             assert SECRET not in text and quote(SECRET, safe="") not in text, type(link).__name__

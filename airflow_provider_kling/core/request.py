@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow_provider_kling.core.errors import FieldError, KlingValidationError
+from airflow_provider_kling.core.urls import is_http_url
 
 
 class GenerationMode(str, Enum):
@@ -52,13 +52,6 @@ def estimate_credits(duration: str, sound: bool, prompt_directory_optin: bool) -
     """Credits the documented price table predicts; the server's ``credits_used`` is the truth."""
     price = PRICES[(duration, sound)]
     return price - PROMPT_DIRECTORY_DISCOUNT if prompt_directory_optin else price
-
-
-def _is_http_url(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 @dataclass(frozen=True, init=False)
@@ -124,7 +117,7 @@ class GenerationRequest:
                 errors.append(
                     FieldError("image_urls", "must hold exactly one image URL for image_to_video", image_urls)
                 )
-            elif not _is_http_url(urls[0]):
+            elif not is_http_url(urls[0]):
                 errors.append(FieldError("image_urls", "must be an http(s) URL", urls[0]))
         elif mode is GenerationMode.TEXT_TO_VIDEO and urls:
             errors.append(FieldError("image_urls", "must be empty for text_to_video", image_urls))

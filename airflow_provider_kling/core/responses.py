@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow_provider_kling.core.errors import (
     KlingResponseError,
@@ -23,14 +22,20 @@ from airflow_provider_kling.core.errors import (
     shorten,
     shorten_value,
 )
+from airflow_provider_kling.core.urls import is_http_url
 
 log = logging.getLogger(__name__)
 
-COMPLETED_STATUSES = frozenset({"completed"})
+#: The job statuses the documented API sends (the emulator sends exactly these).
+VENDOR_PROCESSING = "processing"
+VENDOR_COMPLETED = "completed"
+VENDOR_FAILED = "failed"
+
+COMPLETED_STATUSES = frozenset({VENDOR_COMPLETED})
 #: "failed" is documented; the rest are its likely kin, so a job ending that way is never waited on.
-FAILED_STATUSES = frozenset({"failed", "cancelled", "canceled", "expired", "error", "rejected"})
+FAILED_STATUSES = frozenset({VENDOR_FAILED, "cancelled", "canceled", "expired", "error", "rejected"})
 #: Non-terminal statuses we expect; any other unknown status is logged and also treated as running.
-RUNNING_STATUSES = frozenset({"processing", "pending", "queued", "submitted", "running", "in_progress"})
+RUNNING_STATUSES = frozenset({VENDOR_PROCESSING, "pending", "queued", "submitted", "running", "in_progress"})
 
 
 class JobState(str, Enum):
@@ -218,7 +223,7 @@ class JobStatus:
         video_url = data.get("video_url")
         if state is JobState.COMPLETED:
             video_url = _require(data, "video_url", str, "status", http_status)
-            if urlsplit(video_url).scheme not in ("http", "https"):
+            if not is_http_url(video_url):
                 raise KlingResponseRefusedError(
                     f"Kling API status answer has a video_url that is not http(s): {shorten(video_url)}",
                     http_status=http_status,

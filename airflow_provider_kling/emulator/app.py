@@ -18,11 +18,10 @@ from aiohttp import web
 from airflow_provider_kling.core.api import STATUS_PATH, SUBMIT_PATH
 from airflow_provider_kling.core.errors import FieldError, KlingValidationError, shorten
 from airflow_provider_kling.core.request import GenerationRequest
-from airflow_provider_kling.core.responses import JobState
+from airflow_provider_kling.core.responses import VENDOR_PROCESSING, JobState
 from airflow_provider_kling.emulator.config import Fault, FaultKind
 from airflow_provider_kling.emulator.state import (
     COUNTED_ENDPOINTS,
-    PROCESSING,
     EmulatorState,
     InsufficientCreditsError,
 )
@@ -190,7 +189,7 @@ class _Routes:
             )
         data = {
             "task_id": job.task_id,
-            "status": PROCESSING,
+            "status": VENDOR_PROCESSING,
             "credits_used": job.credits_used,
             "credits_remaining": self.state.credits_remaining(account),
             "estimated_time": self.state.config.estimated_time,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_kling.core.request import GenerationRequest
-from airflow_provider_kling.core.responses import JobState
+from airflow_provider_kling.core.responses import VENDOR_COMPLETED, VENDOR_FAILED, VENDOR_PROCESSING, JobState
 from airflow_provider_kling.emulator.config import (
     FAULT_ENDPOINTS,
     SCRIPTED_FAULT_ENDPOINTS,
@@ -31,11 +31,15 @@ from airflow_provider_kling.emulator.config import (
     check_seconds,
 )
 
+#: What the vendor says of a job in each state.
+_VENDOR_STATUS = {
+    JobState.RUNNING: VENDOR_PROCESSING,
+    JobState.COMPLETED: VENDOR_COMPLETED,
+    JobState.FAILED: VENDOR_FAILED,
+}
+
 #: Endpoints whose requests and responses are counted.
 COUNTED_ENDPOINTS = SCRIPTED_FAULT_ENDPOINTS
-
-#: The vendor's word for a job still being generated.
-PROCESSING = "processing"
 
 #: Seconds a change waits before the state file is written, so a burst of polls costs one write.
 SAVE_DELAY = 0.1
@@ -78,7 +82,7 @@ class Job:
 
     def status(self, now: float) -> str:
         state = self.state(now)
-        return PROCESSING if state is JobState.RUNNING else state.value
+        return _VENDOR_STATUS[state]
 
     def progress(self, now: float) -> int:
         """Percent done, 0-99 while running: 100 is only ever said as "completed"."""

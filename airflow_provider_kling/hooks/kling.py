@@ -44,6 +44,7 @@ from airflow_provider_kling.core.errors import (
 )
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult
+from airflow_provider_kling.core.urls import is_http_url
 from airflow_provider_kling.hooks._guard import CallGuard, guarded, guarded_session
 
 if TYPE_CHECKING:
@@ -437,7 +438,7 @@ class KlingHook(BaseHook):
         policy = self._video_addresses()
         url = video_url
         for _hop in range(MAX_VIDEO_REDIRECTS + 1):
-            if urlsplit(url).scheme not in ("http", "https"):
+            if not is_http_url(url):
                 raise KlingDownloadError(
                     f"Refusing to download a video_url that is not http(s): {shorten(url)}"
                 )

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink
 
+from airflow_provider_kling.core.urls import is_http_url
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
@@ -27,6 +29,4 @@ class KlingVideoLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         video_url = getattr(operator, VIDEO_URL_ATTRIBUTE, None)
-        return (
-            video_url if isinstance(video_url, str) and video_url.startswith(("http://", "https://")) else ""
-        )
+        return str(video_url) if is_http_url(video_url) else ""
