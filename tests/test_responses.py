@@ -16,6 +16,7 @@ from airflow_provider_kling.core.errors import (
     KlingAPIError,
     KlingAuthError,
     KlingBadRequestError,
+    KlingConnectionSettingError,
     KlingInsufficientCreditsError,
     KlingNotFoundError,
     KlingRateLimitError,
@@ -194,11 +195,17 @@ def test_transient_errors_are_the_ones_worth_asking_again() -> None:
 
 
 def test_submit_is_resent_only_when_no_job_can_exist() -> None:
-    assert is_safe_to_resubmit(KlingRateLimitError("x"))
+    assert is_safe_to_resubmit(KlingRateLimitError("x", http_status=429))
     assert is_safe_to_resubmit(KlingTransportError("x", request_sent=False))
     assert not is_safe_to_resubmit(KlingTransportError("x", request_sent=True))
-    assert not is_safe_to_resubmit(KlingServerError("x"))
+    assert not is_safe_to_resubmit(KlingServerError("x", http_status=503))
     assert not is_safe_to_resubmit(KlingSubmitUncertainError("x"))
+    assert not is_safe_to_resubmit(KlingAuthError("x", http_status=401))  # no job, but no use either
+
+
+def test_an_unusable_request_or_connection_created_no_job() -> None:
+    assert created_no_job(KlingConnectionSettingError("bad extra"))
+    assert created_no_job(KlingAuthError("the connection has no API key"))  # raised before sending
 
 
 def test_retry_waits_as_long_as_retry_after_asks() -> None:

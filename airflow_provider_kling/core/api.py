@@ -16,6 +16,7 @@ from airflow_provider_kling.core.errors import (
     KlingResponseError,
     KlingResponseRefusedError,
     KlingSubmitUncertainError,
+    created_no_job,
     error_from_response,
 )
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult, read_json
@@ -185,11 +186,6 @@ def _check_size(body: bytes, http_status: int) -> None:
         )
 
 
-#: Submit answers that prove no job was created: the request was refused as it stood. Not a
-#: redirect: it is not followed, but a 303 after a POST may well point at a job it created.
-SUBMIT_REFUSED_STATUSES = frozenset({400, 401, 402, 403, 404, 422, 429})
-
-
 def read_submit_response(
     http_status: int, body: bytes, retry_after: str | None, location: str | None = None
 ) -> SubmitResult:
@@ -205,7 +201,7 @@ def read_submit_response(
     error = error_from_response(
         http_status, body[:MAX_BODY_BYTES], retry_after=retry_after, location=location
     )
-    if http_status not in SUBMIT_REFUSED_STATUSES:
+    if not created_no_job(error):
         raise uncertain_submit(error) from error
     raise error
 

@@ -2,7 +2,7 @@
 
 Each error carries what a person needs to act on it: the HTTP status, the server's own message,
 and for anything about a job, the vendor task_id. Which errors are worth retrying is decided here
-once (:func:`is_transient`, :func:`is_safe_to_resubmit`) and used by the sync and async clients alike.
+once (:func:`is_transient`, :func:`created_no_job`) and used by the sync and async clients alike.
 """
 
 from __future__ import annotations
@@ -159,18 +159,31 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (KlingRateLimitError, KlingServerError, KlingTransportError, KlingResponseError))
 
 
-def is_safe_to_resubmit(error: BaseException) -> bool:
-    """Whether a failed submit provably created no job, so sending it again cannot pay twice."""
-    if isinstance(error, KlingRateLimitError):
-        return True
-    return isinstance(error, KlingTransportError) and not error.request_sent
+#: Submit answers that prove no job was created: the request was refused as it stood. Not a
+#: redirect: it is not followed, but a 303 after a POST may well point at a job it created.
+SUBMIT_REFUSED_STATUSES = frozenset({400, 401, 402, 403, 404, 422, 429})
 
 
 def created_no_job(error: BaseException) -> bool:
-    """Whether a failed submit provably left no job behind: refused as sent, or never sent."""
-    if isinstance(error, KlingAPIError):  # submits raise these only for statuses that refuse the request
+    """Whether a failed submit provably left no job behind: the one rule of what a failure proves.
+
+    Refused as sent (an answer in :data:`SUBMIT_REFUSED_STATUSES`), or never sent: the connection
+    was never made, or the error came before any request (the request or the connection unusable,
+    an API error with no HTTP status).
+    """
+    if isinstance(error, (KlingValidationError, KlingConnectionSettingError)):
         return True
-    return isinstance(error, KlingTransportError) and not error.request_sent
+    if isinstance(error, KlingTransportError):
+        return not error.request_sent
+    if isinstance(error, KlingAPIError):
+        return error.http_status is None or error.http_status in SUBMIT_REFUSED_STATUSES
+    return False
+
+
+def is_safe_to_resubmit(error: BaseException) -> bool:
+    """Whether a failed submit may be sent again: it created no job and asking again may succeed
+    (a 429, or a connection never made), so sending it again cannot pay twice."""
+    return created_no_job(error) and is_transient(error)
 
 
 def shorten(text: str, limit: int = MESSAGE_LIMIT) -> str:
