@@ -21,6 +21,7 @@ from airflow_provider_kling.core.api import SUBMIT_PATH, RetryPolicy, read_submi
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingBadRequestError,
+    KlingConnectionSettingError,
     KlingError,
     KlingInsufficientCreditsError,
     KlingNotFoundError,
@@ -567,6 +568,36 @@ def test_a_submit_warns_when_credits_fall_below_the_connection_threshold(
     hook.submit(GenerationRequest("first"))  # 95 left
     out, err = capfd.readouterr()
     assert "Only 95 Kling credits left" in out + err
+
+
+@pytest.mark.parametrize("setting", ["100", 100])
+def test_a_low_credit_threshold_given_as_text_or_number_warns_alike(
+    kling_emulator: KlingEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    setting: Any,
+) -> None:
+    use_connection(
+        monkeypatch, kling_emulator.base_url, kling_emulator.api_key, extra={"low_credit_warning": setting}
+    )
+    kling_emulator.set_credits(kling_emulator.api_key, 140)
+    fast_hook().submit(GenerationRequest("first"))
+    out, err = capfd.readouterr()
+    assert "Only 95 Kling credits left" in out + err
+
+
+@pytest.mark.parametrize("setting", ["many", 2.5, -1])
+def test_a_bad_low_credit_threshold_is_the_same_clear_error_on_both_paths(
+    kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch, setting: Any
+) -> None:
+    use_connection(
+        monkeypatch, kling_emulator.base_url, kling_emulator.api_key, extra={"low_credit_warning": setting}
+    )
+    with pytest.raises(KlingConnectionSettingError, match=f"low_credit_warning={setting!r}"):
+        fast_hook().get_status("any")
+    with pytest.raises(KlingConnectionSettingError, match=f"low_credit_warning={setting!r}"):
+        asyncio.run(fast_hook().aget_status("any"))
+    assert requests_to(kling_emulator, "status") == 0
 
 
 def test_a_submit_does_not_warn_above_the_threshold(

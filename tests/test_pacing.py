@@ -154,10 +154,14 @@ def test_a_cap_given_as_text_as_a_uri_gives_it_is_read(
     assert [status.task_id for status in poll_concurrently([task_id] * 2)] == [task_id] * 2
 
 
-def test_a_bad_cap_does_not_stop_a_submit(emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Only waits read the cap: a worker's submit goes ahead, and the wait names the setting.
+def test_a_bad_cap_stops_a_submit_before_anything_is_sent(
+    emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Better than paying for a video whose wait then fails on the setting.
     connect(monkeypatch, emulator, extra={"max_polls_per_second": "fast"})
-    assert KlingHook().submit(GenerationRequest("a fox")).task_id
+    with pytest.raises(KlingConnectionSettingError, match="max_polls_per_second='fast'"):
+        KlingHook().submit(GenerationRequest("a fox"))
+    assert emulator.stats()["requests"]["submit"] == 0
 
 
 @pytest.mark.parametrize("setting", [0, -1, "fast", True])

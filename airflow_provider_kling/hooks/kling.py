@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urljoin, urlsplit
@@ -58,21 +58,23 @@ MAX_POLLS_PER_SECOND = "max_polls_per_second"
 MAX_VIDEO_REDIRECTS = 5
 
 
-def _polls_per_second(conn_id: str, extra: Mapping[str, Any]) -> float | None:
-    """The connection's cap; a URI or environment variable gives it as a string, which is fine."""
-    value = extra.get(MAX_POLLS_PER_SECOND)
+def _setting_error(conn_id: str, name: str, value: Any, rule: str) -> KlingConnectionSettingError:
+    return KlingConnectionSettingError(f"The Kling connection {conn_id!r} sets {name}={value!r}: {rule}.")
+
+
+def _number(conn_id: str, extra: Mapping[str, Any], name: str, rule: str, *, whole: bool) -> float | None:
+    """An extra that holds a number above 0 (a whole one if ``whole``); a URI or environment variable
+    gives it as a string, which is fine. Empty means unset."""
+    value = extra.get(name)
     if value is None or value == "":
         return None
     try:
-        cap = float(value) if not isinstance(value, bool) else math.nan
+        number = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
-        cap = math.nan
-    if not 0 < cap < math.inf:
-        raise KlingConnectionSettingError(
-            f"The Kling connection {conn_id!r} sets {MAX_POLLS_PER_SECOND}={value!r}: it must be a number "
-            "above 0 (or be left empty for no cap)."
-        )
-    return cap
+        number = math.nan
+    if not 0 < number < math.inf or (whole and not number.is_integer()):
+        raise _setting_error(conn_id, name, value, rule)
+    return number
 
 
 @dataclass(frozen=True)
@@ -80,26 +82,38 @@ class _ApiSettings:
     base_url: str
     api_key: str = field(repr=False)
     low_credit_warning: int | None = None
-    max_polls_per_second: float | None = None  # read for polls only (the triggerer's concern)
+    max_polls_per_second: float | None = None
     allowed_video_hosts: tuple[frozenset[str], tuple[Any, ...]] = (frozenset(), ())
 
     @classmethod
-    def from_connection(cls, conn: Connection, extra: Mapping[str, Any]) -> _ApiSettings:
+    def from_connection(cls, conn: Connection) -> _ApiSettings:
+        """Every setting of the connection, read the same way in workers and in the triggerer: a bad
+        one is the same clear error on both, and comes before any request is sent."""
         if not conn.password:
             raise KlingAuthError(
                 f"The Kling connection {conn.conn_id!r} has no API key: set it as the connection's password."
             )
-        threshold = extra.get(LOW_CREDIT_WARNING)
+        conn_id, extra = conn.conn_id, _extra_of(conn)
+        threshold = _number(
+            conn_id, extra, LOW_CREDIT_WARNING, "it must be a whole number above 0, or empty", whole=True
+        )
         try:
             allowed = parse_allowed(extra.get(ALLOWED_VIDEO_HOSTS))
         except ValueError as bad:
             raise KlingConnectionSettingError(
-                f"The Kling connection {conn.conn_id!r} sets {ALLOWED_VIDEO_HOSTS}: {bad}"
+                f"The Kling connection {conn_id!r} sets {ALLOWED_VIDEO_HOSTS}: {bad}"
             ) from None
         return cls(
             base_url=api.base_url(conn.host, conn.port),
             api_key=conn.password,
-            low_credit_warning=threshold if isinstance(threshold, int) else None,
+            low_credit_warning=None if threshold is None else int(threshold),
+            max_polls_per_second=_number(
+                conn_id,
+                extra,
+                MAX_POLLS_PER_SECOND,
+                "it must be a number above 0 (or empty for no cap)",
+                whole=False,
+            ),
             allowed_video_hosts=allowed,
         )
 
@@ -258,7 +272,7 @@ class KlingHook(BaseHook):
     @cached_property
     def _settings(self) -> _ApiSettings:
         connection = self.get_connection(self.kling_conn_id)
-        settings = _ApiSettings.from_connection(connection, connection.extra_dejson)
+        settings = _ApiSettings.from_connection(connection)
         _register_with_masker(settings.api_key)
         return settings
 
@@ -571,14 +585,13 @@ class KlingHook(BaseHook):
 
     async def _read_async_settings(self) -> _ApiSettings:
         connection = await get_async_connection(self.kling_conn_id, hook=self)
-        # Not extra_dejson: it masks secrets synchronously, which an event loop must not do.
-        extra = _extra_of(connection)
-        settings = _ApiSettings.from_connection(connection, extra)
+        settings = _ApiSettings.from_connection(connection)
         await _aregister_with_masker(settings.api_key)
-        return replace(settings, max_polls_per_second=_polls_per_second(self.kling_conn_id, extra))
+        return settings
 
 
 def _extra_of(connection: Connection) -> dict[str, Any]:
+    # Not extra_dejson: it masks secrets synchronously, which an event loop must not do.
     try:
         extra = json.loads(connection.extra or "{}")
     except ValueError:
