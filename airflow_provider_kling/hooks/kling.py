@@ -251,6 +251,10 @@ class KlingHook(BaseHook):
     a submit is repeated only when the server provably created no job. Every call has a total
     time budget (:class:`~airflow_provider_kling.core.api.Budgets`), follows no redirect, and
     strips the key from any error text, even where a server echoes it.
+
+    :param kling_conn_id: the Airflow connection (type ``kling``): host = base URL (default
+        https://ulazai.com), password = API key; extras ``low_credit_warning``,
+        ``max_polls_per_second`` and ``allowed_video_hosts``.
     """
 
     conn_name_attr = "kling_conn_id"

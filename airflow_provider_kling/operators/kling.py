@@ -115,6 +115,14 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     one failed, vanished, or was for other parameters (the task was changed and cleared), or when
     ``regenerate`` asks for a fresh take after the task was cleared.
 
+    :param prompt: (templated) what the video shows, at most 2,000 characters.
+    :param generation_mode: (templated) ``"text_to_video"`` or ``"image_to_video"``; by default
+        image_to_video when ``image_urls`` is given, else text_to_video.
+    :param image_urls: (templated) for image_to_video, exactly one http(s) URL of the first frame.
+    :param duration: (templated) 5 or 10 seconds (int or string).
+    :param aspect_ratio: (templated) ``"16:9"`` (the default), ``"9:16"`` or ``"1:1"``; text_to_video
+        only.
+    :param sound: generate native audio too (doubles the price).
     :param prompt_directory_optin: publish the prompt in the vendor's public Prompt Directory for a
         discount of ``PROMPT_DIRECTORY_DISCOUNT`` (10) credits. Defaults to ``False``, keeping the
         prompt private, although the API's own default is ``True``; the submit log line says which.
@@ -126,6 +134,12 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         ``regenerate="{{ params.regenerate }}"``; anything else fails the task before sending.
         Default ``False``: a cleared task with unchanged parameters reuses its paid video. Without
         ``task_state_store`` (before Airflow 3.3) there is nothing to reuse and it changes nothing.
+    :param kling_conn_id: the Airflow connection (type ``kling``) to the API: host = base URL,
+        password = API key.
+    :param wait_for_completion: wait for the video and return its result (the default); ``False``
+        returns the vendor task_id as soon as the job exists, for a sensor to wait on.
+    :param deferrable: wait in the triggerer, holding no worker slot (default
+        ``[operators] default_deferrable``).
     :param max_credits: refuse, before sending, a request whose price-table estimate exceeds this.
     :param output_path: keep the video at this object storage URL (templated, e.g.
         ``file:///data/videos/{{ ds }}/{{ ti.map_index }}.mp4``), written atomically, and announce
@@ -137,6 +151,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     :param on_unconfirmed_submit: what a retry does when an earlier try sent the request but never
         learnt its task_id (the worker died mid-request, or the answer was lost): ``"fail"`` (the
         default: check the vendor dashboard first) or ``"resubmit"`` (may pay twice).
+    :param timeout: how long to wait for the video (seconds or a timedelta, default 30 minutes);
+        it also bounds a retry's reads of the stored job. The job is not cancelled (the API has no
+        cancel call).
     """
 
     template_fields: Sequence[str] = (

@@ -34,6 +34,14 @@ class KlingStatusSensor(BaseSensorOperator):
     ``kling_task_id`` is templated, e.g. ``"{{ ti.xcom_pull(task_ids='submit', key='task_id') }}"``.
     A failed job fails the sensor at once: no retry can make a failed generation succeed.
     Works in poke, reschedule and deferrable modes (``timeout`` bounds each of them).
+
+    :param kling_task_id: (templated) the vendor task_id to wait for.
+    :param kling_conn_id: the Airflow connection (type ``kling``) to the API.
+    :param deferrable: wait in the triggerer, holding no worker slot (default
+        ``[operators] default_deferrable``).
+    :param poke_interval: seconds between status reads (the vendor suggests 10).
+    :param kwargs: the usual sensor arguments: ``timeout`` (bounds every mode and each poke's own
+        request), ``mode`` ("poke" or "reschedule"), ``soft_fail``...
     """
 
     template_fields: Sequence[str] = ("kling_task_id",)

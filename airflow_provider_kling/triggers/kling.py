@@ -44,6 +44,17 @@ class KlingStatusTrigger(BaseTrigger):
     With ``poll_interval`` it polls at that fixed interval. Without one, given when the job was
     ``submitted_at`` (and the ``expected_seconds`` its submit announced), it polls adaptively:
     rarely while the video renders, closely around the end its progress points to.
+
+    :param kling_task_id: the vendor task_id (not ``task_id``, which the triggerer sets to the
+        Airflow task's id).
+    :param deadline: the Unix time past which the wait ends with a ``timeout`` event; absolute, so
+        a triggerer restart does not extend it.
+    :param poll_interval: a fixed interval in seconds; None to poll adaptively (or every 10 s when
+        ``submitted_at`` is unknown).
+    :param kling_conn_id: the Airflow connection (type ``kling``) to the API.
+    :param submitted_at: the Unix time the job was accepted, for the adaptive schedule.
+    :param expected_seconds: the submit's announced duration range (low, high) in seconds; the
+        vendor's 60-90 s when not given.
     """
 
     def __init__(
