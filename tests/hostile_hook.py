@@ -12,8 +12,11 @@ import pytest
 from airflow_provider_kling.core.api import Budgets, RetryPolicy
 from airflow_provider_kling.hooks.kling import KlingHook
 
-#: Short budgets, and reads that never time out on their own: only the total can end a trickle.
-TEST_BUDGETS = Budgets(connect=2.0, read=20.0, request=1.0, call=1.5, download=1.5)
+#: Short budgets, and reads that never time out on their own: only the total can end a trickle
+#: (the tests of the budgets themselves).
+TIGHT_BUDGETS = Budgets(connect=2.0, read=20.0, request=1.0, call=1.5, download=1.5)
+#: Room enough for a busy machine, for the tests in which no budget should run out.
+ROOMY_BUDGETS = Budgets(connect=10.0, read=20.0, request=30.0, call=60.0, download=60.0)
 RETRIES = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02)
 #: A key with characters that URL-encoding and JSON escaping change, so every echoed form differs.
 SECRET = "sk-live/Secret+Key=42"
@@ -28,9 +31,9 @@ def use_connection(
     monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", json.dumps(connection))
 
 
-def hook() -> KlingHook:
+def hook(budgets: Budgets = ROOMY_BUDGETS) -> KlingHook:
     made = KlingHook()
-    made.budgets = TEST_BUDGETS
+    made.budgets = budgets
     made.status_retry_policy = made.submit_retry_policy = RETRIES
     return made
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from hostile_hook import RETRIES, SECRET, VIDEO, hook, resolving, use_connection
+from hostile_hook import RETRIES, SECRET, TIGHT_BUDGETS, VIDEO, hook, resolving, use_connection
 from hostile_servers import (
     STATUS_COMPLETED,
     STATUS_PROCESSING,
@@ -61,7 +61,7 @@ def test_a_status_answer_trickled_a_byte_at_a_time_is_cut_at_the_budget(
     trickle = Trickle(STATUS_PROCESSING)
     use_connection(monkeypatch, serve(trickle).url)
     with pytest.raises(KlingTimeoutError, match=r"127\.0\.0\.1.*status answer within .*1(\.5)? s budget"):
-        hook().get_status("t")
+        hook(TIGHT_BUDGETS).get_status("t")
     assert not sent_through(trickle, len(STATUS_PROCESSING))
 
 
@@ -71,7 +71,7 @@ def test_trickled_headers_are_cut_at_the_budget(
     trickle = Trickle(STATUS_PROCESSING, headers_too=True)
     use_connection(monkeypatch, serve(trickle).url)
     with pytest.raises(KlingTimeoutError, match="budget"):
-        hook().get_status("t")
+        hook(TIGHT_BUDGETS).get_status("t")
 
 
 def test_a_status_call_retries_within_its_total_budget_only(
@@ -80,7 +80,7 @@ def test_a_status_call_retries_within_its_total_budget_only(
     server = serve(Trickle(STATUS_PROCESSING))
     use_connection(monkeypatch, server.url)
     with pytest.raises(KlingTimeoutError):
-        hook().get_status("t")  # 1 s a request, 1.5 s a call: room for a second, cut, try only
+        hook(TIGHT_BUDGETS).get_status("t")  # 1 s a request, 1.5 s a call: room for a second, cut, try only
     assert 1 <= len(server.requests) <= 2
 
 
@@ -89,7 +89,7 @@ def test_an_async_status_answer_trickled_is_cut_at_the_budget(
 ) -> None:
     trickle = Trickle(STATUS_PROCESSING)
     use_connection(monkeypatch, serve(trickle).url)
-    single = hook()
+    single = hook(TIGHT_BUDGETS)
     single.status_retry_policy = RetryPolicy(attempts=1)
     with pytest.raises(KlingTimeoutError, match="1 s budget"):
         asyncio.run(single.aget_status("t"))
@@ -102,7 +102,7 @@ def test_a_trickled_submit_answer_is_cut_and_says_a_job_may_exist(
     server = serve(Trickle(b'{"success": true, "data": {"task_id": "abc", "status": "processing"}}'))
     use_connection(monkeypatch, server.url)
     with pytest.raises(KlingSubmitUncertainError, match="budget") as raised:
-        hook().submit(GenerationRequest("a fox"))
+        hook(TIGHT_BUDGETS).submit(GenerationRequest("a fox"))
     assert isinstance(raised.value.__cause__, KlingTimeoutError)
     assert len(server.requests) == 1  # never sent twice
 
@@ -111,7 +111,7 @@ def test_the_connection_test_ends_within_one_request_budget(
     serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_connection(monkeypatch, serve(Trickle(STATUS_PROCESSING)).url)
-    ok, message = hook().test_connection()
+    ok, message = hook(TIGHT_BUDGETS).test_connection()
     assert not ok and "1 s budget" in message
 
 
@@ -122,7 +122,9 @@ def test_a_trickled_video_is_cut_at_the_download_budget_and_nothing_is_kept(
     server = serve(trickle)
     use_connection(monkeypatch, server.url)  # the API's own address: allowed
     with pytest.raises(KlingTimeoutError, match=r"video within the download's 1\.5 s budget"):
-        hook().download_video(f"{server.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        hook(TIGHT_BUDGETS).download_video(
+            f"{server.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4")
+        )
     assert list(tmp_path.iterdir()) == []
     assert not sent_through(trickle, 200)
 

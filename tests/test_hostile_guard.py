@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from hostile_hook import SECRET, VIDEO, hook, use_connection
+from hostile_hook import SECRET, TIGHT_BUDGETS, VIDEO, hook, use_connection
 from hostile_servers import (
     STATUS_PROCESSING,
     ScriptedServer,
@@ -96,7 +96,7 @@ def test_a_kept_alive_connection_is_watched_on_its_second_call(
     answer = KeptAliveThenTrickling()
     server = serve(answer)
     use_connection(monkeypatch, server.url)
-    kling = hook()
+    kling = hook(TIGHT_BUDGETS)
     kling.status_retry_policy = RetryPolicy(attempts=1)  # one connection: no retry on a fresh one
     assert kling.get_status("t").status == "processing"
     with pytest.raises(KlingTimeoutError, match="budget"):
@@ -119,7 +119,7 @@ def test_a_close_delimited_status_cut_at_the_budget_is_not_taken_for_a_whole_one
     answer = CloseDelimited(STATUS_PROCESSING, b" " * TRICKLED, "application/json")
     use_connection(monkeypatch, serve(answer).url)
     with pytest.raises(KlingTimeoutError, match="status answer within"):
-        hook().get_status("t")
+        hook(TIGHT_BUDGETS).get_status("t")
     assert not answer.finished()
 
 
@@ -135,7 +135,7 @@ def test_a_close_delimited_video_cut_at_the_budget_is_not_kept(
     server = serve(answer)
     use_connection(monkeypatch, server.url)  # the API's own address: videos may come from there
     with pytest.raises(KlingTimeoutError, match="video within"):
-        hook().download_video(f"{server.url}/v.mp4", destination(tmp_path))
+        hook(TIGHT_BUDGETS).download_video(f"{server.url}/v.mp4", destination(tmp_path))
     assert list(tmp_path.iterdir()) == []
     assert not answer.finished()
 
