@@ -15,10 +15,9 @@ from dag_runs import connect
 from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import KlingAuthError, KlingError, KlingJobFailedError
 from airflow_provider_kling.core.request import GenerationRequest
-from airflow_provider_kling.core.waiting import KlingWaitTimeoutError, result_from_event
+from airflow_provider_kling.core.waiting import FAILURE_BUDGET, KlingWaitTimeoutError, result_from_event
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.hooks.kling import KlingHook
-from airflow_provider_kling.triggers import kling as trigger_module
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
 
@@ -92,7 +91,7 @@ def test_too_many_failed_polls_in_a_row_end_the_wait_as_an_error(emulator: Kling
     [event] = run_to_end(trigger_for(task_id, poll_interval=0.01))
     assert event["status"] == "error" and "503" in event["message"]
     polls = emulator.stats()["requests"]["status"]
-    assert polls == trigger_module.FAILURE_BUDGET * KlingHook.status_retry_policy.attempts
+    assert polls == FAILURE_BUDGET * KlingHook.status_retry_policy.attempts
 
 
 def test_wrong_key_fails_at_once(emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -94,3 +94,19 @@ class FixedPolling:
 
     def next_delay(self, now: float, progress: int | None) -> float:
         return self.interval
+
+
+#: The interval of a wait told neither an interval nor when its job was submitted: the vendor's.
+DEFAULT_POLL_INTERVAL = 10.0
+
+
+def schedule_for(
+    poll_interval: float | None,
+    submitted_at: float | None,
+    expected_seconds: tuple[float, float] | list[float] | None,
+) -> AdaptivePolling | FixedPolling:
+    """A fixed interval when one is given; else adaptive when the submit time is known."""
+    if poll_interval is None and submitted_at is not None:
+        expected = expected_seconds or VENDOR_EXPECTED_SECONDS
+        return AdaptivePolling(submitted_at, (expected[0], expected[-1]))
+    return FixedPolling(poll_interval or DEFAULT_POLL_INTERVAL)

@@ -1,15 +1,30 @@
-"""How a wait for a Kling job ends, as one small event: shared by the trigger, operator and sensor.
+"""The wait for a Kling job, and how it ends as one small event: shared by the trigger, operator
+and sensor.
 
-Airflow-free, so the operator and sensor read events without importing the trigger at DAG-parse time.
+Airflow-free: :func:`wait_for_job` runs over any async status reader and clock (the trigger gives
+it the hook's and the wall clock; tests a fake clock), and the operator and sensor read events
+without importing the trigger at DAG-parse time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from airflow_provider_kling.core.errors import WAIT_ERRORS, KlingError, KlingJobFailedError
-from airflow_provider_kling.core.responses import JobStatus
+from airflow_provider_kling.core.errors import WAIT_ERRORS, KlingError, KlingJobFailedError, is_transient
+from airflow_provider_kling.core.responses import JobState, JobStatus
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+#: Consecutive polls (each already retried by the hook) that may fail before the wait gives up.
+FAILURE_BUDGET = 5
 
 
 class WaitOutcome(str, Enum):
@@ -82,3 +97,131 @@ def video_result(status: dict[str, Any], credits: dict[str, Any] | None = None) 
         "credits_used": (credits or {}).get("credits_used"),
         "credits_remaining": (credits or {}).get("credits_remaining"),
     }
+
+
+def finished_event(status: JobStatus) -> dict[str, Any] | None:
+    """The event a status ends a wait with (the video is ready, or the vendor failed the job), or
+    None while the job runs: the one place that says what a status means for a wait."""
+    if status.state is JobState.COMPLETED:
+        return wait_event(
+            WaitOutcome.SUCCESS, status.task_id, f"Video ready: {status.video_url}", status=status
+        )
+    if status.state is JobState.FAILED:
+        said = f": {status.message}" if status.message else ""
+        return wait_event(
+            WaitOutcome.FAILED,
+            status.task_id,
+            f"Kling job {status.task_id} ended as {status.status!r}{said}",
+            progress=status.progress,
+            status=status,
+        )
+    return None
+
+
+class Schedule(Protocol):
+    def first_delay(self, now: float) -> float: ...
+    def next_delay(self, now: float, progress: int | None) -> float: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class SystemClock:
+    """Unix time and asyncio's sleep."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def _within(seconds: float, call: Coroutine[Any, Any, T]) -> T:
+    """``call`` cut off after ``seconds`` (TimeoutError): with ``asyncio.timeout`` where there is one
+    (Python 3.11+), which costs a timer, not a task per poll as ``wait_for`` does there."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await call
+    return await asyncio.wait_for(call, seconds)
+
+
+@dataclass
+class _Wait:
+    """One wait's state: what it last saw, and how many polls in a row failed."""
+
+    task_id: str
+    deadline: float
+    log: logging.Logger | Any
+    progress: int | None = None
+    failures: int = 0
+
+    def timed_out(self) -> dict[str, Any]:
+        seen = f"{self.progress}%" if self.progress is not None else "unknown"
+        return wait_event(
+            WaitOutcome.TIMEOUT,
+            self.task_id,
+            f"Stopped waiting for Kling job {self.task_id} at its deadline (last progress {seen}). "
+            "The job was not cancelled (the API has no cancel call): it may still finish, and is charged.",
+            progress=self.progress,
+        )
+
+    def failed_poll(self, error: KlingError) -> dict[str, Any] | None:
+        """The error event when the wait gives up on ``error``, else None (poll again)."""
+        self.failures += 1
+        if is_transient(error) and self.failures < FAILURE_BUDGET:
+            self.log.warning(
+                "Kling status poll failed (%d of %d allowed): %s", self.failures, FAILURE_BUDGET, error
+            )
+            return None
+        tried = f" after {self.failures} failed polls" if is_transient(error) else ""
+        return wait_event(
+            WaitOutcome.ERROR,
+            self.task_id,
+            f"Could not read Kling job {self.task_id}{tried}: {error}",
+            progress=self.progress,
+            error=error,
+        )
+
+    def read(self, status: JobStatus) -> dict[str, Any] | None:
+        """The event ``status`` ends the wait with, else None; logs each change of progress."""
+        self.failures = 0
+        if status.progress != self.progress or status.state is not JobState.RUNNING:
+            shown = f", progress {status.progress}%" if status.progress is not None else ""
+            self.log.info("Kling job %s: %s%s", self.task_id, status.status, shown)
+        self.progress = status.progress if status.progress is not None else self.progress
+        return finished_event(status)
+
+
+async def wait_for_job(
+    read_status: Callable[[], Coroutine[Any, Any, JobStatus]],
+    task_id: str,
+    deadline: float,
+    schedule: Schedule,
+    *,
+    clock: Clock = SystemClock(),
+    log: logging.Logger | Any = _log,
+) -> dict[str, Any]:
+    """Poll ``read_status`` on ``schedule`` until the job ends or ``deadline`` (a time of ``clock``)
+    passes, and say how it ended as one event. A failed read is forgiven up to
+    :data:`FAILURE_BUDGET` times in a row when transient; no read runs past the deadline."""
+    wait = _Wait(task_id, deadline, log)
+    delay = schedule.first_delay(clock.now())
+    while True:
+        if delay > 0:
+            await clock.sleep(min(delay, max(deadline - clock.now(), 0)))
+        remaining = deadline - clock.now()
+        if remaining <= 0:
+            return wait.timed_out()
+        try:
+            # The reader's own retries must not carry the wait past its deadline.
+            event = wait.read(await _within(remaining, read_status()))
+        except asyncio.TimeoutError:
+            return wait.timed_out()
+        except KlingError as error:
+            event = wait.failed_poll(error)
+        if event is not None:
+            return event
+        delay = schedule.next_delay(clock.now(), wait.progress)

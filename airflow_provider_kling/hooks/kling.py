@@ -9,8 +9,8 @@ import json
 import math
 import socket
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -556,6 +556,15 @@ class KlingHook(BaseHook):
         return False, f"{self.base_url} answered for a task that cannot exist: is this the Kling API?"
 
     # -- async ---------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def polling_session(self) -> AsyncIterator[None]:
+        """Hold this event loop's shared session (and per-connection settings and pacing) open
+        around many polls, as a wait does, so that they reuse its connections."""
+        from airflow_provider_kling.hooks._aio import shared_for_loop
+
+        async with shared_for_loop():
+            yield
 
     async def aget_status(self, task_id: str) -> JobStatus:
         """The async :meth:`get_status`, for triggers: same retries, on the event loop's shared session,

@@ -24,6 +24,7 @@ from airflow_provider_kling.core.errors import (
     KlingValidationError,
     created_no_job,
 )
+from airflow_provider_kling.core.polling import schedule_for
 from airflow_provider_kling.core.request import (
     DEFAULT_DURATION,
     DEFAULT_SOUND,
@@ -31,7 +32,12 @@ from airflow_provider_kling.core.request import (
     GenerationRequest,
 )
 from airflow_provider_kling.core.responses import JobState, job_state
-from airflow_provider_kling.core.waiting import check_poll_interval, result_from_event, video_result
+from airflow_provider_kling.core.waiting import (
+    check_poll_interval,
+    result_from_event,
+    video_result,
+    wait_for_job,
+)
 from airflow_provider_kling.links.kling import VIDEO_URL_ATTRIBUTE, KlingVideoLink
 
 if TYPE_CHECKING:
@@ -383,25 +389,34 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         self._announce(context, external_id["task_id"])
         if not self.wait_for_completion:
             return external_id["task_id"]
-        from airflow_provider_kling.triggers.kling import KlingStatusTrigger  # not at DAG-parse time
-
-        trigger = KlingStatusTrigger(
-            kling_task_id=external_id["task_id"],
-            deadline=time.time() + _seconds(self.timeout),
-            poll_interval=self.poll_interval,
-            kling_conn_id=self.kling_conn_id,
-            submitted_at=external_id.get("submitted_at"),
-            expected_seconds=external_id.get("expected_seconds"),
-        )
+        task_id, deadline = external_id["task_id"], time.time() + _seconds(self.timeout)
         if self.deferrable:
+            from airflow_provider_kling.triggers.kling import KlingStatusTrigger  # not at DAG-parse time
+
             self.defer(
-                trigger=trigger,
+                trigger=KlingStatusTrigger(
+                    kling_task_id=task_id,
+                    deadline=deadline,
+                    poll_interval=self.poll_interval,
+                    kling_conn_id=self.kling_conn_id,
+                    submitted_at=external_id.get("submitted_at"),
+                    expected_seconds=external_id.get("expected_seconds"),
+                ),
                 method_name="execute_complete",
                 kwargs={"submission": external_id},
                 timeout=timedelta(seconds=_seconds(self.timeout)) + DEFER_SAFETY_MARGIN,
             )
-        self._finished = self._result(result_from_event(asyncio.run(trigger.wait())), external_id, context)
+        schedule = schedule_for(
+            self.poll_interval, external_id.get("submitted_at"), external_id.get("expected_seconds")
+        )
+        event = asyncio.run(self._wait_here(task_id, deadline, schedule))
+        self._finished = self._result(result_from_event(event), external_id, context)
         return self._finished
+
+    async def _wait_here(self, task_id: str, deadline: float, schedule: Any) -> dict[str, Any]:
+        """The trigger's wait, run in this worker (not deferrable): the same core loop and event."""
+        async with self.hook.polling_session():
+            return await wait_for_job(lambda: self.hook.aget_status(task_id), task_id, deadline, schedule)
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
         if not self.wait_for_completion:

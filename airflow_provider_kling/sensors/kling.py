@@ -18,8 +18,12 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import KlingError, is_transient
-from airflow_provider_kling.core.responses import JobState
-from airflow_provider_kling.core.waiting import KlingWaitTimeoutError, result_from_event, video_result
+from airflow_provider_kling.core.waiting import (
+    KlingWaitTimeoutError,
+    finished_event,
+    result_from_event,
+    video_result,
+)
 from airflow_provider_kling.links.kling import VIDEO_URL_ATTRIBUTE, KlingVideoLink
 
 if TYPE_CHECKING:
@@ -101,13 +105,13 @@ class KlingStatusSensor(BaseSensorOperator):
                 return False
             raise AirflowFailException(str(error)) from error
         self.log.info("Kling job %s: %s, progress %s%%", status.task_id, status.status, status.progress)
-        if status.state is JobState.FAILED:
-            raise AirflowFailException(
-                f"Kling job {status.task_id} ended as {status.status!r}: {status.message or 'no message'}"
-            )
-        if status.state is JobState.COMPLETED:
-            return PokeReturnValue(is_done=True, xcom_value=self._video(status.as_dict()))
-        return False
+        event = finished_event(status)
+        if event is None:
+            return False
+        try:
+            return PokeReturnValue(is_done=True, xcom_value=self._video(result_from_event(event)))
+        except KlingError as failed:  # the vendor failed the job: no retry can make it succeed
+            raise AirflowFailException(str(failed)) from failed
 
     def _video(self, status: dict[str, Any]) -> dict[str, Any]:
         result = video_result(status)

@@ -7,35 +7,14 @@ whose small payload is documented in :class:`~airflow_provider_kling.core.waitin
 
 from __future__ import annotations
 
-import asyncio
-import sys
-import time
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kling import DEFAULT_CONN_ID
-from airflow_provider_kling.core.errors import KlingError, is_transient
-from airflow_provider_kling.core.polling import VENDOR_EXPECTED_SECONDS, AdaptivePolling, FixedPolling
-from airflow_provider_kling.core.responses import JobState
-from airflow_provider_kling.core.waiting import WaitOutcome, check_poll_interval, wait_event
-
-T = TypeVar("T")
-
-#: The interval of a wait told neither an interval nor when its job was submitted: the vendor's.
-DEFAULT_POLL_INTERVAL = 10.0
-#: Consecutive polls (each already retried by the hook) that may fail before the wait gives up.
-FAILURE_BUDGET = 5
-
-
-async def _within(seconds: float, call: Coroutine[Any, Any, T]) -> T:
-    """``call`` cut off after ``seconds`` (TimeoutError): with ``asyncio.timeout`` where there is one
-    (Python 3.11+), which costs a timer, not a task per poll as ``wait_for`` does there."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await call
-    return await asyncio.wait_for(call, seconds)
+from airflow_provider_kling.core.polling import schedule_for
+from airflow_provider_kling.core.waiting import check_poll_interval, wait_for_job
 
 
 class KlingStatusTrigger(BaseTrigger):
@@ -90,81 +69,19 @@ class KlingStatusTrigger(BaseTrigger):
             },
         )
 
-    def _schedule(self) -> AdaptivePolling | FixedPolling:
-        if self.poll_interval is None and self.submitted_at is not None:
-            expected = self.expected_seconds or VENDOR_EXPECTED_SECONDS
-            return AdaptivePolling(self.submitted_at, (expected[0], expected[-1]))
-        return FixedPolling(self.poll_interval or DEFAULT_POLL_INTERVAL)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         yield TriggerEvent(await self.wait())
 
     async def wait(self) -> dict[str, Any]:
-        """The wait itself, as a plain coroutine: the operator's non-deferrable path runs it too."""
-        from airflow_provider_kling.hooks._aio import shared_for_loop
+        """The wait itself (the core's :func:`wait_for_job`) on the hook's shared polling session."""
         from airflow_provider_kling.hooks.kling import KlingHook
 
         hook = KlingHook(self.kling_conn_id)
-        schedule = self._schedule()
-        progress: int | None = None
-        failures = 0
-        async with shared_for_loop():  # held for the whole wait, so polls reuse its connections
-            delay = schedule.first_delay(time.time())
-            while True:
-                if delay > 0:
-                    await asyncio.sleep(min(delay, max(self.deadline - time.time(), 0)))
-                remaining = self.deadline - time.time()
-                if remaining <= 0:
-                    return self._timed_out(progress)
-                try:
-                    # The hook's own retries must not carry the wait past its deadline.
-                    status = await _within(remaining, hook.aget_status(self.kling_task_id))
-                except asyncio.TimeoutError:
-                    return self._timed_out(progress)
-                except KlingError as error:
-                    failures += 1
-                    if not is_transient(error) or failures >= FAILURE_BUDGET:
-                        tried = f" after {failures} failed polls" if is_transient(error) else ""
-                        return wait_event(
-                            WaitOutcome.ERROR,
-                            self.kling_task_id,
-                            f"Could not read Kling job {self.kling_task_id}{tried}: {error}",
-                            progress=progress,
-                            error=error,
-                        )
-                    self.log.warning(
-                        "Kling status poll failed (%d of %d allowed): %s", failures, FAILURE_BUDGET, error
-                    )
-                else:
-                    failures = 0
-                    if status.progress != progress or status.state is not JobState.RUNNING:
-                        shown = f", progress {status.progress}%" if status.progress is not None else ""
-                        self.log.info("Kling job %s: %s%s", self.kling_task_id, status.status, shown)
-                    progress = status.progress if status.progress is not None else progress
-                    if status.state is JobState.COMPLETED:
-                        return wait_event(
-                            WaitOutcome.SUCCESS,
-                            self.kling_task_id,
-                            f"Video ready: {status.video_url}",
-                            status=status,
-                        )
-                    if status.state is JobState.FAILED:
-                        said = f": {status.message}" if status.message else ""
-                        return wait_event(
-                            WaitOutcome.FAILED,
-                            self.kling_task_id,
-                            f"Kling job {self.kling_task_id} ended as {status.status!r}{said}",
-                            progress=progress,
-                            status=status,
-                        )
-                delay = schedule.next_delay(time.time(), progress)
-
-    def _timed_out(self, progress: int | None) -> dict[str, Any]:
-        seen = f"{progress}%" if progress is not None else "unknown"
-        return wait_event(
-            WaitOutcome.TIMEOUT,
-            self.kling_task_id,
-            f"Stopped waiting for Kling job {self.kling_task_id} at its deadline (last progress {seen}). "
-            "The job was not cancelled (the API has no cancel call): it may still finish, and is charged.",
-            progress=progress,
-        )
+        async with hook.polling_session():  # held for the whole wait, so polls reuse its connections
+            return await wait_for_job(
+                lambda: hook.aget_status(self.kling_task_id),
+                self.kling_task_id,
+                self.deadline,
+                schedule_for(self.poll_interval, self.submitted_at, self.expected_seconds),
+                log=self.log,
+            )
