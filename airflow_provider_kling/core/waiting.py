@@ -86,7 +86,9 @@ def check_poll_interval(poll_interval: float) -> None:
         raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
 
 
-def video_result(status: dict[str, Any], credits: dict[str, Any] | None = None) -> dict[str, Any]:
+def video_result(
+    status: dict[str, Any], credits_used: int | None = None, credits_remaining: int | None = None
+) -> dict[str, Any]:
     """The JSON-serialisable result of a finished generation, as the operator and sensor return it."""
     return {
         "task_id": status["task_id"],
@@ -94,8 +96,8 @@ def video_result(status: dict[str, Any], credits: dict[str, Any] | None = None) 
         "video_url": status["video_url"],
         "duration": status["duration"],
         "has_audio": status["has_audio"],
-        "credits_used": (credits or {}).get("credits_used"),
-        "credits_remaining": (credits or {}).get("credits_remaining"),
+        "credits_used": credits_used,
+        "credits_remaining": credits_remaining,
     }
 
 

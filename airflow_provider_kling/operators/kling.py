@@ -18,6 +18,7 @@ from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingBadRequestError,
     KlingConnectionSettingError,
+    KlingError,
     KlingInsufficientCreditsError,
     KlingNotFoundError,
     KlingSubmitUncertainError,
@@ -32,6 +33,7 @@ from airflow_provider_kling.core.request import (
     GenerationRequest,
 )
 from airflow_provider_kling.core.responses import JobState, job_state
+from airflow_provider_kling.core.submission import Submission
 from airflow_provider_kling.core.waiting import (
     check_poll_interval,
     result_from_event,
@@ -267,10 +269,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             raise
 
     # -- ResumableJobMixin: submit once, reattach on retry -----------------------------------------
-    # The "external id" the mixin keeps in task_state_store is our submission record: first
-    # {"pending": fingerprint} while the request is on its way, then the vendor task_id with the
-    # request's fingerprint and the credits its submit reported; both with the round (_round) they
-    # were made in, which regenerate=True compares.
+    # The "external id" the mixin keeps in task_state_store is our Submission record, in its JSON
+    # form: first a mark that the request was sent, then the job the vendor accepted.
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         request: GenerationRequest = self._request
@@ -279,14 +279,16 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         _ = self.hook.base_url
         store = self._store
         if store is not None:
-            previous = store.get(self.external_id_key)
+            previous = Submission.from_json(store.get(self.external_id_key))
             if (
-                isinstance(previous, dict)
-                and previous.get("pending") == request.fingerprint()
+                previous is not None
+                and previous.pending
+                and previous.fingerprint == request.fingerprint()
                 and not self._is_retake(previous, context)
             ):
                 self._handle_unconfirmed_submit(context)
-            store.set(self.external_id_key, {"pending": request.fingerprint(), "round": _round(context)})
+            sent = Submission(fingerprint=request.fingerprint(), round=_round(context))
+            store.set(self.external_id_key, sent.to_json())
         self.log.info(
             "Submitting Kling %s, %s s%s (estimated %d credits). %s",
             request.generation_mode.value,
@@ -301,16 +303,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             if store is not None and created_no_job(error):
                 store.delete(self.external_id_key)  # nothing was created: a retry may send it again
             raise
-        submitted_at = time.time()  # after any retries: the job's age counts from its answer
-        submission: dict[str, Any] = {
-            "task_id": submitted.task_id,
-            "fingerprint": request.fingerprint(),
-            "credits_used": submitted.credits_used,
-            "credits_remaining": submitted.credits_remaining,
-            "submitted_at": submitted_at,
-            "expected_seconds": list(submitted.estimated_seconds or ()) or None,
-            "round": _round(context),
-        }
+        # submitted_at after any retries: the job's age counts from its answer.
+        submission = Submission.accepted(request.fingerprint(), _round(context), submitted, time.time())
         # ResumableJobMixin stores the submission as soon as this returns, before anything else
         # (the task_id's XCom included, pushed when the wait starts) can fail.
         self.log.info(
@@ -319,7 +313,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             submitted.credits_used,
             submitted.credits_remaining,
         )
-        return submission
+        return submission.to_json()
 
     def _announce(self, context: Context, task_id: str) -> None:
         """Push the vendor task_id to XCom, once per try."""
@@ -349,34 +343,40 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             "%s. Submitting again (on_unconfirmed_submit='resubmit'): one video may be paid twice.", warning
         )
 
-    def _is_retake(self, submission: dict[str, Any], context: Context) -> bool:
+    def _is_retake(self, submission: Submission, context: Context) -> bool:
         """Whether regenerate=True turns this stored submission down: it is from before a clear."""
-        return self._regenerate and submission.get("round") != _round(context)
+        return self._regenerate and submission.round != _round(context)
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
-        if self._is_retake(external_id, context):
-            self.log.warning(
-                "regenerate=True: not reusing Kling job %s from an earlier run of this task; submitting a "
-                "new job, paying again.",
-                external_id.get("task_id", "(submitted, task_id never learnt)"),
-            )
+        stored = Submission.from_json(external_id)
+        if stored is None or stored.pending:
+            if stored is not None and self._is_retake(stored, context):
+                self._log_retake(stored)
+                return RETAKE
+            return UNCONFIRMED  # sent, answer never seen (or a record we cannot read): a job may exist
+        if self._is_retake(stored, context):
+            self._log_retake(stored)
             return RETAKE
-        if "pending" in external_id:
-            return UNCONFIRMED
-        if external_id.get("fingerprint") != self._request.fingerprint():
+        if stored.fingerprint != self._request.fingerprint():
             self.log.warning(
                 "The stored Kling job %s was for other parameters (the task changed since): submitting anew.",
-                external_id["task_id"],
+                stored.task_id,
             )
             return SUPERSEDED
-        self._announce(context, external_id["task_id"])
+        task_id = str(stored.task_id)
+        self._announce(context, task_id)
         try:
-            return self.hook.get_status(external_id["task_id"], timeout=self._time_left()).status
+            return self.hook.get_status(task_id, timeout=self._time_left()).status
         except KlingNotFoundError:
-            self.log.warning(
-                "The vendor no longer knows the stored Kling job %s: submitting anew.", external_id["task_id"]
-            )
+            self.log.warning("The vendor no longer knows the stored Kling job %s: submitting anew.", task_id)
             return VANISHED
+
+    def _log_retake(self, stored: Submission) -> None:
+        self.log.warning(
+            "regenerate=True: not reusing Kling job %s from an earlier run of this task; submitting a "
+            "new job, paying again.",
+            stored.task_id or "(submitted, task_id never learnt)",
+        )
 
     def is_job_active(self, status: str) -> bool:
         return status not in _NOT_A_JOB_STATUS and job_state(status) is JobState.RUNNING
@@ -386,10 +386,12 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
 
     def poll_until_complete(self, external_id: Any, context: Context) -> Any:
         # The mixin returns this on a reattach, and calls get_job_result after it on a fresh submit.
-        self._announce(context, external_id["task_id"])
+        job = self._job(external_id)
+        task_id = str(job.task_id)
+        self._announce(context, task_id)
         if not self.wait_for_completion:
-            return external_id["task_id"]
-        task_id, deadline = external_id["task_id"], time.time() + _seconds(self.timeout)
+            return task_id
+        deadline = time.time() + _seconds(self.timeout)
         if self.deferrable:
             from airflow_provider_kling.triggers.kling import KlingStatusTrigger  # not at DAG-parse time
 
@@ -399,19 +401,25 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                     deadline=deadline,
                     poll_interval=self.poll_interval,
                     kling_conn_id=self.kling_conn_id,
-                    submitted_at=external_id.get("submitted_at"),
-                    expected_seconds=external_id.get("expected_seconds"),
+                    submitted_at=job.submitted_at,
+                    expected_seconds=job.expected_seconds,
                 ),
                 method_name="execute_complete",
                 kwargs={"submission": external_id},
                 timeout=timedelta(seconds=_seconds(self.timeout)) + DEFER_SAFETY_MARGIN,
             )
-        schedule = schedule_for(
-            self.poll_interval, external_id.get("submitted_at"), external_id.get("expected_seconds")
-        )
+        schedule = schedule_for(self.poll_interval, job.submitted_at, job.expected_seconds)
         event = asyncio.run(self._wait_here(task_id, deadline, schedule))
-        self._finished = self._result(result_from_event(event), external_id, context)
+        self._finished = self._result(result_from_event(event), job, context)
         return self._finished
+
+    @staticmethod
+    def _job(external_id: Any) -> Submission:
+        """The stored job the mixin hands back (only ever one the vendor accepted, at this point)."""
+        job = Submission.from_json(external_id)
+        if job is None or job.pending:
+            raise KlingError(f"The stored Kling submission is not a job: {external_id!r}")
+        return job
 
     async def _wait_here(self, task_id: str, deadline: float, schedule: Any) -> dict[str, Any]:
         """The trigger's wait, run in this worker (not deferrable): the same core loop and event."""
@@ -419,13 +427,14 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             return await wait_for_job(lambda: self.hook.aget_status(task_id), task_id, deadline, schedule)
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
+        job = self._job(external_id)
         if not self.wait_for_completion:
-            return external_id["task_id"]
+            return job.task_id
         if hasattr(self, "_finished"):
             return self._finished
         # An earlier try's job had already finished: read its result once more.
-        status = self.hook.get_status(external_id["task_id"], timeout=self._time_left())
-        return self._result(status.as_dict(), external_id, context)
+        status = self.hook.get_status(str(job.task_id), timeout=self._time_left())
+        return self._result(status.as_dict(), job, context)
 
     def _time_left(self) -> float:
         """What is left of ``timeout`` since this try began: reattach reads may not outlast it."""
@@ -436,12 +445,15 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         if submission is None and (store := context.get("task_state_store")) is not None:
             submission = store.get(self.external_id_key)  # dag.test() drops the defer kwargs
         try:
-            return self._result(result_from_event(event), submission, context)
+            return self._result(result_from_event(event), Submission.from_json(submission), context)
         except FINAL_ERRORS as error:
             raise AirflowFailException(str(error)) from error
 
-    def _result(self, status: dict[str, Any], submission: Any, context: Context) -> dict[str, Any]:
-        result = video_result(status, submission if isinstance(submission, dict) else None)
+    def _result(
+        self, status: dict[str, Any], submission: Submission | None, context: Context
+    ) -> dict[str, Any]:
+        credits = (submission.credits_used, submission.credits_remaining) if submission else (None, None)
+        result = video_result(status, *credits)
         setattr(self, VIDEO_URL_ATTRIBUTE, result["video_url"])  # for the "Kling video" link
         self.log.info("Kling video ready: %s", result["video_url"])
         if self.output_path:

@@ -1,0 +1,79 @@
+"""The record the operator keeps of its request in ``task_state_store``: one typed form, one JSON form.
+
+First a *mark* that the request was sent (its fingerprint; no task_id yet), then the *job* the
+vendor accepted (task_id, credits, when, how long it said it would take). Both carry the round of
+the task instance they were made in (``max_tries``, which Airflow raises on every clear), which
+``regenerate`` compares. The JSON form is what Airflow stores, and what earlier versions stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_kling.core.responses import SubmitResult
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A sent request (``task_id`` None: the answer was never seen) or the job it created."""
+
+    fingerprint: str
+    round: int | None = None
+    task_id: str | None = None
+    credits_used: int | None = None
+    credits_remaining: int | None = None
+    submitted_at: float | None = None
+    expected_seconds: tuple[float, float] | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Sent, but its answer (and so its task_id) never seen: a job may exist, and be paid for."""
+        return self.task_id is None
+
+    @classmethod
+    def accepted(
+        cls, fingerprint: str, round: int, submitted: SubmitResult, submitted_at: float
+    ) -> Submission:
+        return cls(
+            fingerprint=fingerprint,
+            round=round,
+            task_id=submitted.task_id,
+            credits_used=submitted.credits_used,
+            credits_remaining=submitted.credits_remaining,
+            submitted_at=submitted_at,
+            expected_seconds=submitted.estimated_seconds,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        if self.pending:
+            return {"pending": self.fingerprint, "round": self.round}
+        return {
+            "task_id": self.task_id,
+            "fingerprint": self.fingerprint,
+            "credits_used": self.credits_used,
+            "credits_remaining": self.credits_remaining,
+            "submitted_at": self.submitted_at,
+            "expected_seconds": list(self.expected_seconds) if self.expected_seconds else None,
+            "round": self.round,
+        }
+
+    @classmethod
+    def from_json(cls, stored: Any) -> Submission | None:
+        """The record from what was stored; None for anything that is neither form."""
+        if not isinstance(stored, dict):
+            return None
+        if isinstance(stored.get("pending"), str):
+            return cls(fingerprint=stored["pending"], round=stored.get("round"))
+        if not isinstance(stored.get("task_id"), str):
+            return None
+        expected = stored.get("expected_seconds")
+        return cls(
+            fingerprint=str(stored.get("fingerprint")),
+            round=stored.get("round"),
+            task_id=stored["task_id"],
+            credits_used=stored.get("credits_used"),
+            credits_remaining=stored.get("credits_remaining"),
+            submitted_at=stored.get("submitted_at"),
+            expected_seconds=(float(expected[0]), float(expected[-1])) if expected else None,
+        )
