@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from figures import percentile
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 BASELINE = "import airflow.sdk"
 PROVIDER = (
@@ -51,11 +53,6 @@ def timed(code: str, env: dict[str, str]) -> tuple[float, str]:
         cwd=tempfile.gettempdir(),
     )
     return time.perf_counter() - started, done.stdout
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def regular_install(target: Path) -> None:

@@ -57,6 +57,7 @@ import aiohttp
 from airflow.providers.http.hooks.http import HttpAsyncHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from emulator_process import EmulatorProcess
+from figures import percentile
 
 from airflow_provider_kling.core import api
 from airflow_provider_kling.core.request import GenerationRequest
@@ -90,11 +91,6 @@ LAG_P99_TARGET_MS = 50.0
 def rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize()
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 # -- the child: one cell ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from test_request import INVALID_REQUESTS
+from request_cases import INVALID_REQUESTS
 
 from airflow_provider_kling.core.api import SUBMIT_PATH, RetryPolicy, read_submit_response
 from airflow_provider_kling.core.errors import (
