@@ -28,6 +28,9 @@ from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
 STATUS_FAULTS = FaultRates(server_error=0.10, rate_limit=0.05, drop=0.02, garbage=0.01, slow=0.02)
 SUBMIT_FAULTS = FaultRates(rate_limit=0.05)
+#: The hook's default tries, their waits scaled down like the emulator's clock.
+STATUS_RETRIES = RetryPolicy(attempts=5, initial_wait=0.05, max_wait=0.5)
+SUBMIT_RETRIES = RetryPolicy(attempts=3, initial_wait=0.05, max_wait=0.5)
 
 
 @dataclass
@@ -75,6 +78,7 @@ async def generate(index: int, hook: KlingHook, gate: asyncio.Semaphore) -> tupl
         trigger = KlingStatusTrigger(
             kling_task_id=submitted.task_id, deadline=time.time() + 120, poll_interval=0.25
         )
+        trigger.hook = hook
         event = await trigger.wait()
         if event["status"] == "failed":
             return "failed", f"vendor said: {event['result']['message']}"
@@ -82,7 +86,7 @@ async def generate(index: int, hook: KlingHook, gate: asyncio.Semaphore) -> tupl
 
 
 async def soak(generations: int, emulator: KlingEmulator, concurrency: int) -> SoakReport:
-    hook = KlingHook()
+    hook = KlingHook(status_retry_policy=STATUS_RETRIES, submit_retry_policy=SUBMIT_RETRIES)
     gate = asyncio.Semaphore(concurrency)
     started = time.monotonic()
     results = await asyncio.gather(*(generate(i, hook, gate) for i in range(generations)))
@@ -121,9 +125,6 @@ def run_soak(generations: int, concurrency: int = 200, seed: int = 2026) -> Soak
         os.environ["AIRFLOW_CONN_KLING_DEFAULT"] = json.dumps(
             {"conn_type": "kling", "host": emulator.base_url, "password": emulator.api_key}
         )
-        # The hook's schedule, scaled like the emulator's clock: retries in tenths of a second.
-        KlingHook.status_retry_policy = RetryPolicy(attempts=5, initial_wait=0.05, max_wait=0.5)
-        KlingHook.submit_retry_policy = RetryPolicy(attempts=3, initial_wait=0.05, max_wait=0.5)
         return asyncio.run(soak(generations, emulator, concurrency))
 
 

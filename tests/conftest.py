@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hook_setup import connect
 from hostile_servers import Answer, ScriptedServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +35,13 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
 )
 
 pytest_plugins = ["airflow_provider_kling.emulator.pytest_plugin"]
+
+
+@pytest.fixture
+def emulator(kling_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The emulator, reached through the ``kling_default`` connection (an ``AIRFLOW_CONN_*`` variable)."""
+    connect(monkeypatch, kling_emulator)
+    return kling_emulator
 
 
 @pytest.fixture

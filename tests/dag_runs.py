@@ -1,8 +1,7 @@
-"""For tests that run DAGs with dag.test(): point a connection at the emulator, read what ran."""
+"""For tests that run DAGs with dag.test(): read what ran, and what each task logged."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,6 @@ from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 from packaging.version import Version
 
-from airflow_provider_kling.emulator import KlingEmulator
-
 try:
     from airflow.dag_processing.dagbag import DagBag
 except ImportError:  # Airflow 3.1 keeps it in airflow.models
@@ -23,7 +20,6 @@ except ImportError:  # Airflow 3.1 keeps it in airflow.models
 __all__ = [
     "HAS_TASK_STATE_STORE",
     "DagBag",
-    "connect",
     "needs_task_state_store",
     "task_instance",
     "task_logs_of",
@@ -35,19 +31,6 @@ HAS_TASK_STATE_STORE = Version(airflow.__version__).release >= (3, 3)
 needs_task_state_store = pytest.mark.skipif(
     not HAS_TASK_STATE_STORE, reason="task_state_store (reattach on retry) needs Airflow 3.3+"
 )
-
-
-def connect(
-    monkeypatch: pytest.MonkeyPatch,
-    emulator: KlingEmulator,
-    conn_id: str = "kling_default",
-    api_key: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    connection = {"conn_type": "kling", "host": emulator.base_url, "password": api_key or emulator.api_key}
-    if extra:
-        connection["extra"] = json.dumps(extra)
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
 
 
 def xcoms(dag_run: Any, task_id: str, key: str = "return_value") -> list[Any]:

@@ -13,9 +13,8 @@ import pytest
 import requests
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io.store import attach
-from dag_runs import connect
+from hook_setup import connect, quick_hook
 
-from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import KlingDownloadError, KlingTransportError
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobState
@@ -23,15 +22,11 @@ from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.hooks.kling import KlingHook
 
 ASSETS = Path(__file__).resolve().parent.parent / "airflow_provider_kling" / "emulator" / "assets"
-FAST_RETRIES = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02)
 
 
 @pytest.fixture
-def hook(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingHook:
-    connect(monkeypatch, kling_emulator)
-    hook = KlingHook()
-    hook.status_retry_policy = FAST_RETRIES
-    return hook
+def hook(emulator: KlingEmulator) -> KlingHook:
+    return quick_hook()
 
 
 @pytest.fixture

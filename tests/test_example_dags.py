@@ -9,19 +9,13 @@ import pytest
 from airflow.models.asset import AssetEvent, AssetModel
 from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState
-from dag_runs import HAS_TASK_STATE_STORE, DagBag, connect, xcoms
+from dag_runs import HAS_TASK_STATE_STORE, DagBag, xcoms
 from sqlalchemy import select
 
 from airflow_provider_kling.core.request import PRICES
 from airflow_provider_kling.emulator import KlingEmulator
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
-
-
-@pytest.fixture
-def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingEmulator:
-    connect(monkeypatch, kling_emulator)
-    return kling_emulator
 
 
 def run_fast(dagbag: DagBag, dag_id: str, **task_overrides: Any) -> Any:

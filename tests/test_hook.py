@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import socketserver
@@ -15,9 +14,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hook_setup import QUICK_RETRIES, quick_hook, use_connection
 from request_cases import INVALID_REQUESTS
 
-from airflow_provider_kling.core.api import SUBMIT_PATH, RetryPolicy, read_submit_response
+from airflow_provider_kling.core.api import SUBMIT_PATH, read_submit_response
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingBadRequestError,
@@ -39,32 +39,13 @@ from airflow_provider_kling.hooks import kling as hook_module
 from airflow_provider_kling.hooks._aio import shared_for_loop
 from airflow_provider_kling.hooks.kling import KlingHook
 
-FAST_RETRIES = RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.05)
 IMAGE = "https://example.com/dog.jpg"
-
-
-def use_connection(
-    monkeypatch: pytest.MonkeyPatch,
-    host: str,
-    api_key: str,
-    conn_id: str = "kling_default",
-    extra: dict[str, Any] | None = None,
-) -> None:
-    connection = {"conn_type": "kling", "host": host, "password": api_key, "extra": extra or {}}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-
-
-def fast_hook(conn_id: str = "kling_default") -> KlingHook:
-    hook = KlingHook(conn_id)
-    hook.status_retry_policy = FAST_RETRIES
-    hook.submit_retry_policy = FAST_RETRIES
-    return hook
 
 
 @pytest.fixture
 def hook(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingHook:
     use_connection(monkeypatch, kling_emulator.base_url, kling_emulator.api_key)
-    return fast_hook()
+    return quick_hook()
 
 
 def wait_until_done(hook: KlingHook, task_id: str, seconds: float = 10) -> Any:
@@ -147,7 +128,7 @@ def test_status_of_a_running_job_reports_progress(hook: KlingHook) -> None:
 def test_failed_job_reads_as_failed_with_the_vendor_message(monkeypatch: pytest.MonkeyPatch) -> None:
     with KlingEmulator(speed=60, seed=1, job_failure_rate=1.0) as emulator:
         use_connection(monkeypatch, emulator.base_url, emulator.api_key)
-        hook = fast_hook()
+        hook = quick_hook()
         status = wait_until_done(hook, hook.submit(GenerationRequest("doomed")).task_id)
     assert status.state is JobState.FAILED and status.message
 
@@ -160,7 +141,7 @@ def test_wrong_key_is_an_auth_error_without_retries(
 ) -> None:
     use_connection(monkeypatch, kling_emulator.base_url, "not-the-key")
     with pytest.raises(KlingAuthError) as raised:
-        fast_hook().get_status("any")
+        quick_hook().get_status("any")
     assert raised.value.http_status == 401
     assert requests_to(kling_emulator, "status") == 1
 
@@ -191,9 +172,9 @@ def test_server_side_rejection_is_a_bad_request_error(hook: KlingHook, kling_emu
 
 def test_status_rides_out_a_burst_of_server_errors(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
     task_id = hook.submit(GenerationRequest("storm")).task_id
-    kling_emulator.inject("status", "server_error", count=3)
+    kling_emulator.inject("status", "server_error", count=2)
     assert hook.get_status(task_id).task_id == task_id
-    assert requests_to(kling_emulator, "status") == 4
+    assert requests_to(kling_emulator, "status") == 3
 
 
 def test_status_gives_up_after_its_attempts(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
@@ -201,7 +182,7 @@ def test_status_gives_up_after_its_attempts(hook: KlingHook, kling_emulator: Kli
     kling_emulator.inject("status", "server_error", count=10)
     with pytest.raises(KlingServerError):
         hook.get_status(task_id)
-    assert requests_to(kling_emulator, "status") == FAST_RETRIES.attempts
+    assert requests_to(kling_emulator, "status") == QUICK_RETRIES.attempts
 
 
 def test_html_502_becomes_a_readable_server_error(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
@@ -277,7 +258,7 @@ def closed_port() -> int:
 def test_submit_refused_before_sending_is_retried_then_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     use_connection(monkeypatch, f"http://127.0.0.1:{closed_port()}", "k")
     with pytest.raises(KlingTransportError) as raised:
-        fast_hook().submit(GenerationRequest("nobody home"))
+        quick_hook().submit(GenerationRequest("nobody home"))
     assert raised.value.request_sent is False
     assert not isinstance(raised.value, KlingSubmitUncertainError)
 
@@ -319,9 +300,9 @@ def test_a_wrong_key_error_names_the_connection_on_both_paths(
 ) -> None:
     use_connection(monkeypatch, kling_emulator.base_url, "wrong-key", conn_id="kling_marketing")
     with pytest.raises(KlingAuthError, match="connection 'kling_marketing'"):
-        fast_hook("kling_marketing").get_status("any")
+        quick_hook(conn_id="kling_marketing").get_status("any")
     with pytest.raises(KlingAuthError, match="connection 'kling_marketing'"):
-        asyncio.run(fast_hook("kling_marketing").aget_status("any"))
+        asyncio.run(quick_hook(conn_id="kling_marketing").aget_status("any"))
 
 
 def test_test_connection_reports_an_unreachable_host(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -335,14 +316,14 @@ def test_test_connection_reports_an_unreachable_host(monkeypatch: pytest.MonkeyP
 
 def test_async_status_reads_the_job(hook: KlingHook) -> None:
     task_id = hook.submit(GenerationRequest("async fox")).task_id
-    status = asyncio.run(fast_hook().aget_status(task_id))
+    status = asyncio.run(quick_hook().aget_status(task_id))
     assert status.task_id == task_id and status.state is JobState.RUNNING
 
 
 def test_async_status_rides_out_server_errors(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
     task_id = hook.submit(GenerationRequest("async storm")).task_id
     kling_emulator.inject("status", "server_error", count=2)
-    assert asyncio.run(fast_hook().aget_status(task_id)).task_id == task_id
+    assert asyncio.run(quick_hook().aget_status(task_id)).task_id == task_id
 
 
 def test_async_wrong_key_fails_at_once(
@@ -350,7 +331,7 @@ def test_async_wrong_key_fails_at_once(
 ) -> None:
     use_connection(monkeypatch, kling_emulator.base_url, "wrong-key")
     with pytest.raises(KlingAuthError):
-        asyncio.run(fast_hook().aget_status("any"))
+        asyncio.run(quick_hook().aget_status("any"))
     assert requests_to(kling_emulator, "status") == 1
 
 
@@ -375,7 +356,7 @@ def test_all_pollers_in_one_loop_share_one_session(
     async def poll_all() -> None:
         async with shared_for_loop():
             for _ in range(3):
-                await asyncio.gather(*(fast_hook().aget_status(t) for t in task_ids))
+                await asyncio.gather(*(quick_hook().aget_status(t) for t in task_ids))
 
     asyncio.run(poll_all())
     assert len(sessions_opened) == 1
@@ -411,8 +392,8 @@ def test_all_waits_in_one_loop_read_the_connection_once(
 
     async def many_waits() -> None:
         async with shared_for_loop():  # as the waiting triggers hold it
-            await asyncio.gather(*(fast_hook().aget_status(task_id) for _ in range(20)))
-            await asyncio.gather(*(fast_hook().aget_status(task_id) for _ in range(20)))
+            await asyncio.gather(*(quick_hook().aget_status(task_id) for _ in range(20)))
+            await asyncio.gather(*(quick_hook().aget_status(task_id) for _ in range(20)))
 
     asyncio.run(many_waits())
     assert lookups == ["kling_default"]
@@ -436,7 +417,7 @@ def test_a_failed_connection_refresh_keeps_the_waits_on_the_settings_they_had(
 
     async def two_polls() -> list[str]:
         async with shared_for_loop():
-            return [(await fast_hook().aget_status(task_id)).task_id for _ in range(2)]
+            return [(await quick_hook().aget_status(task_id)).task_id for _ in range(2)]
 
     assert asyncio.run(two_polls()) == [task_id, task_id]
     assert len(lookups) == 2
@@ -446,15 +427,15 @@ def test_a_rejected_key_is_read_again_on_the_next_poll(
     kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_connection(monkeypatch, kling_emulator.base_url, kling_emulator.api_key)
-    task_id = fast_hook().submit(GenerationRequest("a fox")).task_id
+    task_id = quick_hook().submit(GenerationRequest("a fox")).task_id
     use_connection(monkeypatch, kling_emulator.base_url, "an-old-key")
 
     async def rotate_the_key_after_a_401() -> str:
         async with shared_for_loop():
             with pytest.raises(KlingAuthError):
-                await fast_hook().aget_status(task_id)
+                await quick_hook().aget_status(task_id)
             use_connection(monkeypatch, kling_emulator.base_url, kling_emulator.api_key)
-            return (await fast_hook().aget_status(task_id)).task_id
+            return (await quick_hook().aget_status(task_id)).task_id
 
     assert asyncio.run(rotate_the_key_after_a_401()) == task_id
 
@@ -471,7 +452,7 @@ def test_a_netrc_entry_does_not_disturb_the_async_polls(
     hook: KlingHook, netrc_with_a_default_login: None
 ) -> None:
     task_id = hook.submit(GenerationRequest("a fox")).task_id
-    assert asyncio.run(fast_hook().aget_status(task_id)).task_id == task_id
+    assert asyncio.run(quick_hook().aget_status(task_id)).task_id == task_id
 
 
 def test_a_netrc_entry_does_not_replace_the_key_on_sync_calls(
@@ -493,10 +474,10 @@ def test_api_key_appears_in_no_log_line_or_error(
     secret = kling_emulator.api_key
     use_connection(monkeypatch, kling_emulator.base_url, secret)
     caplog.set_level(logging.DEBUG)
-    hook = fast_hook()
+    hook = quick_hook()
     messages: list[str] = []
     task_id = hook.submit(GenerationRequest("secret life of keys")).task_id
-    kling_emulator.inject("status", "server_error", count=2)
+    kling_emulator.inject("status", "server_error", count=1)
     kling_emulator.inject("status", "rate_limit", count=1, retry_after=0)
     hook.get_status(task_id)
     asyncio.run(hook.aget_status(task_id))
@@ -535,15 +516,15 @@ def slow_writer(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_a_status_body_that_arrives_in_pieces_is_read_whole(slow_writer: str) -> None:
-    assert fast_hook().get_status("t").state is JobState.COMPLETED
-    assert asyncio.run(fast_hook().aget_status("t")).state is JobState.COMPLETED
+    assert quick_hook().get_status("t").state is JobState.COMPLETED
+    assert asyncio.run(quick_hook().aget_status("t")).state is JobState.COMPLETED
 
 
 def test_submit_refused_before_sending_is_tried_as_often_as_the_policy_allows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     use_connection(monkeypatch, f"http://127.0.0.1:{closed_port()}", "k")
-    hook = fast_hook()
+    hook = quick_hook()
     attempts: list[GenerationRequest] = []
     real_submit_once = hook._submit_once
 
@@ -554,7 +535,7 @@ def test_submit_refused_before_sending_is_tried_as_often_as_the_policy_allows(
     monkeypatch.setattr(hook, "_submit_once", counted)
     with pytest.raises(KlingTransportError):
         hook.submit(GenerationRequest("nobody home"))
-    assert len(attempts) == FAST_RETRIES.attempts
+    assert len(attempts) == QUICK_RETRIES.attempts
 
 
 def test_a_submit_warns_when_credits_fall_below_the_connection_threshold(
@@ -564,7 +545,7 @@ def test_a_submit_warns_when_credits_fall_below_the_connection_threshold(
         monkeypatch, kling_emulator.base_url, kling_emulator.api_key, extra={"low_credit_warning": 100}
     )
     kling_emulator.set_credits(kling_emulator.api_key, 140)
-    hook = fast_hook()
+    hook = quick_hook()
     hook.submit(GenerationRequest("first"))  # 95 left
     out, err = capfd.readouterr()
     assert "Only 95 Kling credits left" in out + err
@@ -581,7 +562,7 @@ def test_a_low_credit_threshold_given_as_text_or_number_warns_alike(
         monkeypatch, kling_emulator.base_url, kling_emulator.api_key, extra={"low_credit_warning": setting}
     )
     kling_emulator.set_credits(kling_emulator.api_key, 140)
-    fast_hook().submit(GenerationRequest("first"))
+    quick_hook().submit(GenerationRequest("first"))
     out, err = capfd.readouterr()
     assert "Only 95 Kling credits left" in out + err
 
@@ -594,9 +575,9 @@ def test_a_bad_low_credit_threshold_is_the_same_clear_error_on_both_paths(
         monkeypatch, kling_emulator.base_url, kling_emulator.api_key, extra={"low_credit_warning": setting}
     )
     with pytest.raises(KlingConnectionSettingError, match=f"low_credit_warning={setting!r}"):
-        fast_hook().get_status("any")
+        quick_hook().get_status("any")
     with pytest.raises(KlingConnectionSettingError, match=f"low_credit_warning={setting!r}"):
-        asyncio.run(fast_hook().aget_status("any"))
+        asyncio.run(quick_hook().aget_status("any"))
     assert requests_to(kling_emulator, "status") == 0
 
 
@@ -606,7 +587,7 @@ def test_a_submit_does_not_warn_above_the_threshold(
     use_connection(
         monkeypatch, kling_emulator.base_url, kling_emulator.api_key, extra={"low_credit_warning": 100}
     )
-    fast_hook().submit(GenerationRequest("first"))
+    quick_hook().submit(GenerationRequest("first"))
     out, err = capfd.readouterr()
     assert "credits left" not in out + err
 
@@ -642,7 +623,7 @@ def test_a_hostile_status_answer_is_a_clear_error_on_both_paths(
         threading.Thread(target=server.serve_forever, daemon=True).start()
         use_connection(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}", "k")
         with pytest.raises(KlingResponseError, match=said):
-            fast_hook().get_status("t")
+            quick_hook().get_status("t")
         with pytest.raises(KlingResponseError, match=said):
-            asyncio.run(fast_hook().aget_status("t"))
+            asyncio.run(quick_hook().aget_status("t"))
         server.shutdown()

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from hostile_hook import RETRIES, SECRET, TIGHT_BUDGETS, VIDEO, hook, resolving, use_connection
+from hook_setup import ONE_TRY, SECRET, TIGHT_BUDGETS, VIDEO, quick_hook, resolving, use_connection
 from hostile_servers import (
     STATUS_COMPLETED,
     STATUS_PROCESSING,
@@ -28,7 +28,7 @@ from hostile_servers import (
 )
 
 from airflow_provider_kling.core.addresses import AddressPolicy, KlingVideoAddressError, parse_allowed
-from airflow_provider_kling.core.api import RetryPolicy
+from airflow_provider_kling.core.api import BUDGETS, RetryPolicy
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingDownloadError,
@@ -43,7 +43,6 @@ from airflow_provider_kling.core.errors import (
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import SubmitResult
 from airflow_provider_kling.emulator import KlingEmulator
-from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
 
@@ -61,7 +60,7 @@ def test_a_status_answer_trickled_a_byte_at_a_time_is_cut_at_the_budget(
     trickle = Trickle(STATUS_PROCESSING)
     use_connection(monkeypatch, serve(trickle).url)
     with pytest.raises(KlingTimeoutError, match=r"127\.0\.0\.1.*status answer within .*1(\.5)? s budget"):
-        hook(TIGHT_BUDGETS).get_status("t")
+        quick_hook(TIGHT_BUDGETS).get_status("t")
     assert not sent_through(trickle, len(STATUS_PROCESSING))
 
 
@@ -71,7 +70,7 @@ def test_trickled_headers_are_cut_at_the_budget(
     trickle = Trickle(STATUS_PROCESSING, headers_too=True)
     use_connection(monkeypatch, serve(trickle).url)
     with pytest.raises(KlingTimeoutError, match="budget"):
-        hook(TIGHT_BUDGETS).get_status("t")
+        quick_hook(TIGHT_BUDGETS).get_status("t")
 
 
 def test_a_status_call_retries_within_its_total_budget_only(
@@ -79,8 +78,9 @@ def test_a_status_call_retries_within_its_total_budget_only(
 ) -> None:
     server = serve(Trickle(STATUS_PROCESSING))
     use_connection(monkeypatch, server.url)
+    # 1 s a request, 1.5 s a call: room for a second try, cut short
     with pytest.raises(KlingTimeoutError):
-        hook(TIGHT_BUDGETS).get_status("t")  # 1 s a request, 1.5 s a call: room for a second, cut, try only
+        quick_hook(TIGHT_BUDGETS).get_status("t")
     assert 1 <= len(server.requests) <= 2
 
 
@@ -89,8 +89,7 @@ def test_an_async_status_answer_trickled_is_cut_at_the_budget(
 ) -> None:
     trickle = Trickle(STATUS_PROCESSING)
     use_connection(monkeypatch, serve(trickle).url)
-    single = hook(TIGHT_BUDGETS)
-    single.status_retry_policy = RetryPolicy(attempts=1)
+    single = quick_hook(TIGHT_BUDGETS, ONE_TRY)
     with pytest.raises(KlingTimeoutError, match="1 s budget"):
         asyncio.run(single.aget_status("t"))
     assert not sent_through(trickle, len(STATUS_PROCESSING))
@@ -102,7 +101,7 @@ def test_a_trickled_submit_answer_is_cut_and_says_a_job_may_exist(
     server = serve(Trickle(b'{"success": true, "data": {"task_id": "abc", "status": "processing"}}'))
     use_connection(monkeypatch, server.url)
     with pytest.raises(KlingSubmitUncertainError, match="budget") as raised:
-        hook(TIGHT_BUDGETS).submit(GenerationRequest("a fox"))
+        quick_hook(TIGHT_BUDGETS).submit(GenerationRequest("a fox"))
     assert isinstance(raised.value.__cause__, KlingTimeoutError)
     assert len(server.requests) == 1  # never sent twice
 
@@ -111,7 +110,7 @@ def test_the_connection_test_ends_within_one_request_budget(
     serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_connection(monkeypatch, serve(Trickle(STATUS_PROCESSING)).url)
-    ok, message = hook(TIGHT_BUDGETS).test_connection()
+    ok, message = quick_hook(TIGHT_BUDGETS).test_connection()
     assert not ok and "1 s budget" in message
 
 
@@ -122,7 +121,7 @@ def test_a_trickled_video_is_cut_at_the_download_budget_and_nothing_is_kept(
     server = serve(trickle)
     use_connection(monkeypatch, server.url)  # the API's own address: allowed
     with pytest.raises(KlingTimeoutError, match=r"video within the download's 1\.5 s budget"):
-        hook(TIGHT_BUDGETS).download_video(
+        quick_hook(TIGHT_BUDGETS).download_video(
             f"{server.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4")
         )
     assert list(tmp_path.iterdir()) == []
@@ -157,9 +156,9 @@ def test_a_malformed_status_answer_is_a_clear_error_on_both_paths(
 ) -> None:
     use_connection(monkeypatch, serve(answering(status, body)).url)
     with pytest.raises(error) as sync_raised:
-        hook().get_status("t")
+        quick_hook().get_status("t")
     with pytest.raises(error) as async_raised:
-        asyncio.run(hook().aget_status("t"))
+        asyncio.run(quick_hook().aget_status("t"))
     for raised in (sync_raised, async_raised):
         assert raised.value.http_status == int(status.split()[0])  # type: ignore[attr-defined]
 
@@ -175,7 +174,7 @@ def test_an_answer_that_will_not_shrink_is_not_asked_for_again(
     server = serve(answering("200 OK", body))
     use_connection(monkeypatch, server.url)
     with pytest.raises(KlingResponseRefusedError):
-        hook().get_status("t")
+        quick_hook().get_status("t")
     assert len(server.requests) == 1
 
 
@@ -184,8 +183,8 @@ def test_a_nested_answer_ends_the_trigger_with_an_error_event_after_one_poll(
 ) -> None:
     server = serve(answering("200 OK", NESTED))
     use_connection(monkeypatch, server.url)
-    monkeypatch.setattr(KlingHook, "status_retry_policy", RETRIES)
     trigger = KlingStatusTrigger(kling_task_id="t", deadline=time.time() + 30, poll_interval=0.05)
+    trigger.hook = quick_hook()
     event = asyncio.run(trigger.wait())
     assert event["status"] == "error" and event["error"] == "KlingResponseRefusedError"
     assert "nested deeper" in event["message"]
@@ -198,8 +197,8 @@ def test_a_completed_job_with_a_file_url_ends_the_wait_at_once(
     body = b'{"data": {"status": "completed", "video_url": "file:///etc/passwd"}}'
     server = serve(answering("200 OK", body))
     use_connection(monkeypatch, server.url)
-    monkeypatch.setattr(KlingHook, "status_retry_policy", RETRIES)
     trigger = KlingStatusTrigger(kling_task_id="t", deadline=time.time() + 30, poll_interval=0.05)
+    trigger.hook = quick_hook()
     event = asyncio.run(trigger.wait())
     assert event["status"] == "error" and "not http(s)" in event["message"]
     assert len(server.requests) == 1
@@ -228,7 +227,7 @@ def test_a_body_that_is_not_a_video_is_neither_kept_nor_retried(
     server = serve(answering("200 OK", body, **headers))
     use_connection(monkeypatch, server.url)
     with pytest.raises(KlingDownloadError, match=said):
-        hook().download_video(f"{server.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        quick_hook().download_video(f"{server.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert list(tmp_path.iterdir()) == []
     assert len(server.requests) == 1
 
@@ -239,7 +238,9 @@ def test_a_webm_video_is_kept(
     webm = b"\x1a\x45\xdf\xa3" + b"\x01" * 64
     server = serve(answering("200 OK", webm))
     use_connection(monkeypatch, server.url)
-    saved = hook().download_video(f"{server.url}/v.webm", ObjectStoragePath(f"file://{tmp_path}/clip.webm"))
+    saved = quick_hook().download_video(
+        f"{server.url}/v.webm", ObjectStoragePath(f"file://{tmp_path}/clip.webm")
+    )
     assert saved.bytes == len(webm) and (tmp_path / "clip.webm").read_bytes() == webm
 
 
@@ -261,9 +262,9 @@ def test_an_echoed_key_is_redacted_from_every_error_text(
     use_connection(monkeypatch, serve(echo_of(form)).url)
     raised = []
     for call in (
-        lambda: hook().get_status("t"),
-        lambda: asyncio.run(hook().aget_status("t")),
-        lambda: hook().submit(GenerationRequest("a fox")),
+        lambda: quick_hook().get_status("t"),
+        lambda: asyncio.run(quick_hook().aget_status("t")),
+        lambda: quick_hook().submit(GenerationRequest("a fox")),
     ):
         with pytest.raises(KlingAuthError) as error:
             call()
@@ -280,7 +281,7 @@ def test_an_echoed_key_never_reaches_the_logs_of_retries(
 ) -> None:
     use_connection(monkeypatch, serve(echo_of(ECHOES["raw"], status="503 Service Unavailable")).url)
     with pytest.raises(KlingServerError):
-        hook().get_status("t")
+        quick_hook().get_status("t")
     assert "Kling call failed" in caplog.text and SECRET not in caplog.text
 
 
@@ -300,7 +301,7 @@ def test_the_key_is_registered_with_airflows_secrets_masker(
     from airflow.sdk._shared.secrets_masker import _secrets_masker  # what task logs go through
 
     use_connection(monkeypatch, kling_emulator.base_url, api_key="sk-masked/Key+77")
-    assert hook().base_url  # reads the connection
+    assert quick_hook().base_url  # reads the connection
     assert quote("sk-masked/Key+77", safe="") not in _secrets_masker().redact(
         f"x {quote('sk-masked/Key+77', safe='')}"
     )
@@ -315,7 +316,7 @@ def test_a_redirected_status_is_refused_and_the_other_origin_gets_nothing(
     elsewhere = serve(answering("200 OK", STATUS_COMPLETED))
     api = serve(answering("302 Found", b"", Location=f"{elsewhere.url}/kling26/api/status/t/?sig=abc"))
     use_connection(monkeypatch, api.url)
-    for call in (lambda: hook().get_status("t"), lambda: asyncio.run(hook().aget_status("t"))):
+    for call in (lambda: quick_hook().get_status("t"), lambda: asyncio.run(quick_hook().aget_status("t"))):
         with pytest.raises(KlingRedirectError, match=rf"HTTP 302, redirecting to {elsewhere.url} ") as raised:
             call()
         assert "sig=abc" not in str(raised.value)
@@ -329,7 +330,7 @@ def test_a_redirected_submit_is_not_followed_and_says_where_it_pointed(
     api = serve(answering("307 Temporary Redirect", b"", Location=f"{elsewhere.url}/generate/"))
     use_connection(monkeypatch, api.url)
     with pytest.raises(KlingSubmitUncertainError, match=f"HTTP 307, redirecting to {elsewhere.url}"):
-        hook().submit(GenerationRequest("a confidential prompt"))
+        quick_hook().submit(GenerationRequest("a confidential prompt"))
     assert elsewhere.connections == 0 and len(api.requests) == 1
 
 
@@ -352,7 +353,7 @@ def test_a_video_on_another_loopback_address_is_refused_before_connecting(
 ) -> None:
     inside = video_server(serve)
     with pytest.raises(KlingVideoAddressError, match=r"127\.0\.0\.2, a loopback address"):
-        hook().download_video(f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        quick_hook().download_video(f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert inside.connections == 0 and list(tmp_path.iterdir()) == []
 
 
@@ -367,7 +368,7 @@ def test_a_link_local_metadata_address_is_refused_before_connecting(
         lambda sock, address: connected.append(address) or real_connect(sock, address),
     )
     with pytest.raises(KlingVideoAddressError, match="link-local"):
-        hook().download_video(
+        quick_hook().download_video(
             "http://169.254.169.254/latest/meta-data/", ObjectStoragePath(f"file://{tmp_path}/clip.mp4")
         )
     assert connected == []
@@ -383,7 +384,7 @@ def test_a_public_name_resolving_inside_is_refused(
     resolving(monkeypatch, "cdn.example.com", "127.0.0.2")  # DNS that answers with an inside address
     url = f"http://cdn.example.com:{inside.server_address[1]}/v.mp4"
     with pytest.raises(KlingVideoAddressError, match=r"cdn\.example\.com"):
-        hook().download_video(url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        quick_hook().download_video(url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert inside.connections == 0
 
 
@@ -402,7 +403,7 @@ def test_a_redirect_to_an_inside_address_is_refused_at_that_hop(
         extra={"allowed_video_hosts": "127.0.0.1"},
     )
     with pytest.raises(KlingVideoAddressError, match=r"127\.0\.0\.2"):
-        hook().download_video(f"{hop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        quick_hook().download_video(f"{hop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert len(hop.requests) == 1 and inside.connections == 0
 
 
@@ -421,7 +422,7 @@ def hops_allowed(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch)
 def test_a_redirect_to_a_file_url_fails_at_once(serve: Callable[..., ScriptedServer], tmp_path: Path) -> None:
     hop = serve(answering("302 Found", b"", Location="file:///etc/passwd"))
     with pytest.raises(KlingDownloadError, match="not http"):
-        hook().download_video(f"{hop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        quick_hook().download_video(f"{hop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert len(hop.requests) == 1  # not retried
 
 
@@ -429,7 +430,7 @@ def test_a_redirect_to_a_file_url_fails_at_once(serve: Callable[..., ScriptedSer
 def test_redirect_hops_are_capped(serve: Callable[..., ScriptedServer], tmp_path: Path) -> None:
     loop = serve(answering("302 Found", b"", Location="/again.mp4"))
     with pytest.raises(KlingDownloadError, match="more than 5 redirects"):
-        hook().download_video(f"{loop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        quick_hook().download_video(f"{loop.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert len(loop.requests) == 6
 
 
@@ -446,7 +447,9 @@ def test_a_host_the_connection_allows_is_fetched(
         kling_emulator.api_key,
         extra={"allowed_video_hosts": "127.0.0.0/8"},
     )
-    saved = hook().download_video(f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+    saved = quick_hook().download_video(
+        f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4")
+    )
     assert saved.bytes == len(VIDEO) and inside.connections == 1
 
 
@@ -457,7 +460,7 @@ def test_a_bad_allowed_video_hosts_entry_is_a_clear_connection_error(
 
     use_connection(monkeypatch, kling_emulator.base_url, extra={"allowed_video_hosts": "10.0.0.0/33"})
     with pytest.raises(KlingConnectionSettingError, match=r"allowed_video_hosts: '10\.0\.0\.0/33'"):
-        assert hook().base_url
+        assert quick_hook().base_url
 
 
 # -- the sensor's timeout bounds its pokes ------------------------------------------------------
@@ -471,8 +474,8 @@ def test_a_poke_mode_sensor_bounds_its_pokes_by_its_timeout(
     from airflow_provider_kling.sensors.kling import KlingStatusSensor
 
     use_connection(monkeypatch, serve(Trickle(STATUS_PROCESSING * 20)).url)  # about 2 minutes of drip
-    monkeypatch.setattr(KlingHook, "status_retry_policy", RETRIES)  # the default budgets: 60 s a request
     sensor = KlingStatusSensor(task_id="wait", kling_task_id="t", timeout=1.0, poke_interval=0.1, mode="poke")
+    sensor.hook = quick_hook(BUDGETS)  # the default budgets: 60 s a request
     with pytest.raises(AirflowSensorTimeout):
         sensor.execute(context={"ti": None})  # type: ignore[arg-type]
     # The poke was cut by what was left of the sensor's 1 s, not by a request's own 60 s budget.
@@ -484,7 +487,9 @@ def test_the_apis_own_address_on_another_port_is_refused(
 ) -> None:
     sidecar = video_server(serve, host="127.0.0.1")  # the API's address, another service's port
     with pytest.raises(KlingVideoAddressError, match="loopback"):
-        hook().download_video(f"{sidecar.url}/admin/export", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        quick_hook().download_video(
+            f"{sidecar.url}/admin/export", ObjectStoragePath(f"file://{tmp_path}/clip.mp4")
+        )
     assert sidecar.connections == 0
 
 
@@ -498,7 +503,7 @@ def test_a_named_api_host_does_not_vouch_for_its_addresses(
     resolving(monkeypatch, "api.vendor.test", "127.0.0.2")  # the vendor's zone, answering inside
     use_connection(monkeypatch, f"http://api.vendor.test:{inside.server_address[1]}", kling_emulator.api_key)
     with pytest.raises(KlingVideoAddressError):
-        hook().download_video(f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        quick_hook().download_video(f"{inside.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert inside.connections == 0
 
 
@@ -523,7 +528,7 @@ def test_a_failed_lookup_is_not_followed_by_an_unchecked_one(
     monkeypatch.setattr(socket, "getaddrinfo", fails_once_then_answers_inside)
     url = f"http://cdn.example.com:{inside.server_address[1]}/v.mp4"
     with pytest.raises(KlingDownloadError):  # the retry's lookup is checked too: refused
-        hook().download_video(url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
+        quick_hook().download_video(url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert inside.connections == 0
 
 
@@ -546,8 +551,7 @@ def test_a_retry_after_of_nan_is_ignored_on_both_paths(
 ) -> None:
     limited = answering("429 Too Many Requests", b'{"error": "slow down"}', Retry_After="nan")
     use_connection(monkeypatch, serve(limited).url)
-    single = hook()
-    single.status_retry_policy = single.submit_retry_policy = RetryPolicy(attempts=2, initial_wait=0.01)
+    single = quick_hook(retries=RetryPolicy(attempts=2, initial_wait=0.01))
     with pytest.raises(KlingRateLimitError) as raised:
         single.get_status("t")
     assert raised.value.retry_after is None
@@ -566,8 +570,7 @@ def test_a_megabyte_of_angle_brackets_is_read_as_an_error_message_at_once(
     serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_connection(monkeypatch, serve(answering("500 Internal Server Error", b"<" * 1024 * 1024)).url)
-    single = hook()
-    single.status_retry_policy = RetryPolicy(attempts=1)
+    single = quick_hook(retries=ONE_TRY)
     with pytest.raises(KlingServerError, match="HTTP 500"):
         single.get_status("t")
     with pytest.raises(KlingServerError, match="HTTP 500"):
@@ -585,7 +588,7 @@ def test_an_echoed_key_cut_short_by_the_message_limit_is_redacted(
     long_echo = echo_of(lambda header: "x" * 262 + " " + header)  # the cut falls in the key
     use_connection(monkeypatch, serve(long_echo).url)
     with pytest.raises(KlingAuthError) as raised:
-        hook().get_status("t")
+        quick_hook().get_status("t")
     assert SECRET[:8] not in str(raised.value) and "***" in str(raised.value)
 
 
@@ -594,7 +597,7 @@ def test_an_echo_in_other_letter_case_or_lower_case_escapes_is_redacted(
 ) -> None:
     use_connection(monkeypatch, serve(echo_of(lambda header: quote(header, safe="").lower())).url)
     with pytest.raises(KlingAuthError) as raised:
-        hook().get_status("t")
+        quick_hook().get_status("t")
     assert quote(SECRET, safe="").lower() not in str(raised.value).lower()
 
 
@@ -604,7 +607,7 @@ def test_a_huge_field_in_a_status_answer_makes_a_short_error(
     body = json.dumps({"data": {"status": ["x" * 900_000]}}).encode()
     use_connection(monkeypatch, serve(answering("200 OK", body)).url)
     with pytest.raises(KlingResponseError) as raised:
-        hook().get_status("t")
+        quick_hook().get_status("t")
     assert len(str(raised.value)) < 1000
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from hostile_hook import SECRET, TIGHT_BUDGETS, VIDEO, hook, use_connection
+from hook_setup import ONE_TRY, SECRET, TIGHT_BUDGETS, VIDEO, quick_hook, use_connection
 from hostile_servers import (
     STATUS_PROCESSING,
     ScriptedServer,
@@ -27,7 +27,6 @@ from hostile_servers import (
 
 from airflow_provider_kling.core import api
 from airflow_provider_kling.core.addresses import KlingVideoAddressError
-from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import KlingSubmitUncertainError, KlingTimeoutError
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.emulator import KlingEmulator
@@ -96,8 +95,7 @@ def test_a_kept_alive_connection_is_watched_on_its_second_call(
     answer = KeptAliveThenTrickling()
     server = serve(answer)
     use_connection(monkeypatch, server.url)
-    kling = hook(TIGHT_BUDGETS)
-    kling.status_retry_policy = RetryPolicy(attempts=1)  # one connection: no retry on a fresh one
+    kling = quick_hook(TIGHT_BUDGETS, ONE_TRY)  # one connection: no retry on a fresh one
     assert kling.get_status("t").status == "processing"
     with pytest.raises(KlingTimeoutError, match="budget"):
         kling.get_status("t")
@@ -119,7 +117,7 @@ def test_a_close_delimited_status_cut_at_the_budget_is_not_taken_for_a_whole_one
     answer = CloseDelimited(STATUS_PROCESSING, b" " * TRICKLED, "application/json")
     use_connection(monkeypatch, serve(answer).url)
     with pytest.raises(KlingTimeoutError, match="status answer within"):
-        hook(TIGHT_BUDGETS).get_status("t")
+        quick_hook(TIGHT_BUDGETS).get_status("t")
     assert not answer.finished()
 
 
@@ -135,7 +133,7 @@ def test_a_close_delimited_video_cut_at_the_budget_is_not_kept(
     server = serve(answer)
     use_connection(monkeypatch, server.url)  # the API's own address: videos may come from there
     with pytest.raises(KlingTimeoutError, match="video within"):
-        hook(TIGHT_BUDGETS).download_video(f"{server.url}/v.mp4", destination(tmp_path))
+        quick_hook(TIGHT_BUDGETS).download_video(f"{server.url}/v.mp4", destination(tmp_path))
     assert list(tmp_path.iterdir()) == []
     assert not answer.finished()
 
@@ -163,7 +161,7 @@ def test_a_5xx_echoing_the_key_on_a_submit_leaves_no_key_in_the_error_chain(
     server = serve(echo_of(lambda header: f"upstream failed for {header}", status="503 Service Unavailable"))
     use_connection(monkeypatch, server.url)
     with pytest.raises(KlingSubmitUncertainError) as raised:
-        hook().submit(GenerationRequest("a fox"))
+        quick_hook().submit(GenerationRequest("a fox"))
     links = list(error_chain(raised.value))
     assert len(links) >= 2  # the uncertain submit, and the server error it came from
     assert "upstream failed for" in str(links[1])  # the echo is there, its key taken out
@@ -199,7 +197,7 @@ def test_an_ipv6_answer_carrying_a_loopback_ipv4_for_a_video_host_is_refused(
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     with pytest.raises(KlingVideoAddressError, match=r"cdn\.example\.com \(.*, a loopback address\)"):
-        hook().download_video("http://cdn.example.com:8080/v.mp4", destination(tmp_path))
+        quick_hook().download_video("http://cdn.example.com:8080/v.mp4", destination(tmp_path))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -225,6 +223,8 @@ def test_behind_a_proxy_a_video_host_that_does_not_resolve_here_is_refused_and_t
 
     monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
     with pytest.raises(KlingVideoAddressError, match=r"metadata\.google\.internal.*does not resolve here"):
-        hook().download_video("http://metadata.google.internal/computeMetadata/v1/", destination(tmp_path))
+        quick_hook().download_video(
+            "http://metadata.google.internal/computeMetadata/v1/", destination(tmp_path)
+        )
     assert proxy.connections == 0 and proxy.requests == []
     assert list(tmp_path.iterdir()) == []

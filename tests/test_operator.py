@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from airflow.utils.state import DagRunState, TaskInstanceState
-from dag_runs import HAS_TASK_STATE_STORE, connect, needs_task_state_store, task_instance, xcoms
+from dag_runs import HAS_TASK_STATE_STORE, needs_task_state_store, task_instance, xcoms
+from hook_setup import connect
 
 from airflow_provider_kling.core.request import PRICES
 from airflow_provider_kling.emulator import KlingEmulator
@@ -18,12 +19,6 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 
 #: What the case DAGs' requests cost: 5 s, no sound, the prompt kept private (the operator's default).
 PRICE = PRICES[("5", False)]
-
-
-@pytest.fixture
-def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingEmulator:
-    connect(monkeypatch, kling_emulator)
-    return kling_emulator
 
 
 def expected_credits(mode: str) -> dict[str, int | None]:

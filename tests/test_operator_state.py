@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import AssetAlias
-from dag_runs import connect, needs_task_state_store
+from dag_runs import needs_task_state_store
+from hook_setup import connect, quick_hook
 
-from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingRateLimitError,
@@ -27,7 +27,6 @@ from airflow_provider_kling.core.errors import (
 from airflow_provider_kling.core.request import PRICES, PROMPT_DIRECTORY_DISCOUNT, GenerationRequest
 from airflow_provider_kling.core.waiting import WaitOutcome, wait_event
 from airflow_provider_kling.emulator import KlingEmulator
-from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.operators.kling import (
     OPERATOR_DEFAULT_PROMPT_DIRECTORY_OPTIN,
     KlingGenerateOperator,
@@ -103,12 +102,6 @@ def fingerprint(prompt: str = "a fox") -> str:
     return GenerationRequest(
         prompt, prompt_directory_optin=OPERATOR_DEFAULT_PROMPT_DIRECTORY_OPTIN
     ).fingerprint()
-
-
-@pytest.fixture
-def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingEmulator:
-    connect(monkeypatch, kling_emulator)
-    return kling_emulator
 
 
 @needs_task_state_store
@@ -272,13 +265,12 @@ def test_output_path_adds_the_default_asset_alias_outlet() -> None:
 def test_a_failed_download_is_retried_by_the_next_try_without_a_second_job(
     emulator: KlingEmulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        KlingHook, "status_retry_policy", RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02)
-    )
     store = FakeStore()
-    emulator.inject("video", "server_error", count=2)
+    emulator.inject("video", "server_error", count=3)
+    first_try = operator(output_path=f"file://{tmp_path}/clip.mp4")
+    first_try.hook = quick_hook()  # three quick tries, all refused
     with pytest.raises(KlingServerError):
-        operator(output_path=f"file://{tmp_path}/clip.mp4").execute(context_with(store))
+        first_try.execute(context_with(store))
     assert list(tmp_path.iterdir()) == []
     result = operator(output_path=f"file://{tmp_path}/clip.mp4").execute(context_with(store, try_number=2))
     assert (tmp_path / "clip.mp4").stat().st_size == result["bytes"]

@@ -8,9 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from dag_runs import connect
+from hook_setup import ONE_TRY, connect
 
-from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import KlingConnectionSettingError, KlingRateLimitError
 from airflow_provider_kling.core.pacing import RequestPacer
 from airflow_provider_kling.core.request import GenerationRequest
@@ -87,16 +86,14 @@ def test_a_pause_declared_while_waiting_for_a_turn_is_waited_out() -> None:
     assert min(times[1:]) >= 0.54
 
 
-@pytest.fixture
-def emulator(kling_emulator: KlingEmulator) -> KlingEmulator:
-    return kling_emulator
+def poll_concurrently(task_ids: list[str], hook: KlingHook | None = None) -> list[Any]:
+    """Poll every task at once, as waiting triggers do, through ``hook`` (by default, kling_default's)."""
 
+    polling = hook or KlingHook()
 
-def poll_concurrently(task_ids: list[str]) -> list[Any]:
     async def run() -> list[Any]:
-        hook = KlingHook()
         return await asyncio.gather(
-            *(hook.aget_status(task_id) for task_id in task_ids), return_exceptions=True
+            *(polling.aget_status(task_id) for task_id in task_ids), return_exceptions=True
         )
 
     return asyncio.run(run())
@@ -133,12 +130,11 @@ def test_a_429_holds_back_every_wait_on_the_connection_for_its_retry_after(
     emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     connect(monkeypatch, emulator, extra={"max_polls_per_second": 2})  # turns 0.5 s apart
-    monkeypatch.setattr(KlingHook, "status_retry_policy", RetryPolicy(attempts=1))
     task_id = KlingHook().submit(GenerationRequest("a fox")).task_id
     emulator.inject("status", "rate_limit", retry_after=1.0)
 
     started = time.time()
-    answers = poll_concurrently([task_id] * 3)
+    answers = poll_concurrently([task_id] * 3, KlingHook(status_retry_policy=ONE_TRY))
 
     assert isinstance(answers[0], KlingRateLimitError)
     [job] = emulator.jobs()  # it notes the polls it answered, not the one it refused

@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from airflow.utils.state import DagRunState
-from dag_runs import DagBag, connect, xcoms
+from dag_runs import DagBag, xcoms
 
 from airflow_provider_kling.core.api import DEFAULT_BASE_URL
 from airflow_provider_kling.core.request import GenerationRequest
@@ -283,12 +283,6 @@ def test_env_connection_for_the_emulator_passes_the_connection_test(
 
 USE_OPERATORS = readme_block("python", "Use", "KlingGenerateOperator(")
 USE_MAPPED = readme_block("python", "Use", ".expand(")
-
-
-@pytest.fixture
-def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingEmulator:
-    connect(monkeypatch, kling_emulator)  # kling_default, as AIRFLOW_CONN_KLING_DEFAULT JSON
-    return kling_emulator
 
 
 @pytest.mark.parametrize(

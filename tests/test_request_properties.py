@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import pytest
-from dag_runs import connect
+from hook_setup import connect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kling.hooks.kling import KlingHook
-
 
 def load_soak() -> ModuleType:
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
@@ -28,9 +26,7 @@ def load_soak() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def report() -> Any:
-    with pytest.MonkeyPatch.context() as patch:  # the soak sets the hook's retry schedule and the connection
-        patch.setattr(KlingHook, "status_retry_policy", KlingHook.status_retry_policy)
-        patch.setattr(KlingHook, "submit_retry_policy", KlingHook.submit_retry_policy)
+    with pytest.MonkeyPatch.context() as patch:  # the soak sets the connection
         patch.setenv("AIRFLOW_CONN_KLING_DEFAULT", "")
         yield load_soak().run_soak(generations=100, concurrency=100)
 

@@ -10,34 +10,26 @@ from typing import Any
 
 import pytest
 from airflow.triggers.base import TriggerEvent
-from dag_runs import connect
+from hook_setup import connect, quick_hook
 
-from airflow_provider_kling.core.api import RetryPolicy
 from airflow_provider_kling.core.errors import KlingAuthError, KlingError, KlingJobFailedError
 from airflow_provider_kling.core.request import GenerationRequest
-from airflow_provider_kling.core.waiting import FAILURE_BUDGET, KlingWaitTimeoutError, result_from_event
+from airflow_provider_kling.core.waiting import KlingWaitTimeoutError, result_from_event
 from airflow_provider_kling.emulator import KlingEmulator
-from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
 
-@pytest.fixture
-def emulator(kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> KlingEmulator:
-    connect(monkeypatch, kling_emulator)
-    monkeypatch.setattr(
-        KlingHook, "status_retry_policy", RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02)
-    )
-    return kling_emulator
-
-
 def submit(prompt: str = "a fox") -> str:
-    return KlingHook().submit(GenerationRequest(prompt)).task_id
+    return quick_hook().submit(GenerationRequest(prompt)).task_id
 
 
 def trigger_for(task_id: str, seconds: float = 30, poll_interval: float = 0.1) -> KlingStatusTrigger:
-    return KlingStatusTrigger(
+    """A trigger whose hook retries in hundredths of a second (three tries a poll)."""
+    trigger = KlingStatusTrigger(
         kling_task_id=task_id, deadline=time.time() + seconds, poll_interval=poll_interval
     )
+    trigger.hook = quick_hook()
+    return trigger
 
 
 def run_to_end(trigger: KlingStatusTrigger) -> list[dict[str, Any]]:
@@ -91,7 +83,7 @@ def test_too_many_failed_polls_in_a_row_end_the_wait_as_an_error(emulator: Kling
     [event] = run_to_end(trigger_for(task_id, poll_interval=0.01))
     assert event["status"] == "error" and "503" in event["message"]
     polls = emulator.stats()["requests"]["status"]
-    assert polls == FAILURE_BUDGET * KlingHook.status_retry_policy.attempts
+    assert polls == 5 * 3  # five failed polls in a row, each tried three times
 
 
 def test_wrong_key_fails_at_once(emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch) -> None:

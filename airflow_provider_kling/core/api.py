@@ -178,6 +178,12 @@ class RetryPolicy:
         return wait
 
 
+#: Status reads are safe to repeat: five tries over about 15 s ride out a short outage.
+STATUS_RETRIES = RetryPolicy()
+#: A submit is repeated only when the server provably created no job (``is_safe_to_resubmit``).
+SUBMIT_RETRIES = RetryPolicy(attempts=3)
+
+
 def _check_size(body: bytes, http_status: int) -> None:
     if len(body) > MAX_BODY_BYTES:
         raise KlingResponseRefusedError(

@@ -255,6 +255,9 @@ class KlingHook(BaseHook):
     :param kling_conn_id: the Airflow connection (type ``kling``): host = base URL (default
         https://ulazai.com), password = API key; extras ``low_credit_warning``,
         ``max_polls_per_second`` and ``allowed_video_hosts``.
+    :param status_retry_policy: how status reads and downloads retry transient failures.
+    :param submit_retry_policy: how a submit retries, when the server provably created no job.
+    :param budgets: the time budgets of a request, a call with its retries, and a download.
     """
 
     conn_name_attr = "kling_conn_id"
@@ -262,13 +265,19 @@ class KlingHook(BaseHook):
     conn_type = "kling"
     hook_name = "Kling AI video"
 
-    status_retry_policy = api.RetryPolicy()
-    submit_retry_policy = api.RetryPolicy(attempts=3)
-    budgets = api.BUDGETS
-
-    def __init__(self, kling_conn_id: str = default_conn_name) -> None:
+    def __init__(
+        self,
+        kling_conn_id: str = default_conn_name,
+        *,
+        status_retry_policy: api.RetryPolicy = api.STATUS_RETRIES,
+        submit_retry_policy: api.RetryPolicy = api.SUBMIT_RETRIES,
+        budgets: api.Budgets = api.BUDGETS,
+    ) -> None:
         super().__init__()
         self.kling_conn_id = kling_conn_id
+        self.status_retry_policy = status_retry_policy
+        self.submit_retry_policy = submit_retry_policy
+        self.budgets = budgets
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"

@@ -8,13 +8,17 @@ whose small payload is documented in :class:`~airflow_provider_kling.core.waitin
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.polling import schedule_for
 from airflow_provider_kling.core.waiting import check_poll_interval, wait_for_job
+
+if TYPE_CHECKING:
+    from airflow_provider_kling.hooks.kling import KlingHook
 
 
 class KlingStatusTrigger(BaseTrigger):
@@ -72,11 +76,15 @@ class KlingStatusTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         yield TriggerEvent(await self.wait())
 
-    async def wait(self) -> dict[str, Any]:
-        """The wait itself (the core's :func:`wait_for_job`) on the hook's shared polling session."""
+    @cached_property
+    def hook(self) -> KlingHook:
         from airflow_provider_kling.hooks.kling import KlingHook
 
-        hook = KlingHook(self.kling_conn_id)
+        return KlingHook(self.kling_conn_id)
+
+    async def wait(self) -> dict[str, Any]:
+        """The wait itself (the core's :func:`wait_for_job`) on the hook's shared polling session."""
+        hook = self.hook
         async with hook.polling_session():  # held for the whole wait, so polls reuse its connections
             return await wait_for_job(
                 lambda: hook.aget_status(self.kling_task_id),

@@ -1,0 +1,75 @@
+"""How tests reach the API: a connection in the environment and a hook with quick retries.
+
+No Airflow import at module level: conftest imports this before it has set AIRFLOW_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_kling.core.api import Budgets, RetryPolicy
+
+if TYPE_CHECKING:
+    from airflow_provider_kling.emulator import KlingEmulator
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+#: Short budgets, and reads that never time out on their own: only the total can end a trickle
+#: (the tests of the budgets themselves).
+TIGHT_BUDGETS = Budgets(connect=2.0, read=20.0, request=1.0, call=1.5, download=1.5)
+#: Room enough for a busy machine, for the tests in which no budget should run out.
+ROOMY_BUDGETS = Budgets(connect=10.0, read=20.0, request=30.0, call=60.0, download=60.0)
+#: The default policy's three tries in hundredths of a second instead of seconds.
+QUICK_RETRIES = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02)
+#: One try: for tests about what a single request meets.
+ONE_TRY = RetryPolicy(attempts=1)
+#: A key with characters that URL-encoding and JSON escaping change, so every echoed form differs.
+SECRET = "sk-live/Secret+Key=42"
+ASSETS = Path(__file__).resolve().parent.parent / "airflow_provider_kling" / "emulator" / "assets"
+VIDEO = (ASSETS / "clip-5s-silent.mp4").read_bytes()
+
+
+def use_connection(
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    api_key: str = SECRET,
+    extra: dict[str, Any] | None = None,
+    conn_id: str = "kling_default",
+) -> None:
+    """The connection ``conn_id`` as an ``AIRFLOW_CONN_*`` JSON variable, as users may set it."""
+    connection = {"conn_type": "kling", "host": host, "password": api_key, "extra": extra or {}}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+
+
+def connect(
+    monkeypatch: pytest.MonkeyPatch,
+    emulator: KlingEmulator,
+    conn_id: str = "kling_default",
+    api_key: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """``conn_id`` pointed at ``emulator``, with its key unless ``api_key`` is given."""
+    use_connection(monkeypatch, emulator.base_url, api_key or emulator.api_key, extra, conn_id)
+
+
+def quick_hook(
+    budgets: Budgets = ROOMY_BUDGETS, retries: RetryPolicy = QUICK_RETRIES, conn_id: str = "kling_default"
+) -> KlingHook:
+    """A hook whose calls (submits included) retry ``retries`` within ``budgets``."""
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+    return KlingHook(conn_id, status_retry_policy=retries, submit_retry_policy=retries, budgets=budgets)
+
+
+def resolving(monkeypatch: pytest.MonkeyPatch, name: str, address: str) -> None:
+    """DNS that answers ``address`` for ``name`` (a rebinding, or a vendor's zone pointing inside)."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def answer(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real_getaddrinfo(address if host == name else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", answer)
