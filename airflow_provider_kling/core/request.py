@@ -83,62 +83,17 @@ class GenerationRequest:
         prompt_directory_optin: bool = DEFAULT_PROMPT_DIRECTORY_OPTIN,
     ) -> None:
         errors: list[FieldError] = []
-
-        if prompt is None:
-            errors.append(FieldError("prompt", "is required", prompt))
-        elif not isinstance(prompt, str):
-            errors.append(FieldError("prompt", "must be a string", prompt))
-        elif not prompt.strip():
-            errors.append(FieldError("prompt", "is required and must not be blank", prompt))
-        elif len(prompt) > PROMPT_MAX_CHARS:
-            errors.append(FieldError("prompt", f"must be at most {PROMPT_MAX_CHARS} characters", prompt))
-
-        urls: tuple[Any, ...] = ()
-        if image_urls is None:
-            pass
-        elif isinstance(image_urls, (str, bytes)) or not isinstance(image_urls, Sequence):
-            errors.append(FieldError("image_urls", "must be a list of URLs", image_urls))
-        else:
-            urls = tuple(image_urls)
-
-        mode: GenerationMode | None
-        if generation_mode is None:
-            mode = GenerationMode.IMAGE_TO_VIDEO if urls else GenerationMode.TEXT_TO_VIDEO
-        else:
-            try:
-                mode = GenerationMode(generation_mode)
-            except ValueError:
-                mode = None
-                allowed = " or ".join(m.value for m in GenerationMode)
-                errors.append(FieldError("generation_mode", f"must be {allowed}", generation_mode))
-
-        if mode is GenerationMode.IMAGE_TO_VIDEO:
-            if len(urls) != 1:
-                errors.append(
-                    FieldError("image_urls", "must hold exactly one image URL for image_to_video", image_urls)
-                )
-            elif not is_http_url(urls[0]):
-                errors.append(FieldError("image_urls", "must be an http(s) URL", urls[0]))
-        elif mode is GenerationMode.TEXT_TO_VIDEO and urls:
-            errors.append(FieldError("image_urls", "must be empty for text_to_video", image_urls))
-
+        _check_prompt(prompt, errors)
+        urls = _read_image_urls(image_urls, errors)
+        mode = _read_mode(generation_mode, urls, errors)
+        _check_images_for_mode(mode, urls, image_urls, errors)
         duration_text = None if isinstance(duration, bool) else str(duration)
         if duration_text not in DURATIONS:
             errors.append(FieldError("duration", "must be 5 or 10 (seconds)", duration))
-
-        if aspect_ratio is not None and mode is GenerationMode.IMAGE_TO_VIDEO:
-            errors.append(
-                FieldError("aspect_ratio", "applies to text_to_video only; leave it unset", aspect_ratio)
-            )
-        elif aspect_ratio is not None and aspect_ratio not in ASPECT_RATIOS:
-            errors.append(
-                FieldError("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}", aspect_ratio)
-            )
-
+        _check_aspect_ratio(aspect_ratio, mode, errors)
         for name, flag in (("sound", sound), ("prompt_directory_optin", prompt_directory_optin)):
             if not isinstance(flag, bool):
                 errors.append(FieldError(name, "must be true or false", flag))
-
         if errors:
             raise KlingValidationError(errors)
 
@@ -214,3 +169,65 @@ class GenerationRequest:
         """A stable digest of the body, to recognise the same request on a later try."""
         canonical = json.dumps(self.to_payload(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# -- The rules of the fields, each appending what it finds broken to ``errors`` ----------------------
+
+
+def _check_prompt(prompt: Any, errors: list[FieldError]) -> None:
+    if prompt is None:
+        errors.append(FieldError("prompt", "is required", prompt))
+    elif not isinstance(prompt, str):
+        errors.append(FieldError("prompt", "must be a string", prompt))
+    elif not prompt.strip():
+        errors.append(FieldError("prompt", "is required and must not be blank", prompt))
+    elif len(prompt) > PROMPT_MAX_CHARS:
+        errors.append(FieldError("prompt", f"must be at most {PROMPT_MAX_CHARS} characters", prompt))
+
+
+def _read_image_urls(image_urls: Any, errors: list[FieldError]) -> tuple[Any, ...]:
+    if image_urls is None:
+        return ()
+    if isinstance(image_urls, (str, bytes)) or not isinstance(image_urls, Sequence):
+        errors.append(FieldError("image_urls", "must be a list of URLs", image_urls))
+        return ()
+    return tuple(image_urls)
+
+
+def _read_mode(
+    generation_mode: Any, urls: tuple[Any, ...], errors: list[FieldError]
+) -> GenerationMode | None:
+    """The named mode, or the one the images imply; None (and an error) for an unknown name."""
+    if generation_mode is None:
+        return GenerationMode.IMAGE_TO_VIDEO if urls else GenerationMode.TEXT_TO_VIDEO
+    try:
+        return GenerationMode(generation_mode)
+    except ValueError:
+        allowed = " or ".join(m.value for m in GenerationMode)
+        errors.append(FieldError("generation_mode", f"must be {allowed}", generation_mode))
+        return None
+
+
+def _check_images_for_mode(
+    mode: GenerationMode | None, urls: tuple[Any, ...], image_urls: Any, errors: list[FieldError]
+) -> None:
+    if mode is GenerationMode.IMAGE_TO_VIDEO:
+        if len(urls) != 1:
+            errors.append(
+                FieldError("image_urls", "must hold exactly one image URL for image_to_video", image_urls)
+            )
+        elif not is_http_url(urls[0]):
+            errors.append(FieldError("image_urls", "must be an http(s) URL", urls[0]))
+    elif mode is GenerationMode.TEXT_TO_VIDEO and urls:
+        errors.append(FieldError("image_urls", "must be empty for text_to_video", image_urls))
+
+
+def _check_aspect_ratio(aspect_ratio: Any, mode: GenerationMode | None, errors: list[FieldError]) -> None:
+    if aspect_ratio is None:
+        return
+    if mode is GenerationMode.IMAGE_TO_VIDEO:
+        errors.append(
+            FieldError("aspect_ratio", "applies to text_to_video only; leave it unset", aspect_ratio)
+        )
+    elif aspect_ratio not in ASPECT_RATIOS:
+        errors.append(FieldError("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}", aspect_ratio))

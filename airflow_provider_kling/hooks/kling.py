@@ -159,6 +159,25 @@ class SavedVideo:
     sha256: str
 
 
+def _first_bytes(chunks: Iterator[bytes], count: int) -> bytes:
+    """At least ``count`` bytes from ``chunks`` (whole chunks), or all there are."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= count:
+            break
+    return head
+
+
+def _check_is_video(head: bytes, response: requests.Response, url: str) -> None:
+    """Refuse (before anything is kept) a body that does not begin like a video container."""
+    if videos.container_of(head) is None:
+        raise KlingDownloadError(
+            f"{shorten(url)} is not a video: {videos.describe(head)} "
+            f"(Content-Type {response.headers.get('Content-Type') or 'none'}); nothing was kept"
+        )
+
+
 def _check_video_response(response: requests.Response, video_url: str, max_bytes: int) -> None:
     if response.status_code == 429 or response.status_code >= 500:
         raise error_from_response(
@@ -507,18 +526,10 @@ class KlingHook(BaseHook):
     ) -> SavedVideo:
         _check_video_response(response, url, max_bytes)
         chunks = response.iter_content(api.DOWNLOAD_CHUNK_BYTES)
-        head = b""
-        for chunk in chunks:
-            head += chunk
-            if len(head) >= videos.SIGNATURE_BYTES:
-                break
+        head = _first_bytes(chunks, videos.SIGNATURE_BYTES)
         if guard.expired:
             raise _out_of_time(url, "video", budget)
-        if videos.container_of(head) is None:
-            raise KlingDownloadError(
-                f"{shorten(url)} is not a video: {videos.describe(head)} "
-                f"(Content-Type {response.headers.get('Content-Type') or 'none'}); nothing was kept"
-            )
+        _check_is_video(head, response, url)
         partial = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.part"
         digest, size = hashlib.sha256(), 0
         try:

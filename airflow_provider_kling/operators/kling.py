@@ -279,16 +279,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         _ = self.hook.base_url
         store = self._store
         if store is not None:
-            previous = Submission.from_json(store.get(self.external_id_key))
-            if (
-                previous is not None
-                and previous.pending
-                and previous.fingerprint == request.fingerprint()
-                and not self._is_retake(previous, context)
-            ):
-                self._handle_unconfirmed_submit(context)
-            sent = Submission(fingerprint=request.fingerprint(), round=_round(context))
-            store.set(self.external_id_key, sent.to_json())
+            self._mark_sent(store, request, context)
         self.log.info(
             "Submitting Kling %s, %s s%s (estimated %d credits). %s",
             request.generation_mode.value,
@@ -314,6 +305,20 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             submitted.credits_remaining,
         )
         return submission.to_json()
+
+    def _mark_sent(self, store: Any, request: GenerationRequest, context: Context) -> None:
+        """Note in ``store`` that ``request`` is about to be sent. If an earlier try sent the same request
+        and never learnt its task_id, a job may be paid for already: ``on_unconfirmed_submit`` decides."""
+        previous = Submission.from_json(store.get(self.external_id_key))
+        if (
+            previous is not None
+            and previous.pending
+            and previous.fingerprint == request.fingerprint()
+            and not self._is_retake(previous, context)
+        ):
+            self._handle_unconfirmed_submit(context)
+        sent = Submission(fingerprint=request.fingerprint(), round=_round(context))
+        store.set(self.external_id_key, sent.to_json())
 
     def _announce(self, context: Context, task_id: str) -> None:
         """Push the vendor task_id to XCom, once per try."""
