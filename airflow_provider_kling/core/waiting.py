@@ -80,9 +80,9 @@ def result_from_event(event: Any) -> dict[str, Any]:
     raise error_class(message or f"Kling wait for {task_id} failed", task_id=task_id)
 
 
-def check_poll_interval(poll_interval: float) -> None:
-    """Every wait sleeps between polls: refuse an interval that would make it spin."""
-    if not poll_interval > 0:
+def check_poll_interval(poll_interval: float | None) -> None:
+    """Every wait sleeps between polls: refuse an interval that would make it spin (None: adaptive)."""
+    if poll_interval is not None and not poll_interval > 0:
         raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
 
 
@@ -110,13 +110,8 @@ def finished_event(status: JobStatus) -> dict[str, Any] | None:
         )
     if status.state is JobState.FAILED:
         said = f": {status.message}" if status.message else ""
-        return wait_event(
-            WaitOutcome.FAILED,
-            status.task_id,
-            f"Kling job {status.task_id} ended as {status.status!r}{said}",
-            progress=status.progress,
-            status=status,
-        )
+        ended = f"Kling job {status.task_id} ended as {status.status!r}{said}"
+        return wait_event(WaitOutcome.FAILED, status.task_id, ended, progress=status.progress, status=status)
     return None
 
 
@@ -179,13 +174,8 @@ class _Wait:
             )
             return None
         tried = f" after {self.failures} failed polls" if is_transient(error) else ""
-        return wait_event(
-            WaitOutcome.ERROR,
-            self.task_id,
-            f"Could not read Kling job {self.task_id}{tried}: {error}",
-            progress=self.progress,
-            error=error,
-        )
+        unread = f"Could not read Kling job {self.task_id}{tried}: {error}"
+        return wait_event(WaitOutcome.ERROR, self.task_id, unread, progress=self.progress, error=error)
 
     def read(self, status: JobStatus) -> dict[str, Any] | None:
         """The event ``status`` ends the wait with, else None; logs each change of progress."""

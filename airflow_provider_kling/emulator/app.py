@@ -47,6 +47,8 @@ _PROXY_PAGE = (
 _GARBAGE = '{"success": true, "data": {"task_id": "'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: A route's answer for a request and the account its key belongs to.
+AccountHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
 
 def create_app(state: EmulatorState) -> web.Application:
@@ -167,12 +169,20 @@ class _Routes:
     # The vendor's API
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        return await self._with_faults("submit", request, self._submit)
+        return await self._with_faults("submit", request, self._for_account(self._submit))
 
-    async def _submit(self, request: web.Request) -> web.StreamResponse:
-        account = self.state.account(request.headers.get("Authorization"))
-        if account is None:
-            return _error(401, "Invalid API key")
+    def _for_account(self, answer: AccountHandler) -> Handler:
+        """``answer`` for the account the request's key belongs to; a 401 for a key it does not know."""
+
+        async def answer_for_account(request: web.Request) -> web.StreamResponse:
+            account = self.state.account(request.headers.get("Authorization"))
+            if account is None:
+                return _error(401, "Invalid API key")
+            return await answer(request, account)
+
+        return answer_for_account
+
+    async def _submit(self, request: web.Request, account: str) -> web.StreamResponse:
         try:
             payload = _read_json(await request.read())
             generation = GenerationRequest.from_payload(payload)
@@ -198,12 +208,9 @@ class _Routes:
         return web.json_response({"success": True, "data": data}, status=201)
 
     async def status(self, request: web.Request) -> web.StreamResponse:
-        return await self._with_faults("status", request, self._status)
+        return await self._with_faults("status", request, self._for_account(self._status))
 
-    async def _status(self, request: web.Request) -> web.StreamResponse:
-        account = self.state.account(request.headers.get("Authorization"))
-        if account is None:
-            return _error(401, "Invalid API key")
+    async def _status(self, request: web.Request, account: str) -> web.StreamResponse:
         job = self.state.poll(account, request.match_info["task_id"])
         if job is None:
             return _error(404, "Task not found")

@@ -159,19 +159,10 @@ class KlingEmulator:
         """
         return self._on_loop(EmulatorState.video_requests)
 
-    def inject(
-        self,
-        endpoint: str,
-        kind: FaultKind | str,
-        count: int = 1,
-        *,
-        retry_after: float | None = None,
-        delay: float | None = None,
-    ) -> int:
-        """Give the next ``count`` requests to ``endpoint`` this fault; returns how many are queued there."""
-        return self._on_loop(
-            lambda state: state.inject(endpoint, kind, count, retry_after=retry_after, delay=delay)
-        )
+    def inject(self, endpoint: str, kind: FaultKind | str, count: int = 1, **timing: float | None) -> int:
+        """Give the next ``count`` requests to ``endpoint`` this fault; returns how many are queued there.
+        ``timing``: the fault's ``retry_after`` or ``delay``, as :meth:`EmulatorState.inject` takes them."""
+        return self._on_loop(lambda state: state.inject(endpoint, kind, count, **timing))
 
     def set_credits(self, api_key: str, credits: int) -> None:
         self._on_loop(lambda state: state.set_credits(api_key, credits))

@@ -27,6 +27,7 @@ from airflow_provider_kling.core.errors import (
 )
 from airflow_provider_kling.core.polling import schedule_for
 from airflow_provider_kling.core.request import (
+    API_FIELD_NAMES,
     DEFAULT_DURATION,
     DEFAULT_SOUND,
     PROMPT_DIRECTORY_DISCOUNT,
@@ -203,8 +204,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             raise ValueError(
                 f"on_unconfirmed_submit must be 'fail' or 'resubmit', got {on_unconfirmed_submit!r}"
             )
-        if poll_interval is not None:
-            check_poll_interval(poll_interval)
+        check_poll_interval(poll_interval)
         self.prompt = prompt
         self.generation_mode = generation_mode
         self.image_urls = image_urls
@@ -238,15 +238,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         except KlingValidationError as invalid:
             problems += invalid.errors
         try:
-            self._request = GenerationRequest(
-                self.prompt,
-                generation_mode=self.generation_mode,
-                image_urls=self.image_urls,
-                duration=self.duration,
-                aspect_ratio=self.aspect_ratio,
-                sound=self.sound,
-                prompt_directory_optin=self.prompt_directory_optin,
-            )
+            # The operator's parameters of the request bear the request's own names.
+            self._request = GenerationRequest(**{name: getattr(self, name) for name in API_FIELD_NAMES})
             if self.max_credits is not None:
                 self._request.check_budget(self.max_credits)
         except KlingValidationError as invalid:

@@ -50,8 +50,6 @@ class KlingStatusTrigger(BaseTrigger):
         expected_seconds: tuple[float, float] | list[float] | None = None,
     ):
         super().__init__()
-        if poll_interval is not None:
-            check_poll_interval(poll_interval)
         # Not ``task_id``: BaseTrigger keeps the Airflow task's id there, set by the triggerer.
         self.kling_task_id = kling_task_id
         self.deadline = deadline
@@ -59,6 +57,7 @@ class KlingStatusTrigger(BaseTrigger):
         self.kling_conn_id = kling_conn_id
         self.submitted_at = submitted_at
         self.expected_seconds = list(expected_seconds) if expected_seconds else None
+        check_poll_interval(poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
