@@ -2,8 +2,8 @@
 
     python benchmarks/parse_cost.py --runs 15
 
-Measures a regular install, as users have it: the checkout is installed with pip into a temporary
-folder (a wheel's files, byte-compiled by pip) that goes first on PYTHONPATH. An editable install
+Measures a regular install, as users have it: the checkout's wheel is installed with pip into a
+temporary folder (its files, byte-compiled by pip) that goes first on PYTHONPATH. An editable install
 measures something else: with PYTHONDONTWRITEBYTECODE set, as on these machines, its modules are
 compiled from source on every import. ``--editable`` measures the checkout as installed.
 
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from built_wheel import build_wheel
 from figures import percentile
 
-CHECKOUT = Path(__file__).resolve().parent.parent
 BASELINE = "import airflow.sdk"
 PROVIDER = (
     "import airflow.sdk, sys, time, json; before = set(sys.modules); started = time.perf_counter(); "
@@ -56,9 +56,10 @@ def timed(code: str, env: dict[str, str]) -> tuple[float, str]:
 
 
 def regular_install(target: Path) -> None:
-    """The checkout's wheel files in ``target``, byte-compiled; its dependencies stay the environment's."""
+    """The checkout's wheel installed in ``target``, byte-compiled; dependencies stay the environment's."""
+    wheel = build_wheel(target / "wheel")
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
-    subprocess.run([*pip, "--target", str(target), str(CHECKOUT)], check=True)
+    subprocess.run([*pip, "--target", str(target / "site"), str(wheel)], check=True)
 
 
 def measure(runs: int, env: dict[str, str]) -> dict[str, Any]:
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kling-parse-cost-") as target:
         if not arguments.editable:
             regular_install(Path(target))
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [target, env.get("PYTHONPATH")]))
+            site = str(Path(target) / "site")
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, env.get("PYTHONPATH")]))
         figures = measure(arguments.runs, env)
     print(f"provider imported from {figures['imported_from']}")
     print(f"{'':24} {'median ms':>10} {'p90 ms':>10}")

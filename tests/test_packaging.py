@@ -1,14 +1,37 @@
-"""What installing the package gives: light DAG-parse imports, the entry points, the emulator command."""
+"""What installing the package gives: light DAG-parse imports, the entry points, the emulator command.
+
+The wheel's contents are read from a wheel built for the purpose, as users would install it.
+"""
 
 from __future__ import annotations
 
+import configparser
+import importlib
 import json
 import subprocess
 import sys
-from importlib.metadata import entry_points
+import zipfile
 from pathlib import Path
 
+import pytest
+
 from airflow_provider_kling.get_provider_info import get_provider_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from built_wheel import build_wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    return zipfile.ZipFile(build_wheel(tmp_path_factory.mktemp("wheel")))
+
+
+def entry_points_of(wheel: zipfile.ZipFile) -> configparser.ConfigParser:
+    [name] = [name for name in wheel.namelist() if name.endswith(".dist-info/entry_points.txt")]
+    parser = configparser.ConfigParser()
+    parser.read_string(wheel.read(name).decode())
+    return parser
+
 
 PARSE_TIME_PROBE = """
 import json, sys
@@ -46,14 +69,18 @@ def test_importing_the_operator_leaves_the_trigger_for_run_time() -> None:
     assert {"airflow_provider_kling.triggers.kling", "airflow.triggers.base"}.isdisjoint(added)
 
 
-def test_provider_entry_point_registers_the_kling_connection_type() -> None:
-    [entry_point] = [
-        ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_")
-    ]
-    assert entry_point.load() is get_provider_info
+def test_the_wheel_registers_the_provider_with_airflow(wheel: zipfile.ZipFile) -> None:
+    target = entry_points_of(wheel)["apache_airflow_provider"]["provider_info"]
+    module, _, function = target.partition(":")
+    assert getattr(importlib.import_module(module), function) is get_provider_info
     [connection_type] = get_provider_info()["connection-types"]
     assert connection_type["connection-type"] == "kling"
     assert connection_type["hook-class-name"] == "airflow_provider_kling.hooks.kling.KlingHook"
+
+
+def test_the_wheel_installs_the_emulator_command(wheel: zipfile.ZipFile) -> None:
+    scripts = entry_points_of(wheel)["console_scripts"]
+    assert scripts["kling-emulator"] == "airflow_provider_kling.emulator.__main__:main"
 
 
 def test_connection_form_labels_the_key_and_hides_unused_fields() -> None:
@@ -74,12 +101,18 @@ def test_kling_emulator_command_is_installed() -> None:
     assert "--speed" in done.stdout
 
 
-def test_package_ships_typing_marker_and_the_sample_videos() -> None:
-    package = Path(__file__).resolve().parent.parent / "airflow_provider_kling"
-    assert (package / "py.typed").exists()
-    assert sorted(p.name for p in (package / "emulator" / "assets").glob("*.mp4")) == [
-        "clip-10s-silent.mp4",
-        "clip-10s-sound.mp4",
-        "clip-5s-silent.mp4",
-        "clip-5s-sound.mp4",
+def test_the_wheel_ships_the_typing_marker_and_the_four_sample_clips(wheel: zipfile.ZipFile) -> None:
+    names = wheel.namelist()
+    assert "airflow_provider_kling/py.typed" in names
+    assert sorted(name for name in names if name.endswith(".mp4")) == [
+        "airflow_provider_kling/emulator/assets/clip-10s-silent.mp4",
+        "airflow_provider_kling/emulator/assets/clip-10s-sound.mp4",
+        "airflow_provider_kling/emulator/assets/clip-5s-silent.mp4",
+        "airflow_provider_kling/emulator/assets/clip-5s-sound.mp4",
     ]
+
+
+def test_the_wheel_holds_the_package_and_its_metadata_only(wheel: zipfile.ZipFile) -> None:
+    tops = {name.split("/")[0] for name in wheel.namelist()}
+    assert tops == {"airflow_provider_kling", "airflow_provider_kling-0.1.0.dist-info"}
+    assert not [name for name in wheel.namelist() if "__pycache__" in name or name.endswith(".pyc")]
