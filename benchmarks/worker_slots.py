@@ -41,21 +41,19 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import requests
+from deployment import airflow_env, answers, free_port, stop, wait_until
 from emulator_process import EmulatorProcess
 
 DAGS = Path(__file__).resolve().parent / "dags"
@@ -69,34 +67,6 @@ DEFAULT_MIN_HEARTBEAT_INTERVAL = 5
 TARGET_SECONDS = 2.0
 #: (wall-clock time of a sample, seconds since the previous one, ids of the task instances being run)
 Sample = tuple[float, float, frozenset[str]]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[Any]) -> None:
-    """Stop a process we started, and its children, by its process group id."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def wait_for(condition: Callable[[], Any], seconds: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    raise RuntimeError(f"Gave up waiting for {what} after {seconds} s. {log.name} ends:\n{tail}")
 
 
 def normal_id(task_instance_id: str) -> str:
@@ -154,7 +124,7 @@ class SlotSampler(threading.Thread):
     def wait_idle(self, seconds: float, log: Path) -> None:
         """Wait until no worker is busy, so a run's wind-down is counted and runs never overlap."""
         seen = len(self.samples)
-        wait_for(lambda: len(self.samples) > seen and not self.samples[-1][2], seconds, "idle workers", log)
+        wait_until(lambda: len(self.samples) > seen and not self.samples[-1][2], seconds, "idle workers", log)
 
 
 def busy_spells(samples: list[Sample], ids: set[str]) -> dict[str, list[list[float]]]:
@@ -189,12 +159,6 @@ class Airflow:
         with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
             return db.execute(sql, parameters).fetchall()
 
-    def api_is_up(self) -> bool:
-        try:
-            return requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
     def run(self, sampler: SlotSampler, dag_id: str) -> str:
         """Trigger a run, wait for it to end and for the workers to go idle; its run_id."""
         # With simple_auth_manager_all_admins the API needs no token.
@@ -203,7 +167,7 @@ class Airflow:
         )
         answer.raise_for_status()
         run_id = str(answer.json()["dag_run_id"])
-        wait_for(lambda: self.run_state(dag_id, run_id) in ("success", "failed"), 600, dag_id, self.log)
+        wait_until(lambda: self.run_state(dag_id, run_id) in ("success", "failed"), 600, dag_id, self.log)
         sampler.wait_idle(60, self.log)
         return run_id
 
@@ -285,24 +249,10 @@ class Airflow:
 def start_airflow(home: Path, emulator_url: str, arguments: argparse.Namespace) -> Airflow:
     api_port = free_port()
     api_url = f"http://127.0.0.1:{api_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
-        # Airflow starts its components as `airflow ...` commands: find this environment's first.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    env = airflow_env(home, DAGS, api_port, emulator_url, API_KEY) | {
         "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in benchmarks/dags
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(arguments.slots),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__BASE_URL": api_url,
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
-            {"conn_type": "kling", "host": emulator_url, "password": API_KEY}
-        ),
         "KLING_BENCH_GENERATIONS": str(arguments.generations),
         "KLING_BENCH_SLOTS": str(arguments.slots),
     }
@@ -331,9 +281,10 @@ def benchmark(arguments: argparse.Namespace) -> dict[str, Any]:
         sampler = None
         try:
             airflow = start_airflow(home, emulator.url, arguments)
-            wait_for(airflow.api_is_up, 240, "the api-server to answer", airflow.log)
+            health = f"{airflow.api_url}/api/v2/monitor/health"
+            wait_until(lambda: answers(health), 240, "the api-server to answer", airflow.log, airflow.process)
             registered = f"SELECT 1 FROM dag WHERE dag_id IN ({', '.join('?' * len(dag_ids))})"
-            wait_for(
+            wait_until(
                 lambda: len(airflow.query(registered, *dag_ids.values())) == len(dag_ids),
                 180,
                 "the dag-processor to register the DAGs",

@@ -12,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hook_setup import connect
-from hostile_servers import Answer, ScriptedServer
 
 REPO = Path(__file__).resolve().parent.parent
+# The helpers the benchmarks and the tests share (a real Airflow deployment, the built wheel).
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from hook_setup import connect  # noqa: E402
+from hostile_servers import Answer, ScriptedServer  # noqa: E402
+
 EXAMPLE_DAGS = REPO / "example_dags"
 TEST_DAGS = REPO / "tests" / "dags"
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"

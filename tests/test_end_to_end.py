@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,50 +24,12 @@ import pytest
 import requests
 from conftest import EXAMPLE_DAGS
 from dag_runs import task_logs_of
+from deployment import airflow_env, answers, free_port, stop, wait_until
 
 DAG_ID = "kling_text_to_video"
 #: A key no other part of the setup could produce, so finding it anywhere means it leaked.
 API_KEY = f"e2e-secret-{uuid.uuid4().hex}"
 TASK_ID = "generate_clip"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[Any]) -> None:
-    """Stop a process we started, and its children, by its process (group) id."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def airflow_env(home: Path, dags: Path, api_port: int, kling_url: str, api_key: str) -> dict[str, str]:
-    """The environment of a throwaway Airflow on loopback, with kling_default pointing at ``kling_url``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    return env | {
-        # Airflow starts its components as `airflow ...` commands: find this environment's first.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
-            {"conn_type": "kling", "host": kling_url, "password": api_key}
-        ),
-    }
 
 
 @dataclass
@@ -82,6 +42,10 @@ class Emulator:
 
     def jobs(self) -> list[dict[str, Any]]:
         return list(requests.get(f"{self.url}/_emulator/jobs", timeout=5).json())
+
+
+def wait_for(condition: Any, seconds: float, what: str, airflow: Airflow) -> None:
+    wait_until(condition, seconds, what, airflow.home / "standalone.log", airflow.process)
 
 
 @dataclass
@@ -158,30 +122,11 @@ def airflow(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )
     running = Airflow(home, env, process, f"http://127.0.0.1:{api_port}")
     try:
-        wait_for(lambda: api_is_up(running), 180, "the api-server to answer", running)
+        wait_for(lambda: answers(f"{running.api_url}/api/v2/monitor/health"), 180, "the api-server", running)
         yield running
     finally:
         stop(process)
         log.close()
-
-
-def api_is_up(airflow: Airflow) -> bool:
-    try:
-        return requests.get(f"{airflow.api_url}/api/v2/monitor/health", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def wait_for(condition: Any, seconds: float, what: str, airflow: Airflow) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if airflow.process.poll() is not None:
-            break
-        if condition():
-            return
-        time.sleep(0.25)
-    tail = (airflow.home / "standalone.log").read_text(errors="replace")[-4000:]
-    raise AssertionError(f"Gave up waiting for {what} after {seconds} s. airflow standalone said:\n{tail}")
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from built_wheel import build_wheel
 
 from airflow_provider_kling.get_provider_info import get_provider_info
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from built_wheel import build_wheel
 
 
 @pytest.fixture(scope="module")

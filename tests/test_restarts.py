@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from dag_runs import task_logs_of
-from test_end_to_end import airflow_env, free_port, stop
+from deployment import airflow_env, answers, free_port, stop, wait_until
 
 DAGS = Path(__file__).resolve().parent / "restart_dags"
 API_KEY = "restart-test-key"
@@ -97,18 +97,6 @@ class Deployment:
         return [job for job in self.emulator("jobs") or [] if job["request"]["prompt"] == prompt]
 
 
-def wait_until(condition: Any, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except sqlite3.OperationalError:  # the database is being written; ask again
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"gave up waiting for {what} after {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     home = tmp_path_factory.mktemp("restart-airflow-home")
@@ -123,18 +111,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         running.start_emulator()
         for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
             running.start_airflow(component)
-        wait_until(lambda: _answers(f"{running.api_url}/api/v2/monitor/health"), 180, "the api-server")
+        wait_until(lambda: answers(f"{running.api_url}/api/v2/monitor/health"), 180, "the api-server")
         yield running
     finally:
         for process in running.processes.values():
             stop(process)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deployment: Deployment) -> None:
