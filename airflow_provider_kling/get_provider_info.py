@@ -32,6 +32,13 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Shared by every Kling wait on this connection in one triggerer "
                         "(a 429 pauses them all for its Retry-After). Empty: no cap.",
                     },
+                    "adaptive_rate": {
+                        "label": "Adapt to the vendor's rate limit",
+                        "schema": {"type": ["boolean", "null"]},
+                        "description": "On unless switched off: after a 429, the waits on this connection "
+                        "in one triggerer slow down and then find the rate the account allows, so that "
+                        "several triggerers together stay under its limit.",
+                    },
                     "allowed_video_hosts": {
                         "label": "Allowed video hosts",
                         "schema": {"type": ["string", "null"]},

@@ -2,9 +2,10 @@
 
     python benchmarks/soak.py --generations 1000
 
-The emulator runs jobs 60x faster and, at the same time, answers status polls with 10% 5xx, 5% 429
-(with Retry-After), 2% dropped connections, 1% unreadable bodies and 2% slow answers, rate-limits
-5% of submits, and fails 5% of jobs. The invariants: exactly one job per generation, no
+The emulator runs jobs 60x faster and, at the same time, answers status polls with 10% 5xx, 3%
+dropped connections, 3% unreadable bodies and 3% slow answers, rate-limits 5% of submits at random,
+limits the account to ACCOUNT_RATE_LIMIT requests a second (429 with Retry-After beyond it, which
+the waits' adaptive rate must find), and fails 5% of jobs. The invariants: exactly one job per generation, no
 generation lost, and every generation ending completed or as a failure that names its cause.
 """
 
@@ -26,7 +27,9 @@ from airflow_provider_kling.emulator import EmulatorConfig, FaultRates, KlingEmu
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
-STATUS_FAULTS = FaultRates(server_error=0.10, rate_limit=0.05, drop=0.02, garbage=0.01, slow=0.02)
+STATUS_FAULTS = FaultRates(server_error=0.10, drop=0.03, garbage=0.03, slow=0.03)
+#: Below what the waits' schedules ask for (100 waits polling every 0.25 s), so the limit binds.
+ACCOUNT_RATE_LIMIT = 150
 SUBMIT_FAULTS = FaultRates(rate_limit=0.05)
 #: The hook's default tries, their waits scaled down like the emulator's clock.
 STATUS_RETRIES = RetryPolicy(attempts=5, initial_wait=0.05, max_wait=0.5)
@@ -41,6 +44,7 @@ class SoakReport:
     jobs_per_generation: Counter[int] = field(default_factory=Counter)
     requests: dict[str, int] = field(default_factory=dict)
     faults: dict[str, dict[str, int]] = field(default_factory=dict)
+    refused_by_account_limit: int = 0
     seconds: float = 0.0
 
     #: Generations whose job count is not what their outcome says (1 if submitted, 0 if refused).
@@ -64,6 +68,7 @@ class SoakReport:
             f"generations lost       {self.lost}",
             f"requests               {self.requests}",
             f"faults injected        {self.faults}",
+            f"account limit 429s     {self.refused_by_account_limit}",
             f"wall time              {self.seconds:.1f} s",
         ]
 
@@ -106,6 +111,7 @@ async def soak(generations: int, emulator: KlingEmulator, concurrency: int) -> S
     stats = emulator.stats()
     report.requests = dict(stats["requests"])
     report.faults = {endpoint: dict(kinds) for endpoint, kinds in stats["faults_applied"].items() if kinds}
+    report.refused_by_account_limit = sum(refused for _, refused in emulator.traffic().values())
     return report
 
 
@@ -120,6 +126,7 @@ def run_soak(generations: int, concurrency: int = 200, seed: int = 2026) -> Soak
         submit_faults=SUBMIT_FAULTS,
         slow_seconds=0.5,
         retry_after=0.2,
+        rate_limit=ACCOUNT_RATE_LIMIT,
     )
     with KlingEmulator(config) as emulator:
         os.environ["AIRFLOW_CONN_KLING_DEFAULT"] = json.dumps(

@@ -24,7 +24,7 @@ from airflow_provider_kling.core.errors import KlingBadRequestError, error_from_
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.emulator import EmulatorConfig, FaultRates, KlingEmulator
 from airflow_provider_kling.emulator.pytest_plugin import KlingEmulatorFactory
-from airflow_provider_kling.emulator.state import VIDEO_REQUESTS_KEPT
+from airflow_provider_kling.emulator.state import VIDEO_REQUESTS_KEPT, EmulatorState
 
 ASSETS = Path(__file__).parent.parent / "airflow_provider_kling" / "emulator" / "assets"
 TEXT_TO_VIDEO = {"prompt": "A red fox running through fresh snow", "generationMode": "text_to_video"}
@@ -435,6 +435,40 @@ def test_rate_limit_retry_after_defaults_to_the_configured_seconds(emulator: Kli
     emulator.inject("submit", "rate_limit")
 
     assert submit(emulator).headers["Retry-After"] == "1"
+
+
+def test_an_accounts_request_beyond_its_rate_limit_is_answered_429_with_retry_after(
+    kling_emulator_factory: KlingEmulatorFactory,
+) -> None:
+    emulator = kling_emulator_factory(rate_limit=1, retry_after=2)
+    task_id = submitted_task(emulator)  # the submit counts against the limit too
+    answer = status(emulator, task_id)
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "2"
+    traffic = list(emulator.traffic().values())
+    assert [sum(column) for column in zip(*traffic, strict=True)] == [2, 1]  # received, refused
+
+
+def test_the_rate_limit_admits_so_many_requests_in_any_one_second() -> None:
+    state = EmulatorState(EmulatorConfig(rate_limit=3))
+    admitted = [state.admit("key-1", now) for now in (10.0, 10.2, 10.4, 10.6, 10.9, 11.05, 11.1)]
+    # 10.6 and 10.9 find three within the second before them; at 11.05 the one at 10.0 has left it.
+    assert admitted == [True, True, True, False, False, True, False]
+
+
+def test_the_rate_limit_is_per_account(kling_emulator_factory: KlingEmulatorFactory) -> None:
+    emulator = kling_emulator_factory(api_keys=("first-key", "second-key"), rate_limit=1)
+    assert submit(emulator, key="first-key").status_code == 201
+    assert submit(emulator, key="second-key").status_code == 201
+    assert submit(emulator, key="first-key").status_code == 429
+
+
+def test_requests_are_counted_by_the_second_without_a_limit(emulator: KlingEmulator) -> None:
+    task_id = submitted_task(emulator)
+    for _ in range(3):
+        status(emulator, task_id)
+    traffic = emulator.traffic()
+    assert sum(received for received, _ in traffic.values()) == 4
+    assert all(refused == 0 for _, refused in traffic.values())
 
 
 def test_scripted_garbage_is_a_200_that_is_not_json(emulator: KlingEmulator) -> None:

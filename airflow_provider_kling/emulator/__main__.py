@@ -75,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-after",
         type=float,
         default=defaults.retry_after,
-        help="Retry-After seconds of a rate_limit fault (default: %(default)s)",
+        help="Retry-After seconds of a rate_limit fault or a --rate-limit 429 (default: %(default)s)",
+    )
+    add(
+        "--rate-limit",
+        type=float,
+        help="API requests an account may make in any one second; 429 beyond it (default: no limit)",
     )
     add("--state-file", type=Path, help="JSON file keeping jobs and credits across restarts")
     return parser
@@ -97,6 +102,7 @@ def _config(args: argparse.Namespace) -> EmulatorConfig:
         status_faults=rates("status"),
         slow_seconds=args.slow_seconds,
         retry_after=args.retry_after,
+        rate_limit=args.rate_limit,
         state_file=args.state_file,
         host=args.host,
         port=args.port,

@@ -62,6 +62,7 @@ def create_app(state: EmulatorState) -> web.Application:
             web.get("/_emulator/stats", routes.stats),
             web.get("/_emulator/jobs", routes.jobs),
             web.get("/_emulator/video-requests", routes.video_requests),
+            web.get("/_emulator/traffic", routes.traffic),
             web.post("/_emulator/reset", routes.reset),
             web.post("/_emulator/faults", routes.inject),
             web.post("/_emulator/credits", routes.set_credits),
@@ -125,6 +126,13 @@ def _is_dropped(request: web.BaseRequest) -> bool:
     return transport is None or transport.is_closing()
 
 
+def _rate_limited(retry_after: float) -> web.Response:
+    wait = f"{retry_after:g}"
+    response = _error(429, f"Rate limit exceeded; retry after {wait} s")
+    response.headers["Retry-After"] = wait
+    return response
+
+
 def _fault_response(fault: Fault) -> web.Response:
     if fault.kind is FaultKind.SERVER_ERROR:
         page = _PROXY_PAGE.format(code=503, reason="Service Unavailable")
@@ -133,10 +141,7 @@ def _fault_response(fault: Fault) -> web.Response:
         page = _PROXY_PAGE.format(code=502, reason="Bad Gateway")
         return web.Response(status=502, text=page, content_type="text/html")
     if fault.kind is FaultKind.RATE_LIMIT:
-        wait = f"{fault.retry_after:g}"
-        response = _error(429, f"Rate limit exceeded; retry after {wait} s")
-        response.headers["Retry-After"] = wait
-        return response
+        return _rate_limited(fault.retry_after)
     assert fault.kind is FaultKind.GARBAGE, fault.kind
     return web.Response(status=200, text=_GARBAGE, content_type="application/json")
 
@@ -178,6 +183,8 @@ class _Routes:
             account = self.state.account(request.headers.get("Authorization"))
             if account is None:
                 return _error(401, "Invalid API key")
+            if not self.state.admit(account, time.time()):
+                return _rate_limited(self.state.config.retry_after)
             return await answer(request, account)
 
         return answer_for_account
@@ -249,6 +256,9 @@ class _Routes:
 
     async def video_requests(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.state.video_requests())
+
+    async def traffic(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.state.traffic())
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
         self.state.reset()

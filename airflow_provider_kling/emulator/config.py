@@ -89,6 +89,8 @@ class EmulatorConfig:
 
     A job's nominal duration is drawn from [min_seconds, max_seconds] and then divided by ``speed``
     (``estimated_time`` announces the result), so tests can run the vendor's 60-90 s in one.
+    With ``rate_limit``, an account's submits and status polls beyond that many in any one second
+    are answered 429 with ``Retry-After: retry_after``, as a vendor's account-wide limit would.
     """
 
     api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
@@ -102,6 +104,7 @@ class EmulatorConfig:
     status_faults: FaultRates = field(default_factory=FaultRates)
     slow_seconds: float = 5.0
     retry_after: float = 1.0
+    rate_limit: float | None = None
     state_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 0
@@ -128,6 +131,10 @@ class EmulatorConfig:
             raise ValueError(f"job_failure_rate must be between 0 and 1, got {self.job_failure_rate!r}")
         check_seconds("slow_seconds", self.slow_seconds)
         check_seconds("retry_after", self.retry_after)
+        if self.rate_limit is not None and not 0 < self.rate_limit < math.inf:
+            raise ValueError(
+                f"rate_limit must be a number of requests a second above 0, got {self.rate_limit!r}"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
 

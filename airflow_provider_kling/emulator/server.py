@@ -159,6 +159,11 @@ class KlingEmulator:
         """
         return self._on_loop(EmulatorState.video_requests)
 
+    def traffic(self) -> dict[str, list[int]]:
+        """Per second (Unix time, whole): [API requests received from the accounts, refused by the
+        ``rate_limit``], the last hour of them."""
+        return self._on_loop(EmulatorState.traffic)
+
     def inject(self, endpoint: str, kind: FaultKind | str, count: int = 1, **timing: float | None) -> int:
         """Give the next ``count`` requests to ``endpoint`` this fault; returns how many are queued there.
         ``timing``: the fault's ``retry_after`` or ``delay``, as :meth:`EmulatorState.inject` takes them."""

@@ -91,6 +91,10 @@ class Job:
         return max(0, min(99, int(99 * done)))
 
 
+#: Seconds of :meth:`EmulatorState.traffic` kept (an hour of a benchmark's requests).
+TRAFFIC_SECONDS_KEPT = 3600
+
+
 class EmulatorState:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
@@ -116,6 +120,10 @@ class EmulatorState:
             endpoint: Counter() for endpoint in SCRIPTED_FAULT_ENDPOINTS
         }
         self._jobs_created = 0
+        # Per account, when its admitted API requests came (the last second's); per second, how
+        # many requests the accounts sent and how many the limit refused.
+        self._admitted: dict[str, deque[float]] = {}
+        self._traffic: dict[int, list[int]] = {}
         # (path with query, headers as received) per request to the video route, newest last.
         self._video_requests: deque[tuple[str, tuple[tuple[str, str], ...]]] = deque(
             maxlen=VIDEO_REQUESTS_KEPT
@@ -129,6 +137,28 @@ class EmulatorState:
         if scheme.lower() != "bearer":
             return None
         return self._account_of_key.get(token.strip())
+
+    def admit(self, account: str, now: float) -> bool:
+        """Whether the account's request at ``now`` is within ``rate_limit`` (then it counts against
+        the next second's); every request, admitted or not, is counted in :meth:`traffic`."""
+        counts = self._traffic.setdefault(int(now), [0, 0])
+        counts[0] += 1
+        if len(self._traffic) > TRAFFIC_SECONDS_KEPT:
+            del self._traffic[min(self._traffic)]
+        if self.config.rate_limit is None:
+            return True
+        admitted = self._admitted.setdefault(account, deque())
+        while admitted and admitted[0] <= now - 1.0:
+            admitted.popleft()
+        if len(admitted) >= self.config.rate_limit:
+            counts[1] += 1
+            return False
+        admitted.append(now)
+        return True
+
+    def traffic(self) -> dict[str, list[int]]:
+        """Per second (Unix time, whole): [API requests received, refused by the rate limit]."""
+        return {str(second): list(counts) for second, counts in sorted(self._traffic.items())}
 
     def create_job(self, account: str, generation: GenerationRequest, body: dict[str, Any]) -> Job:
         price = generation.estimated_credits

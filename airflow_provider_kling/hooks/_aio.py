@@ -45,9 +45,12 @@ class LoopShared:
         self._last_good: dict[str, Any] = {}
         self._proxies: dict[str, str | None] = {}
 
-    def pacer(self, conn_id: str, per_second: float | None) -> RequestPacer:
-        pacer = self.pacers.setdefault(conn_id, RequestPacer(per_second))
-        pacer.per_second = per_second  # the connection's latest setting
+    def pacer(self, conn_id: str, cap: float | None, adaptive: bool) -> RequestPacer:
+        """The connection's pacer, following its latest settings (a rate found so far is kept)."""
+        pacer = self.pacers.get(conn_id)
+        if pacer is None or (pacer.rate is not None) != adaptive:
+            pacer = self.pacers[conn_id] = RequestPacer(cap, adaptive)
+        pacer.cap = cap
         return pacer
 
     def known_settings(self, conn_id: str) -> Any | None:

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 LOW_CREDIT_WARNING = "low_credit_warning"
 #: The connection extra capping the status polls all waits on the connection make, per triggerer.
 MAX_POLLS_PER_SECOND = "max_polls_per_second"
+#: The connection extra that turns off the adaptive poll rate (on unless set false).
+ADAPTIVE_RATE = "adaptive_rate"
 #: Redirects a video download follows, each hop's address checked again.
 MAX_VIDEO_REDIRECTS = 5
 
@@ -77,12 +79,25 @@ def _number(conn_id: str, extra: Mapping[str, Any], name: str, rule: str, *, who
     return number
 
 
+def _flag(conn_id: str, extra: Mapping[str, Any], name: str, default: bool) -> bool:
+    """An extra that holds true or false; a URI or environment variable gives it as text."""
+    value = extra.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "false"):
+        return str(value).strip().lower() == "true"
+    raise _setting_error(conn_id, name, value, "it must be true or false")
+
+
 @dataclass(frozen=True)
 class _ApiSettings:
     base_url: str
     api_key: str = field(repr=False)
     low_credit_warning: int | None = None
     max_polls_per_second: float | None = None
+    adaptive_rate: bool = True
     allowed_video_hosts: tuple[frozenset[str], tuple[Any, ...]] = (frozenset(), ())
 
     @classmethod
@@ -114,6 +129,7 @@ class _ApiSettings:
                 "it must be a number above 0 (or empty for no cap)",
                 whole=False,
             ),
+            adaptive_rate=_flag(conn_id, extra, ADAPTIVE_RATE, default=True),
             allowed_video_hosts=allowed,
         )
 
@@ -598,19 +614,22 @@ class KlingHook(BaseHook):
         settings: _ApiSettings = shared.known_settings(self.kling_conn_id) or await shared.settings(
             self.kling_conn_id, self._read_async_settings
         )
-        pacer = shared.pacer(self.kling_conn_id, settings.max_polls_per_second)
+        pacer = shared.pacer(self.kling_conn_id, settings.max_polls_per_second, settings.adaptive_rate)
         if pacer.holds_back:
             await pacer.turn()
+        pacer.sent()
         try:
             http_status, body, headers = await shared.get(
                 settings.base_url, api.status_path(task_id), settings.headers, self.budgets
             )
-            return api.read_status_response(
+            status = api.read_status_response(
                 http_status, body, headers.get("Retry-After"), task_id, headers.get("Location")
             )
+            pacer.answered()
+            return status
         except KlingError as error:
             if isinstance(error, KlingRateLimitError):
-                pacer.pause(self.status_retry_policy.group_pause(error))
+                pacer.limited(self.status_retry_policy.group_pause(error))
             elif isinstance(error, KlingAuthError):
                 shared.forget_settings(self.kling_conn_id)  # the key may have changed: read it again
             self._finish_error(error, settings.api_key)
