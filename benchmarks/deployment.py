@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +93,243 @@ def airflow_env(home: Path, dags: Path, api_port: int, kling_url: str, api_key: 
             {"conn_type": "kling", "host": kling_url, "password": api_key}
         ),
     }
+
+
+def debian_postgres_bin() -> Path | None:
+    """The newest PostgreSQL server Debian installed (``/usr/lib/postgresql/<major>/bin``), if any."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
+    )
+    return found[-1].parent if found else None
+
+
+def missing_servers() -> list[str]:
+    """What the production-shaped deployment needs from Debian and this machine lacks."""
+    missing = [] if debian_postgres_bin() else ["postgresql"]
+    return missing + ([] if Path("/usr/bin/redis-server").exists() else ["redis-server"])
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on loopback and a free port, tuned for tests (no fsync), in a
+    folder of its own under the system's temporary folder (removed when it stops). Run as the
+    ``postgres`` user when we are root: the server refuses to run as root, and that user could not
+    enter a folder of pytest's."""
+
+    def __init__(self) -> None:
+        binaries = debian_postgres_bin()
+        assert binaries, "PostgreSQL is not installed (apt-get install postgresql)"
+        self.port = free_port()
+        self.folder = folder = Path(tempfile.mkdtemp(prefix="kling-postgres-"))
+        self.as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(folder, "postgres", "postgres")
+        data = folder / "data"
+        initdb = [str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]
+        subprocess.run([*self.as_owner, *initdb], check=True, capture_output=True, cwd=folder)
+        server = [
+            str(binaries / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(folder),
+            "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=400", "-c", "fsync=off",
+            "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+        ]  # fmt: skip
+        self.log = folder / "postgres.log"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*self.as_owner, *server],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=folder,
+            )
+        wait_until(self._accepts, 60, "PostgreSQL to accept connections", self.log, self.process)
+        self.execute("CREATE DATABASE airflow", database="postgres")
+
+    def url(self, driver: str = "postgresql+psycopg2") -> str:
+        return f"{driver}://postgres@127.0.0.1:{self.port}/airflow"
+
+    def _accepts(self) -> bool:
+        import psycopg2
+
+        try:
+            psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres").close()
+        except psycopg2.OperationalError:
+            return False
+        return True
+
+    def execute(self, sql: str, *parameters: Any, database: str = "airflow") -> list[tuple[Any, ...]]:
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=database)
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, parameters)
+                return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            connection.close()
+
+    def dump(self) -> str:
+        """Every table of the airflow database, as SQL text."""
+        binaries = debian_postgres_bin()
+        assert binaries
+        command = [
+            str(binaries / "pg_dump"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "airflow",
+        ]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+    def stop(self) -> None:
+        stop(self.process)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Redis:
+    """A throwaway Redis on loopback and a free port, keeping nothing on disk."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log = folder / "redis.log"
+        command = [
+            "/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(folder),
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_until(self._answers, 30, "Redis to answer", self.log, self.process)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                probe.sendall(b"PING\r\n")
+                return probe.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+class Deployment:
+    """Airflow's components as separate processes sharing one ``home`` and environment, each
+    startable, killable and stoppable on its own (as an outage or a failover would)."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def api_url(self) -> str:
+        return self.env["AIRFLOW__API__BASE_URL"]
+
+    def start(self, name: str, *command: str, env: dict[str, str] | None = None) -> None:
+        with (self.home / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                list(command),
+                env=env or self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def start_airflow(self, name: str, *arguments: str, **settings: str) -> None:
+        """``airflow <arguments>`` as the process ``name``; ``settings`` are extra environment variables."""
+        self.start(name, sys.executable, "-m", "airflow", *arguments, env=self.env | settings)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and its children, as a machine's crash would."""
+        os.killpg(self.processes[name].pid, signal.SIGKILL)
+        self.processes[name].wait(timeout=10)
+
+    def cli(self, *arguments: str) -> str:
+        command = [sys.executable, "-m", "airflow", *arguments]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def wait_for_api(self) -> None:
+        wait_until(lambda: answers(f"{self.api_url}/api/v2/monitor/health"), 180, "the api-server")
+
+    def trigger(
+        self, dag_id: str, registered: Callable[[str], bool], conf: dict[str, Any] | None = None
+    ) -> str:
+        """Unpause and trigger ``dag_id`` (with ``conf``) once ``registered(dag_id)`` says the
+        dag-processor has it."""
+        wait_until(lambda: registered(dag_id), 180, f"{dag_id} to register")
+        self.cli("dags", "unpause", dag_id)
+        run_id = f"{dag_id}_{time.time_ns()}"
+        self.cli(
+            "dags", "trigger", dag_id, "--run-id", run_id, *(["--conf", json.dumps(conf)] if conf else [])
+        )
+        return run_id
+
+    def logs(self) -> str:
+        """Every log under ``home``: the components' and the tasks'."""
+        return "\n".join(
+            path.read_text(errors="replace") for path in self.home.rglob("*.log") if path.is_file()
+        )
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            stop(process)
+
+
+#: The processes of a production-shaped deployment, each started on its own.
+WORKERS = ("worker-1", "worker-2")
+TRIGGERERS = ("triggerer-1", "triggerer-2")
+
+
+@contextmanager
+def production_airflow(
+    home: Path, dags: Path, kling_url: str, api_key: str, triggerer_capacity: int = 1000, **settings: str
+) -> Iterator[tuple[Deployment, Postgres]]:
+    """Airflow as production runs it, on one machine: PostgreSQL, Redis and the CeleryExecutor; the
+    api-server, scheduler and dag-processor; two Celery workers (4 slots each) and two triggerers
+    holding ``triggerer_capacity`` triggers each. ``settings`` are more environment variables.
+    A killed worker's task or triggerer's waits are noticed within 20 s and 10 s."""
+    database = Postgres()
+    broker = Redis(home / "redis")
+    env = airflow_env(home, dags, free_port(), kling_url, api_key) | {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database.url(),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker.url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": database.url("db+postgresql+psycopg2"),
+        "AIRFLOW__CORE__PARALLELISM": "16",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+    }
+    airflow = Deployment(home, env | settings)
+    try:
+        airflow.cli("db", "migrate")
+        for component in ("api-server", "scheduler", "dag-processor"):
+            airflow.start_airflow(component, component)
+        for worker in WORKERS:
+            airflow.start_airflow(
+                worker, "celery", "worker", "--concurrency", "4", "--celery-hostname", f"{worker}@%h",
+                "--pid", str(home / f"{worker}.pid"),
+                AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+            )  # fmt: skip
+        for triggerer in TRIGGERERS:
+            airflow.start_airflow(
+                triggerer, "triggerer", "--capacity", str(triggerer_capacity),
+                "--pid", str(home / f"{triggerer}.pid"),
+                AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
+            )  # fmt: skip
+        airflow.wait_for_api()
+        yield airflow, database
+    finally:
+        airflow.stop()
+        broker.stop()
+        database.stop()

@@ -30,9 +30,12 @@ class EmulatorProcess:
             raise SystemExit(f"The emulator did not start: {banner!r}")
         self.url = banner.split()[-1]
 
-    def control(self, path: str, method: str = "GET") -> Any:
-        """A control route's JSON answer, e.g. ``control("/_emulator/jobs")``."""
-        request = urllib.request.Request(self.url + path, method=method)
+    def control(self, path: str, method: str = "GET", body: Any = None) -> Any:
+        """A control route's JSON answer, e.g. ``control("/_emulator/jobs")``; ``body`` is sent as JSON."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 

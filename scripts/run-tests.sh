@@ -9,13 +9,18 @@ NEWEST_AIRFLOW="apache-airflow==3.3.2"
 OLDEST_AIRFLOW="apache-airflow==3.1.8"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
-# The UI test drives Debian's Chromium (Playwright downloads no browser here).
-if [ ! -x /usr/bin/chromium ]; then
+# From Debian: Chromium for the UI test (Playwright downloads no browser here); PostgreSQL and
+# Redis for the production-shaped deployment (tests/test_production.py).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
-    echo "Installing Debian's chromium for the UI test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "Installing Debian's ${missing[*]} for the UI and production-shaped tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "The UI test needs Debian's chromium: sudo apt-get install chromium" >&2
+    echo "The UI and production-shaped tests need Debian's ${missing[*]}: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

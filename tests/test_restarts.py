@@ -9,40 +9,29 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from dag_runs import task_logs_of
-from deployment import airflow_env, answers, free_port, stop, wait_until
+from deployment import Deployment, airflow_env, free_port, stop, wait_until
 
 DAGS = Path(__file__).resolve().parent / "restart_dags"
 API_KEY = "restart-test-key"
 
 
-@dataclass
-class Deployment:
-    home: Path
-    env: dict[str, str]
-    api_url: str
-    emulator_port: int
-    state_file: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+class Restarts(Deployment):
+    """The harness's deployment with the emulator as one of its processes (restartable on its port,
+    keeping its jobs in a state file) and questions asked of its SQLite database."""
 
-    def start(self, name: str, *command: str) -> None:
-        log = (self.home / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(
-            list(command), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def start_airflow(self, component: str, *arguments: str) -> None:
-        self.start(component, sys.executable, "-m", "airflow", component, *arguments)
+    def __init__(self, home: Path, env: dict[str, str], emulator_port: int) -> None:
+        super().__init__(home, env)
+        self.emulator_port = emulator_port
+        self.state_file = home / "emulator-state.json"
 
     def start_emulator(self) -> None:
         self.start(
@@ -52,20 +41,11 @@ class Deployment:
         )  # fmt: skip
         wait_until(lambda: self.emulator("stats") is not None, 30, "the emulator to answer")
 
-    def kill(self, name: str) -> None:
-        os.killpg(self.processes[name].pid, signal.SIGKILL)
-        self.processes[name].wait(timeout=10)
-
     def emulator(self, route: str) -> Any:
         try:
             return requests.get(f"http://127.0.0.1:{self.emulator_port}/_emulator/{route}", timeout=5).json()
         except requests.RequestException:
             return None
-
-    def cli(self, *arguments: str) -> None:
-        command = [sys.executable, "-m", "airflow", *arguments]
-        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
 
     def query(self, sql: str, *parameters: Any) -> list[tuple[Any, ...]]:
         with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
@@ -84,48 +64,39 @@ class Deployment:
         rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
         return rows[0][0] if rows else None
 
-    def trigger(self, dag_id: str) -> str:
-        wait_until(
-            lambda: self.query("SELECT 1 FROM dag WHERE dag_id = ?", dag_id), 180, f"{dag_id} to register"
-        )
-        self.cli("dags", "unpause", dag_id)
-        run_id = f"{dag_id}_{int(time.time())}"
-        self.cli("dags", "trigger", dag_id, "--run-id", run_id)
-        return run_id
+    def trigger_run(self, dag_id: str) -> str:
+        return self.trigger(dag_id, lambda dag: bool(self.query("SELECT 1 FROM dag WHERE dag_id = ?", dag)))
 
     def jobs_for(self, prompt: str) -> list[dict[str, Any]]:
         return [job for job in self.emulator("jobs") or [] if job["request"]["prompt"] == prompt]
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
     home = tmp_path_factory.mktemp("restart-airflow-home")
-    api_port, emulator_port = free_port(), free_port()
-    env = airflow_env(home, DAGS, api_port, f"http://127.0.0.1:{emulator_port}", API_KEY)
+    emulator_port = free_port()
+    env = airflow_env(home, DAGS, free_port(), f"http://127.0.0.1:{emulator_port}", API_KEY)
     env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
-    running = Deployment(
-        home, env, f"http://127.0.0.1:{api_port}", emulator_port, home / "emulator-state.json"
-    )
+    running = Restarts(home, env, emulator_port)
     try:
         running.cli("db", "migrate")
         running.start_emulator()
         for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
-            running.start_airflow(component)
-        wait_until(lambda: answers(f"{running.api_url}/api/v2/monitor/health"), 180, "the api-server")
+            running.start_airflow(component, component)
+        running.wait_for_api()
         yield running
     finally:
-        for process in running.processes.values():
-            stop(process)
+        running.stop()
 
 
-def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deployment: Deployment) -> None:
-    run_id = deployment.trigger("restart_deferred")
+def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deployment: Restarts) -> None:
+    run_id = deployment.trigger_run("restart_deferred")
     wait_until(
         lambda: deployment.task_states("restart_deferred", run_id) == ["deferred"] * 3, 120, "deferrals"
     )
     deployment.kill("triggerer")
     time.sleep(3)
-    deployment.start_airflow("triggerer")
+    deployment.start_airflow("triggerer", "triggerer")
     wait_until(
         lambda: deployment.run_state("restart_deferred", run_id) in ("success", "failed"), 180, "the run"
     )
@@ -135,13 +106,13 @@ def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deploy
     assert [len(deployment.jobs_for(f"triggerer restart {n}")) for n in range(3)] == [1, 1, 1]
 
 
-def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Deployment) -> None:
-    run_id = deployment.trigger("restart_deadline")
+def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Restarts) -> None:
+    run_id = deployment.trigger_run("restart_deadline")
     wait_until(lambda: deployment.task_states("restart_deadline", run_id) == ["deferred"], 120, "deferral")
     deployment.kill("triggerer")
     time.sleep(4)
     restarted_at = time.time()
-    deployment.start_airflow("triggerer")
+    deployment.start_airflow("triggerer", "triggerer")
     wait_until(
         lambda: deployment.run_state("restart_deadline", run_id) in ("success", "failed"), 180, "the run"
     )
@@ -154,8 +125,8 @@ def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Deployment
     assert all(poll < restarted_at + 3 for poll in job["status_polls"]), (restarted_at, job["status_polls"])
 
 
-def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Deployment) -> None:
-    run_id = deployment.trigger("restart_worker")
+def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Restarts) -> None:
+    run_id = deployment.trigger_run("restart_worker")
     wait_until(
         lambda: any(job["status_polls"] for job in deployment.jobs_for("worker killed")), 120, "polling"
     )
@@ -177,8 +148,8 @@ def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Deploym
     assert len(deployment.jobs_for("worker killed")) == 1
 
 
-def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Deployment) -> None:
-    run_id = deployment.trigger("restart_emulator")
+def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Restarts) -> None:
+    run_id = deployment.trigger_run("restart_emulator")
     wait_until(
         lambda: any(job["status_polls"] for job in deployment.jobs_for("emulator restart")), 120, "polling"
     )
