@@ -90,23 +90,12 @@ def _config(args: argparse.Namespace) -> EmulatorConfig:
     def rates(endpoint: str) -> FaultRates:
         return FaultRates(**{name: getattr(args, f"{endpoint}_{name}_rate") for name in FAULT_NAMES})
 
-    return EmulatorConfig(
-        api_keys=tuple(args.api_keys or (DEFAULT_API_KEY,)),
-        credits=args.credits,
-        min_seconds=args.min_seconds,
-        max_seconds=args.max_seconds,
-        speed=args.speed,
-        seed=args.seed,
-        job_failure_rate=args.job_failure_rate,
-        submit_faults=rates("submit"),
-        status_faults=rates("status"),
-        slow_seconds=args.slow_seconds,
-        retry_after=args.retry_after,
-        rate_limit=args.rate_limit,
-        state_file=args.state_file,
-        host=args.host,
-        port=args.port,
-    )
+    # Every option sets the config field of its name; the fault rates come in per endpoint.
+    given = {
+        field.name: getattr(args, field.name) for field in fields(EmulatorConfig) if hasattr(args, field.name)
+    }
+    given["api_keys"] = tuple(args.api_keys or (DEFAULT_API_KEY,))
+    return EmulatorConfig(**given, submit_faults=rates("submit"), status_faults=rates("status"))
 
 
 async def _serve_until_signalled(config: EmulatorConfig) -> None:
