@@ -275,6 +275,11 @@ class Deployment:
         )
         return run_id
 
+    def query(self, sql: str, *parameters: Any) -> list[tuple[Any, ...]]:
+        """Rows from the SQLite metadata database in ``home`` (a standalone or LocalExecutor deployment)."""
+        with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
+            return db.execute(sql, parameters).fetchall()
+
     def logs(self) -> str:
         """Every log under ``home``: the components' and the tasks'."""
         return "\n".join(

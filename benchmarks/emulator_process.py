@@ -39,6 +39,12 @@ class EmulatorProcess:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 
+    def stats(self) -> dict[str, Any]:
+        return dict(self.control("/_emulator/stats"))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self.control("/_emulator/jobs"))
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)

@@ -148,7 +148,9 @@ def benchmark(arguments: argparse.Namespace) -> dict[str, Any]:
             f"AIRFLOW_CONN_KLING_{mode.upper()}": connection(emulator.url, mode, arguments.limit)
             for mode in MODES
         }
-        with production_airflow(Path(folder), DAGS, emulator.url, API_KEY, **connections) as (
+        # Each triggerer may hold 60% of the waits, so that both hold some (and both send polls).
+        capacity = arguments.waits * 6 // 10 + 1
+        with production_airflow(Path(folder), DAGS, emulator.url, API_KEY, capacity, **connections) as (
             airflow,
             database,
         ):

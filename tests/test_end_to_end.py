@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from conftest import EXAMPLE_DAGS
 from dag_runs import task_logs_of
-from deployment import airflow_env, answers, free_port, stop, wait_until
+from deployment import Deployment, airflow_env, answers, free_port, wait_until
+from emulator_process import EmulatorProcess
 
 DAG_ID = "kling_text_to_video"
 #: A key no other part of the setup could produce, so finding it anywhere means it leaked.
@@ -32,79 +30,27 @@ API_KEY = f"e2e-secret-{uuid.uuid4().hex}"
 TASK_ID = "generate_clip"
 
 
-@dataclass
-class Emulator:
-    process: subprocess.Popen[str]
-    url: str
+class Standalone(Deployment):
+    """``airflow standalone`` (scheduler, triggerer, dag-processor, api-server) as one process."""
 
-    def stats(self) -> dict[str, Any]:
-        return dict(requests.get(f"{self.url}/_emulator/stats", timeout=5).json())
-
-    def jobs(self) -> list[dict[str, Any]]:
-        return list(requests.get(f"{self.url}/_emulator/jobs", timeout=5).json())
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.processes["standalone"]
 
 
-def wait_for(condition: Any, seconds: float, what: str, airflow: Airflow) -> None:
+def wait_for(condition: Any, seconds: float, what: str, airflow: Standalone) -> None:
     wait_until(condition, seconds, what, airflow.home / "standalone.log", airflow.process)
 
 
-@dataclass
-class Airflow:
-    home: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    api_url: str
-    observed_states: list[tuple[float, str | None]] = field(default_factory=list)
-
-    def cli(self, *arguments: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "airflow", *arguments],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
-
-    def query(self, sql: str, *parameters: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
-            return db.execute(sql, parameters).fetchall()
-
-
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
+def emulator() -> Iterator[EmulatorProcess]:
     # The vendor's 60-90 s jobs run 10x faster: 6-9 s, long enough to watch the task wait deferred.
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_kling.emulator",
-            "--port",
-            "0",
-            "--speed",
-            "10",
-            "--seed",
-            "7",
-            "--api-key",
-            API_KEY,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    banner = process.stdout.readline()
-    try:
-        assert banner.startswith("Kling emulator listening on http://127.0.0.1:"), banner
-        yield Emulator(process, banner.split()[-1])
-    finally:
-        stop(process)
+    with EmulatorProcess("--speed", "10", "--seed", "7", "--api-key", API_KEY) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def airflow(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+def airflow(emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
     home = tmp_path_factory.mktemp("airflow-home")
     api_port = free_port()
     env = airflow_env(home, EXAMPLE_DAGS, api_port, emulator.url, API_KEY)
@@ -112,25 +58,17 @@ def airflow(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # the browser test needs no login
     }
-    log = (home / "standalone.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "airflow", "standalone"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    running = Airflow(home, env, process, f"http://127.0.0.1:{api_port}")
+    running = Standalone(home, env)
     try:
+        running.start_airflow("standalone", "standalone")
         wait_for(lambda: answers(f"{running.api_url}/api/v2/monitor/health"), 180, "the api-server", running)
         yield running
     finally:
-        stop(process)
-        log.close()
+        running.stop()
 
 
 @pytest.fixture(scope="module")
-def finished_run(airflow: Airflow, emulator: Emulator) -> dict[str, Any]:
+def finished_run(airflow: Standalone, emulator: EmulatorProcess) -> dict[str, Any]:
     """Trigger the example once and watch its generate task's state until the run ends."""
     wait_for(
         lambda: airflow.query("SELECT 1 FROM dag WHERE dag_id = ?", DAG_ID),
@@ -142,6 +80,8 @@ def finished_run(airflow: Airflow, emulator: Emulator) -> dict[str, Any]:
     run_id = f"e2e_{int(time.time())}"
     airflow.cli("dags", "trigger", DAG_ID, "--run-id", run_id)
 
+    observed_states: list[tuple[float, str | None]] = []
+
     def run_state() -> str | None:
         rows = airflow.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
         task_rows = airflow.query(
@@ -150,25 +90,27 @@ def finished_run(airflow: Airflow, emulator: Emulator) -> dict[str, Any]:
             run_id,
             TASK_ID,
         )
-        airflow.observed_states.append((time.time(), task_rows[0][0] if task_rows else None))
+        observed_states.append((time.time(), task_rows[0][0] if task_rows else None))
         return rows[0][0] if rows else None
 
     wait_for(lambda: run_state() in ("success", "failed"), 240, f"the {DAG_ID} run to end", airflow)
-    return {"run_id": run_id, "state": run_state()}
+    return {"run_id": run_id, "state": run_state(), "observed_states": observed_states}
 
 
-def test_example_dag_run_succeeds(finished_run: dict[str, Any], airflow: Airflow) -> None:
+def test_example_dag_run_succeeds(finished_run: dict[str, Any], airflow: Standalone) -> None:
     assert finished_run["state"] == "success", task_logs_of(airflow.home, DAG_ID, finished_run["run_id"])
 
 
-def test_generate_task_waited_in_the_deferred_state(finished_run: dict[str, Any], airflow: Airflow) -> None:
-    assert "deferred" in [state for _, state in airflow.observed_states]
+def test_generate_task_waited_in_the_deferred_state(
+    finished_run: dict[str, Any], airflow: Standalone
+) -> None:
+    assert "deferred" in [state for _, state in finished_run["observed_states"]]
 
 
 def test_the_triggerer_did_the_polling(
-    finished_run: dict[str, Any], airflow: Airflow, emulator: Emulator
+    finished_run: dict[str, Any], airflow: Standalone, emulator: EmulatorProcess
 ) -> None:
-    states = airflow.observed_states
+    states = finished_run["observed_states"]
     deferred_at = [i for i, (_, state) in enumerate(states) if state == "deferred"]
     # The deferral began after the last sample before it and ended before the first sample after it.
     window_start = states[deferred_at[0] - 1][0] if deferred_at[0] > 0 else states[0][0]
@@ -182,11 +124,11 @@ def test_the_triggerer_did_the_polling(
     )
 
 
-def test_exactly_one_job_was_created(finished_run: dict[str, Any], emulator: Emulator) -> None:
+def test_exactly_one_job_was_created(finished_run: dict[str, Any], emulator: EmulatorProcess) -> None:
     assert emulator.stats()["jobs_created"] == 1
 
 
-def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow: Airflow) -> None:
+def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow: Standalone) -> None:
     logs = [
         path.read_text(errors="replace")
         for path in (airflow.home / "logs").rglob("*")
@@ -195,18 +137,18 @@ def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow
     assert any("Kling job" in text and "progress" in text for text in logs)
 
 
-def test_example_dags_have_no_import_errors(airflow: Airflow) -> None:
+def test_example_dags_have_no_import_errors(airflow: Standalone) -> None:
     listed = airflow.cli("dags", "list-import-errors", "--output", "json")
     [json_line] = [line for line in listed.splitlines() if line.startswith("[")]  # after any warnings
     assert json.loads(json_line) == []
 
 
-def test_airflow_lists_the_provider(airflow: Airflow) -> None:
+def test_airflow_lists_the_provider(airflow: Standalone) -> None:
     assert "airflow-provider-kling" in airflow.cli("providers", "list", "--output", "json")
 
 
 def test_connection_added_with_the_cli_passes_airflow_connection_test(
-    airflow: Airflow, emulator: Emulator
+    airflow: Standalone, emulator: EmulatorProcess
 ) -> None:
     airflow.cli(
         "connections", "add", "kling_from_cli",
@@ -220,7 +162,7 @@ def test_connection_added_with_the_cli_passes_airflow_connection_test(
     assert after["jobs_created"] == before["jobs_created"]
 
 
-def test_connection_test_reports_a_wrong_key(airflow: Airflow, emulator: Emulator) -> None:
+def test_connection_test_reports_a_wrong_key(airflow: Standalone, emulator: EmulatorProcess) -> None:
     airflow.cli(
         "connections", "add", "kling_wrong_key",
         "--conn-type", "kling", "--conn-host", emulator.url, "--conn-password", "not-the-key",
@@ -299,7 +241,9 @@ def no_toast_left(page: Any) -> None:
     )
 
 
-def add_kling_connection(page: Any, airflow: Airflow, conn_id: str, emulator: Emulator, api_key: str) -> None:
+def add_kling_connection(
+    page: Any, airflow: Standalone, conn_id: str, emulator: EmulatorProcess, api_key: str
+) -> None:
     """Fill the Add Connection form as a person would, and save it."""
     emulator_port = emulator.url.rsplit(":", 1)[1]
     page.goto(f"{airflow.api_url}/connections")
@@ -327,7 +271,7 @@ def click_test(page: Any, conn_id: str) -> dict[str, Any]:
 
 
 def test_add_connection_form_offers_kling_with_its_labels(
-    browser_page: Any, airflow: Airflow, tmp_path_factory: pytest.TempPathFactory
+    browser_page: Any, airflow: Standalone, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     from airflow_provider_kling.get_provider_info import get_provider_info
 
@@ -368,7 +312,10 @@ def test_add_connection_form_offers_kling_with_its_labels(
 
 
 def test_test_button_reports_success_against_the_emulator(
-    browser_page: Any, airflow: Airflow, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+    browser_page: Any,
+    airflow: Standalone,
+    emulator: EmulatorProcess,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -391,7 +338,10 @@ def test_test_button_reports_success_against_the_emulator(
 
 
 def test_test_button_reports_a_wrong_key(
-    browser_page: Any, airflow: Airflow, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+    browser_page: Any,
+    airflow: Standalone,
+    emulator: EmulatorProcess,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -410,8 +360,8 @@ def test_test_button_reports_a_wrong_key(
 
 def test_task_page_links_to_the_finished_video(
     browser_page: Any,
-    airflow: Airflow,
-    emulator: Emulator,
+    airflow: Standalone,
+    emulator: EmulatorProcess,
     finished_run: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -426,7 +376,7 @@ def test_task_page_links_to_the_finished_video(
 
 
 def test_the_api_key_appears_in_no_log_xcom_trigger_or_rendered_field(
-    finished_run: dict[str, Any], airflow: Airflow, emulator: Emulator
+    finished_run: dict[str, Any], airflow: Standalone, emulator: EmulatorProcess
 ) -> None:
     """Searched after everything above ran: task, trigger and component logs, and the metadata DB."""
     logs = [airflow.home / "standalone.log", *(p for p in (airflow.home / "logs").rglob("*") if p.is_file())]

@@ -125,13 +125,13 @@ def test_the_429s_of_one_burst_cut_the_rate_once() -> None:
     assert rate.per_second == pytest.approx(14 * 0.7)
 
 
-def test_the_rate_grows_three_percent_of_its_cut_a_second_only_while_it_holds_polls_back() -> None:
+def test_the_rate_grows_two_percent_of_its_cut_a_second_only_while_it_holds_polls_back() -> None:
     rate = AdaptiveRate()
     rate.limited(sending(rate, 20, start=10.0))  # 14 a second from t=11
     rate.answered(21.0, held_back=False)
     assert rate.per_second == pytest.approx(14)  # no demand beyond it: no probing upwards
     rate.answered(31.0, held_back=True)
-    assert rate.per_second == pytest.approx(14 + 0.03 * 14 * 10)
+    assert rate.per_second == pytest.approx(14 + 0.02 * 14 * 10)
 
 
 def test_a_429_never_sets_a_rate_below_one_poll_every_two_seconds() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ API_KEY = "restart-test-key"
 
 class Restarts(Deployment):
     """The harness's deployment with the emulator as one of its processes (restartable on its port,
-    keeping its jobs in a state file) and questions asked of its SQLite database."""
+    keeping its jobs in a state file), and the questions the tests ask of its database."""
 
     def __init__(self, home: Path, env: dict[str, str], emulator_port: int) -> None:
         super().__init__(home, env)
@@ -46,10 +45,6 @@ class Restarts(Deployment):
             return requests.get(f"http://127.0.0.1:{self.emulator_port}/_emulator/{route}", timeout=5).json()
         except requests.RequestException:
             return None
-
-    def query(self, sql: str, *parameters: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
-            return db.execute(sql, parameters).fetchall()
 
     def task_states(self, dag_id: str, run_id: str) -> list[str | None]:
         """The states of the run's task instances, in map index order."""

@@ -20,8 +20,8 @@ import asyncio
 #: The share of the rate sent that a 429 leaves (the multiplicative decrease).
 BACK_OFF = 0.7
 #: Growth a second while the pace holds polls back, as a share of the rate set by the last 429:
-#: small, so that a triggerer probes the limit again only every ~10 s and few polls meet a 429.
-GROWTH = 0.03
+#: small, so that a triggerer probes the limit again only every ~20 s and few polls meet a 429.
+GROWTH = 0.02
 #: The slowest pace a 429 can set: a poll every 2 s keeps every wait learning how its job went.
 MIN_RATE = 0.5
 #: 429s closer together than this are one signal (the polls of one burst), cutting the rate once.
