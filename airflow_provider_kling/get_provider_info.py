@@ -34,10 +34,10 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "adaptive_rate": {
                         "label": "Adapt to the vendor's rate limit",
-                        "schema": {"type": ["boolean", "null"]},
-                        "description": "On unless switched off: after a 429, the waits on this connection "
-                        "in one triggerer slow down and then find the rate the account allows, so that "
-                        "several triggerers together stay under its limit.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                        "description": "After a 429, the waits on this connection in one triggerer slow "
+                        "down and then find the rate the account allows, so that several triggerers "
+                        "together stay under its limit. Off: only the 429's pause and the cap.",
                     },
                     "allowed_video_hosts": {
                         "label": "Allowed video hosts",

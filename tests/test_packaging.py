@@ -114,3 +114,9 @@ def test_the_wheel_holds_the_package_and_its_metadata_only(wheel: zipfile.ZipFil
     tops = {name.split("/")[0] for name in wheel.namelist()}
     assert tops == {"airflow_provider_kling", "airflow_provider_kling-0.1.0.dist-info"}
     assert not [name for name in wheel.namelist() if "__pycache__" in name or name.endswith(".pyc")]
+
+
+def test_the_adaptive_rate_switch_starts_on_in_a_new_connection_form() -> None:
+    # The form saves what it shows: a switch shown off would turn the adaptive rate off unasked.
+    [connection_type] = get_provider_info()["connection-types"]
+    assert connection_type["conn-fields"]["adaptive_rate"]["schema"]["default"] is True
