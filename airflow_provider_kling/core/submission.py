@@ -19,12 +19,17 @@ class Submission:
     """A sent request (``task_id`` None: the answer was never seen) or the job it created."""
 
     fingerprint: str
+    """The request's fingerprint: a retry with a changed request is a new request."""
     round: int | None = None
+    """The task instance's ``max_tries`` when it was made: ``regenerate`` compares it."""
     task_id: str | None = None
+    """The vendor's task_id; None while the answer to the submit has not been seen."""
     credits_used: int | None = None
     credits_remaining: int | None = None
     submitted_at: float | None = None
+    """The Unix time the vendor's answer came: the adaptive schedule counts the job's age from it."""
     expected_seconds: tuple[float, float] | None = None
+    """The duration range the submit announced, if it did."""
 
     @property
     def pending(self) -> bool:
