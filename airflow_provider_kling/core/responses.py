@@ -206,11 +206,12 @@ class JobStatus:
     status: str
     state: JobState
     progress: int | None = None
+    message: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    # The video, once the job completed:
     video_url: str | None = None
     duration: int | None = None
     has_audio: bool | None = None
-    message: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: Any, *, task_id: str, http_status: int | None = None) -> JobStatus:
