@@ -21,8 +21,9 @@ from emulator_process import EmulatorProcess
 DAGS = Path(__file__).resolve().parent / "production_dags"
 #: A key no other part of the setup could produce, so finding it anywhere means it leaked.
 API_KEY = f"production-secret-{uuid.uuid4().hex}"
-#: Triggers one triggerer takes at most: fewer than the bulk run's waits, so both must carry some.
-TRIGGERER_CAPACITY = 30
+#: Triggers one triggerer takes at most: fewer than the bulk and failover runs' waits, so that both
+#: triggerers must hold some (a triggerer that claims first would otherwise take them all).
+TRIGGERER_CAPACITY = 15
 
 pytestmark = [
     pytest.mark.timeout(900),
