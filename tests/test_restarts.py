@@ -1,11 +1,15 @@
-"""Restarts on a real Airflow: the triggerer killed, a worker's task killed, the API restarting.
+"""Restarts on a real Airflow: the triggerer killed, a worker's task killed, the API restarting; and
+where each step of a wait runs: which endings resume a worker, and a task marked while deferred.
 
 Airflow's components run as separate processes here (api-server, scheduler, dag-processor,
-triggerer), so one can be killed with SIGKILL and started again, as an outage would.
+triggerer), so one can be killed with SIGKILL and started again, as an outage would. Task process
+runs are counted from the audit log: the api-server logs ``running`` each time a worker's task
+process starts its task, first run or resumption alike.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -65,6 +69,31 @@ class Restarts(Deployment):
     def jobs_for(self, prompt: str) -> list[dict[str, Any]]:
         return [job for job in self.emulator("jobs") or [] if job["request"]["prompt"] == prompt]
 
+    def task_process_runs(self, dag_id: str, run_id: str, task_id: str) -> dict[int, int]:
+        """How many times a worker ran the task's process, by try number."""
+        rows = self.query(
+            "SELECT try_number, COUNT(*) FROM log WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+            "AND event = 'running' GROUP BY try_number",
+            dag_id,
+            run_id,
+            task_id,
+        )
+        return dict(rows)
+
+    def returned(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        """The task's return value, read as Airflow reads it: the JSON column holds its JSON text."""
+        [(value,)] = self.query(
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = 'return_value'",
+            dag_id,
+            run_id,
+            task_id,
+        )
+        return json.loads(json.loads(value))
+
+    def finish(self, dag_id: str, run_id: str) -> str | None:
+        wait_until(lambda: self.run_state(dag_id, run_id) in ("success", "failed"), 180, f"the {dag_id} run")
+        return self.run_state(dag_id, run_id)
+
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
@@ -72,6 +101,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
     emulator_port = free_port()
     env = airflow_env(home, DAGS, free_port(), f"http://127.0.0.1:{emulator_port}", API_KEY)
     env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
+    env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"  # the REST API needs no token
     running = Restarts(home, env, emulator_port)
     try:
         running.cli("db", "migrate")
@@ -158,3 +188,55 @@ def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Restarts) -> None
         deployment.home, "restart_emulator", run_id
     )
     assert len(deployment.jobs_for("emulator restart")) == 1
+
+
+def test_a_deferrable_generation_takes_one_task_process_run(deployment: Restarts) -> None:
+    run_id = deployment.trigger_run("restart_emulator")
+    assert deployment.finish("restart_emulator", run_id) == "success"
+    # Submitted and deferred on a worker; the triggerer ended the task once the video was ready.
+    assert deployment.task_process_runs("restart_emulator", run_id, "generate") == {1: 1}
+
+
+def test_a_timeout_resumes_on_a_worker_and_the_retry_reattaches(deployment: Restarts) -> None:
+    run_id = deployment.trigger_run("resume_on_worker")
+    state = deployment.finish("resume_on_worker", run_id)
+    assert state == "success", task_logs_of(deployment.home, "resume_on_worker", run_id)
+    runs = deployment.task_process_runs("resume_on_worker", run_id, "generate")
+    last = max(runs)
+    assert last >= 2, runs
+    # Each timed-out try ran twice: its start, then its resumption on a worker to raise the timeout.
+    # The last try reattached to the job, and either found its video or had the triggerer end it.
+    assert runs == {**dict.fromkeys(range(1, last), 2), last: 1}
+    [job] = deployment.jobs_for("timeout then retry")
+    assert deployment.returned("resume_on_worker", run_id, "generate")["task_id"] == job["task_id"]
+
+
+def test_a_deferrable_sensor_runs_no_task_process(deployment: Restarts) -> None:
+    run_id = deployment.trigger_run("submit_then_sense")
+    state = deployment.finish("submit_then_sense", run_id)
+    assert state == "success", task_logs_of(deployment.home, "submit_then_sense", run_id)
+    assert deployment.task_process_runs("submit_then_sense", run_id, "submit") == {1: 1}
+    # The triggerer started it, rendering the xcom_pull template, and ended it with the video.
+    assert deployment.task_process_runs("submit_then_sense", run_id, "wait") == {}
+    [job] = deployment.jobs_for("sensed")
+    result = deployment.returned("submit_then_sense", run_id, "wait")
+    assert (result["task_id"], result["status"]) == (job["task_id"], "completed")
+    assert result["video_url"].endswith(f"{job['task_id']}.mp4")
+
+
+def test_marking_a_deferred_generation_failed_warns_that_the_job_goes_on(deployment: Restarts) -> None:
+    run_id = deployment.trigger_run("kill_deferred")
+    # Until the triggerer polls, it runs no trigger that a kill could reach.
+    wait_until(
+        lambda: any(job["status_polls"] for job in deployment.jobs_for("marked failed")), 120, "polling"
+    )
+    [job] = deployment.jobs_for("marked failed")
+    marked = requests.patch(
+        f"{deployment.api_url}/api/v2/dags/kill_deferred/dagRuns/{run_id}/taskInstances/generate",
+        json={"new_state": "failed"},
+        timeout=30,
+    )
+    assert marked.status_code == 200, marked.text
+    warning = f"Stopped waiting for Kling job {job['task_id']} (the task was marked or cleared)"
+    wait_until(lambda: warning in deployment.logs(), 60, "the trigger's on_kill warning")
+    assert "keeps running at the vendor" in deployment.logs()

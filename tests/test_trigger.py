@@ -112,6 +112,9 @@ def test_serialised_kwargs_hold_no_key_and_only_primitives(emulator: KlingEmulat
         "kling_conn_id",
         "submitted_at",
         "expected_seconds",
+        "end_from_trigger",
+        "credits_used",
+        "credits_remaining",
     }
     assert emulator.api_key not in repr(kwargs)
     assert json.loads(json.dumps(kwargs)) == kwargs

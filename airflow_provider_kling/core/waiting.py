@@ -65,6 +65,12 @@ def wait_event(
     }
 
 
+#: What a task that its trigger ended is resumed with by a runner that resumes it all the same
+#: (``dag.test()`` does; a deployed Airflow does not): the task-end event's payload, its state, the
+#: result having gone to XCom with the event. The job is known to be complete then.
+TASK_ENDED_EVENT = "success"
+
+
 def result_from_event(event: Any) -> dict[str, Any]:
     """The finished job's fields from a wait event; raises the matching error for any other outcome."""
     if not isinstance(event, dict) or event.get("status") not in {o.value for o in WaitOutcome}:

@@ -28,5 +28,9 @@ class KlingVideoLink(BaseOperatorLink):
     name = "Kling video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        video_url = getattr(operator, VIDEO_URL_ATTRIBUTE, None)
-        return str(video_url) if is_http_url(video_url) else ""
+        return link_to(getattr(operator, VIDEO_URL_ATTRIBUTE, None))
+
+
+def link_to(video_url: object) -> str:
+    """The link's target for a video_url: itself when it is an http(s) URL, else none (no button)."""
+    return str(video_url) if is_http_url(video_url) else ""

@@ -36,6 +36,7 @@ from airflow_provider_kling.core.request import (
 from airflow_provider_kling.core.responses import JobState, job_state
 from airflow_provider_kling.core.submission import Submission
 from airflow_provider_kling.core.waiting import (
+    TASK_ENDED_EVENT,
     check_poll_interval,
     result_from_event,
     video_result,
@@ -391,7 +392,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             return task_id
         deadline = time.time() + _seconds(self.timeout)
         if self.deferrable:
-            from airflow_provider_kling.triggers.kling import KlingStatusTrigger  # not at DAG-parse time
+            # Not at DAG-parse time:
+            from airflow_provider_kling.triggers.kling import KlingStatusTrigger, nothing_left_for_worker
 
             self.defer(
                 trigger=KlingStatusTrigger(
@@ -401,6 +403,11 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                     kling_conn_id=self.kling_conn_id,
                     submitted_at=job.submitted_at,
                     expected_seconds=job.expected_seconds,
+                    # Without output_path (whose download and asset event need a worker), a ready
+                    # video ends the task in the triggerer: one task start per generation.
+                    end_from_trigger=nothing_left_for_worker(self),
+                    credits_used=job.credits_used,
+                    credits_remaining=job.credits_remaining,
                 ),
                 method_name="execute_complete",
                 kwargs={"submission": external_id},
@@ -438,14 +445,26 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         """What is left of ``timeout`` since this try began: reattach reads may not outlast it."""
         return _seconds(self.timeout) - (time.monotonic() - self._started)
 
-    def execute_complete(self, context: Context, event: dict[str, Any], submission: Any = None) -> Any:
+    def execute_complete(self, context: Context, event: Any, submission: Any = None) -> Any:
         """Resume after the trigger's one event: the result, or a clear error."""
         if submission is None and (store := context.get("task_state_store")) is not None:
             submission = store.get(self.external_id_key)  # dag.test() drops the defer kwargs
+        job = Submission.from_json(submission)
         try:
-            return self._result(result_from_event(event), Submission.from_json(submission), context)
+            if event == TASK_ENDED_EVENT:  # the trigger ended the task, and dag.test() resumed it
+                status = self.hook.get_status(self._announced_task_id(context, job)).as_dict()
+            else:
+                status = result_from_event(event)
+            return self._result(status, job, context)
         except FINAL_ERRORS as error:
             raise AirflowFailException(str(error)) from error
+
+    def _announced_task_id(self, context: Context, job: Submission | None) -> str:
+        """The job's vendor task_id: from its stored record, else from the XCom this try pushed."""
+        if job is not None and job.task_id:
+            return str(job.task_id)
+        ti = context["ti"]
+        return str(ti.xcom_pull(task_ids=ti.task_id, key="task_id", map_indexes=ti.map_index))
 
     def _result(
         self, status: dict[str, Any], submission: Submission | None, context: Context

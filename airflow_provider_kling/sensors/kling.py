@@ -19,6 +19,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import KlingError, is_transient
 from airflow_provider_kling.core.waiting import (
+    TASK_ENDED_EVENT,
     KlingWaitTimeoutError,
     finished_event,
     result_from_event,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
 
 class KlingStatusSensor(BaseSensorOperator):
@@ -39,10 +41,20 @@ class KlingStatusSensor(BaseSensorOperator):
     A failed job fails the sensor at once: no retry can make a failed generation succeed.
     Works in poke, reschedule and deferrable modes (``timeout`` bounds each of them).
 
+    Deferrable, a ready video ends it in the triggerer: it costs one worker start, to render
+    ``kling_task_id`` and defer. With ``start_from_trigger`` it costs none where Airflow can render
+    ``kling_task_id`` in the triggerer (3.3+, a sensor that is not mapped, ``kling_task_id`` a string);
+    elsewhere it starts on a worker, as without. A failed job or a timeout resumes it on a worker,
+    which raises as in the other modes.
+
     :param kling_task_id: (templated) the vendor task_id to wait for.
     :param kling_conn_id: the Airflow connection (type ``kling``) to the API.
     :param deferrable: wait in the triggerer, holding no worker slot (default
         ``[operators] default_deferrable``).
+    :param start_from_trigger: with ``deferrable``, start in the triggerer, which renders
+        ``kling_task_id`` there (Airflow 3.3+). An ``xcom_pull`` in it must then name
+        ``map_indexes`` (e.g. ``map_indexes=-1``): Airflow 3.3.2's triggerer leaves a read of all
+        map indexes unanswered, which would hang the wait, so the sensor refuses that at parse time.
     :param poke_interval: seconds between status reads (the vendor suggests 10).
     :param kwargs: the usual sensor arguments: ``timeout`` (bounds every mode and each poke's own
         request), ``mode`` ("poke" or "reschedule"), ``soft_fail``...
@@ -58,6 +70,7 @@ class KlingStatusSensor(BaseSensorOperator):
         kling_task_id: str,
         kling_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        start_from_trigger: bool = False,
         poke_interval: float | timedelta = 10.0,
         **kwargs: Any,
     ) -> None:
@@ -65,6 +78,44 @@ class KlingStatusSensor(BaseSensorOperator):
         self.kling_task_id = kling_task_id
         self.kling_conn_id = kling_conn_id
         self.deferrable = deferrable
+        if start_from_trigger and deferrable and isinstance(kling_task_id, str):
+            self._start_in_triggerer(kling_task_id)
+
+    def _trigger(self, deadline: float | None) -> KlingStatusTrigger:
+        from airflow_provider_kling.triggers.kling import KlingStatusTrigger, nothing_left_for_worker
+
+        return KlingStatusTrigger(
+            kling_task_id=self.kling_task_id,
+            deadline=deadline,
+            poll_interval=self.poke_interval,
+            kling_conn_id=self.kling_conn_id,
+            end_from_trigger=nothing_left_for_worker(self),
+        )
+
+    def _start_in_triggerer(self, kling_task_id: str) -> None:
+        """Have the scheduler hand the wait straight to the triggerer, where Airflow renders templated
+        trigger arguments there (3.3+); elsewhere ``execute`` defers from a worker, as before."""
+        from airflow.triggers.base import BaseTrigger, StartTriggerArgs
+
+        if not hasattr(BaseTrigger, "render_template_fields"):
+            return
+        if "xcom_pull" in kling_task_id and "map_indexes" not in kling_task_id:
+            raise ValueError(
+                "kling_task_id with start_from_trigger=True: an xcom_pull rendered in the triggerer must "
+                "name map_indexes (e.g. map_indexes=-1), since Airflow's triggerer does not answer a read "
+                f"of all map indexes and the wait would hang; got {kling_task_id!r}"
+            )
+        # No deadline of the trigger's own: none is known before the task starts, so Airflow's
+        # trigger timeout (the sensor's) bounds the wait, and the worker resumes to raise it.
+        classpath, trigger_kwargs = self._trigger(deadline=None).serialize()
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=classpath,
+            trigger_kwargs=trigger_kwargs,
+            next_method="execute_complete",
+            next_kwargs=None,
+            timeout=timedelta(seconds=self.timeout),
+        )
+        self.start_from_trigger = True
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -76,17 +127,7 @@ class KlingStatusSensor(BaseSensorOperator):
         if not self.deferrable:
             self._started = time.monotonic()
             return super().execute(context)
-        from airflow_provider_kling.triggers.kling import KlingStatusTrigger  # not at DAG-parse time
-
-        self.defer(
-            trigger=KlingStatusTrigger(
-                kling_task_id=self.kling_task_id,
-                deadline=time.time() + self.timeout,
-                poll_interval=self.poke_interval,
-                kling_conn_id=self.kling_conn_id,
-            ),
-            method_name="execute_complete",
-        )
+        self.defer(trigger=self._trigger(deadline=time.time() + self.timeout), method_name="execute_complete")
 
     def _time_left(self) -> float | None:
         """What is left of ``timeout`` since this execution began: a poke may not outlast it.
@@ -118,8 +159,10 @@ class KlingStatusSensor(BaseSensorOperator):
         setattr(self, VIDEO_URL_ATTRIBUTE, result["video_url"])  # for the "Kling video" link
         return result
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+    def execute_complete(self, context: Context, event: Any) -> Any:
         try:
+            if event == TASK_ENDED_EVENT:  # the trigger ended the task, and dag.test() resumed it
+                return self._video(self.hook.get_status(self.kling_task_id).as_dict())
             return self._video(result_from_event(event))
         except KlingWaitTimeoutError as timeout:
             raise AirflowSensorTimeout(str(timeout)) from timeout

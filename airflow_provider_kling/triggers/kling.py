@@ -3,22 +3,40 @@
 The trigger only reads status (it never submits, so a triggerer restart cannot pay twice), carries
 an absolute deadline (so a restart does not extend the wait), and ends with exactly one event
 whose small payload is documented in :class:`~airflow_provider_kling.core.waiting.WaitOutcome`.
+With ``end_from_trigger``, a finished video ends the task right here instead (Airflow's
+``TaskSuccessEvent``), so no worker starts again only to turn the event into the result.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.polling import schedule_for
-from airflow_provider_kling.core.waiting import check_poll_interval, wait_for_job
+from airflow_provider_kling.core.waiting import (
+    WaitOutcome,
+    check_poll_interval,
+    result_from_event,
+    video_result,
+    wait_for_job,
+)
+from airflow_provider_kling.links.kling import KlingVideoLink, link_to
 
 if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+
     from airflow_provider_kling.hooks.kling import KlingHook
+
+
+def nothing_left_for_worker(task: BaseOperator) -> bool:
+    """Whether ``task`` can end in the triggerer once its video is ready: the trigger pushes its
+    result, so it must want it pushed, and only a worker emits the asset events of its outlets."""
+    return bool(task.do_xcom_push) and not task.outlets
 
 
 class KlingStatusTrigger(BaseTrigger):
@@ -31,23 +49,32 @@ class KlingStatusTrigger(BaseTrigger):
     :param kling_task_id: the vendor task_id (not ``task_id``, which the triggerer sets to the
         Airflow task's id).
     :param deadline: the Unix time past which the wait ends with a ``timeout`` event; absolute, so
-        a triggerer restart does not extend it.
+        a triggerer restart does not extend it. None when the task starts in the triggerer, where
+        no start time is known yet: Airflow's own trigger timeout then bounds the wait.
     :param poll_interval: a fixed interval in seconds; None to poll adaptively (or every 10 s when
         ``submitted_at`` is unknown).
     :param kling_conn_id: the Airflow connection (type ``kling``) to the API.
     :param submitted_at: the Unix time the job was accepted, for the adaptive schedule.
     :param expected_seconds: the submit's announced duration range (low, high) in seconds; the
         vendor's 60-90 s when not given.
+    :param end_from_trigger: end the task here once the video is ready, returning the result
+        (``return_value`` XCom) and the "Kling video" link without a worker. Every other ending
+        (failed, timeout, error) still resumes the task on a worker, which raises as before.
+    :param credits_used: what the job cost, for the result and the kill warning.
+    :param credits_remaining: the account's credits after the submit, for the result.
     """
 
     def __init__(
         self,
         kling_task_id: str,
-        deadline: float,
+        deadline: float | None,
         poll_interval: float | None = None,
         kling_conn_id: str = DEFAULT_CONN_ID,
         submitted_at: float | None = None,
         expected_seconds: tuple[float, float] | list[float] | None = None,
+        end_from_trigger: bool = False,
+        credits_used: int | None = None,
+        credits_remaining: int | None = None,
     ):
         super().__init__()
         # Not ``task_id``: BaseTrigger keeps the Airflow task's id there, set by the triggerer.
@@ -57,6 +84,9 @@ class KlingStatusTrigger(BaseTrigger):
         self.kling_conn_id = kling_conn_id
         self.submitted_at = submitted_at
         self.expected_seconds = list(expected_seconds) if expected_seconds else None
+        self.end_from_trigger = end_from_trigger
+        self.credits_used = credits_used
+        self.credits_remaining = credits_remaining
         check_poll_interval(poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -69,11 +99,36 @@ class KlingStatusTrigger(BaseTrigger):
                 "kling_conn_id": self.kling_conn_id,
                 "submitted_at": self.submitted_at,
                 "expected_seconds": self.expected_seconds,
+                "end_from_trigger": self.end_from_trigger,
+                "credits_used": self.credits_used,
+                "credits_remaining": self.credits_remaining,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        yield TriggerEvent(await self.wait())
+        event = await self.wait()
+        if self.end_from_trigger and event["status"] == WaitOutcome.SUCCESS.value:
+            yield self._task_success(event)
+        else:
+            yield TriggerEvent(event)
+
+    def _task_success(self, event: dict[str, Any]) -> TaskSuccessEvent:
+        """The task's end, with what the worker would have pushed: its result and its link."""
+        result = video_result(result_from_event(event), self.credits_used, self.credits_remaining)
+        self.log.info("Kling video ready: %s (the task ends in the triggerer)", result["video_url"])
+        return TaskSuccessEvent(
+            xcoms={"return_value": result, KlingVideoLink().xcom_key: link_to(result["video_url"])}
+        )
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+ calls this when a user marks the deferred task failed or success, or clears it."""
+        cost = f"its {self.credits_used} credits" if self.credits_used is not None else "its credits"
+        self.log.warning(
+            "Stopped waiting for Kling job %s (the task was marked or cleared). The job keeps running at "
+            "the vendor (the API has no cancel call) and %s are charged.",
+            self.kling_task_id,
+            cost,
+        )
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -88,7 +143,7 @@ class KlingStatusTrigger(BaseTrigger):
             return await wait_for_job(
                 lambda: hook.aget_status(self.kling_task_id),
                 self.kling_task_id,
-                self.deadline,
+                math.inf if self.deadline is None else self.deadline,
                 schedule_for(self.poll_interval, self.submitted_at, self.expected_seconds),
                 log=self.log,
             )

@@ -1,4 +1,5 @@
-"""DAGs for tests/test_restarts.py: jobs take 10-15 s there, time enough to kill things."""
+"""DAGs for tests/test_restarts.py: jobs take 10-15 s there, time enough to kill things and to
+watch where each step runs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pendulum
 from airflow.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingGenerateOperator
+from airflow_provider_kling.sensors.kling import KlingStatusSensor
 
 
 def case(dag_id: str) -> DAG:
@@ -35,3 +37,29 @@ with case("restart_worker"):
 
 with case("restart_emulator"):
     KlingGenerateOperator(task_id="generate", prompt="emulator restart", deferrable=True, poll_interval=1)
+
+with case("resume_on_worker"):
+    # The wait's 8 s end before the 10-15 s job: the timeout resumes the task on a worker, which
+    # raises; the retry reattaches to the job and waits again, and its ready video ends it.
+    KlingGenerateOperator(
+        task_id="generate",
+        prompt="timeout then retry",
+        deferrable=True,
+        poll_interval=1,
+        timeout=8,
+        retries=2,
+        retry_delay=timedelta(seconds=1),
+    )
+
+with case("kill_deferred"):
+    KlingGenerateOperator(task_id="generate", prompt="marked failed", deferrable=True, poll_interval=1)
+
+with case("submit_then_sense"):
+    submit = KlingGenerateOperator(task_id="submit", prompt="sensed", wait_for_completion=False)
+    KlingStatusSensor(
+        task_id="wait",
+        kling_task_id="{{ ti.xcom_pull(task_ids='submit', key='task_id', map_indexes=-1) }}",
+        deferrable=True,
+        start_from_trigger=True,
+        poke_interval=1,
+    ).set_upstream(submit)

@@ -1,0 +1,217 @@
+"""Where a deferrable wait ends, and where a deferrable sensor starts: in the triggerer, when nothing
+is left for a worker to do.
+
+A deferrable generation without ``output_path`` ends in the triggerer with Airflow's task-end event,
+carrying the XComs a worker would have pushed; every other ending resumes the task on a worker. A
+deferrable sensor starts in the triggerer where Airflow renders templated trigger arguments there.
+These drive the operator, sensor and trigger directly against the emulator; test_end_to_end.py and
+test_restarts.py show the same on a real Airflow, counting the task processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.sdk import DAG, Asset
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
+from hook_setup import connect, quick_hook
+from task_context import FakeStore, context_with, logged
+
+from airflow_provider_kling.core.waiting import TASK_ENDED_EVENT
+from airflow_provider_kling.emulator import KlingEmulator
+from airflow_provider_kling.operators.kling import KlingGenerateOperator
+from airflow_provider_kling.sensors.kling import KlingStatusSensor
+from airflow_provider_kling.triggers.kling import KlingStatusTrigger
+
+#: Airflow renders a trigger's templated arguments in the triggerer from 3.3 on.
+RENDERS_IN_TRIGGERER = hasattr(BaseTrigger, "render_template_fields")
+LINK_KEY = "_link_KlingVideoLink"
+
+
+def generation(**kwargs: Any) -> KlingGenerateOperator:
+    operator = KlingGenerateOperator(
+        task_id="generate", prompt="a fox", deferrable=True, poll_interval=0.1, **kwargs
+    )
+    operator.hook = quick_hook()
+    return operator
+
+
+def deferral(operator: KlingGenerateOperator, context: Any) -> tuple[KlingStatusTrigger, dict[str, Any]]:
+    """The trigger ``operator`` defers to (with a quick hook) and the kwargs it resumes with."""
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, KlingStatusTrigger)
+    trigger.hook = quick_hook()
+    return trigger, dict(deferred.value.kwargs or {})
+
+
+def events_of(trigger: KlingStatusTrigger) -> list[TriggerEvent]:
+    """Drive the trigger as the triggerer does, collecting every event it yields."""
+
+    async def collect() -> list[TriggerEvent]:
+        return [event async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def recreated(trigger: KlingStatusTrigger, **changes: Any) -> KlingStatusTrigger:
+    """The trigger as the triggerer rebuilds it from its kwargs, with ``changes``."""
+    _, kwargs = trigger.serialize()
+    copy = KlingStatusTrigger(**(kwargs | changes))
+    copy.hook = quick_hook()
+    return copy
+
+
+def test_a_ready_video_ends_the_generation_in_the_triggerer_with_what_the_worker_would_push(
+    emulator: KlingEmulator,
+) -> None:
+    operator, context = generation(), context_with(FakeStore())
+    trigger, resume_kwargs = deferral(operator, context)
+    [ended] = events_of(trigger)
+    # What the worker resumed with the plain event would return: the same job, read the same way.
+    [plain] = events_of(recreated(trigger, end_from_trigger=False))
+    returned = operator.execute_complete(context, plain.payload, **resume_kwargs)
+
+    assert isinstance(ended, TaskSuccessEvent)
+    assert ended.xcoms == {"return_value": returned, LINK_KEY: returned["video_url"]}
+    assert returned["credits_used"] is not None and returned["video_url"].startswith("http")
+    assert emulator.stats()["jobs_created"] == 1
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"output_path": "file:///tmp/kling-task-end/fox.mp4"},
+        {"outlets": [Asset("s3://videos/fox.mp4")]},
+        {"do_xcom_push": False},
+    ],
+    ids=["output_path", "outlets", "no_xcom_push"],
+)
+def test_a_generation_with_work_left_for_the_worker_resumes_there(
+    emulator: KlingEmulator, settings: dict[str, Any]
+) -> None:
+    trigger, _ = deferral(generation(**settings), context_with(FakeStore()))
+    assert trigger.end_from_trigger is False
+    [event] = events_of(trigger)
+    assert type(event) is TriggerEvent and event.payload["status"] == "success"
+
+
+def test_a_failed_job_resumes_the_task_on_the_worker(
+    kling_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(monkeypatch, kling_emulator_factory(job_failure_rate=1.0))
+    trigger, _ = deferral(generation(), context_with(FakeStore()))
+    [event] = events_of(trigger)
+    assert type(event) is TriggerEvent and event.payload["status"] == "failed"
+
+
+def test_a_timeout_resumes_the_task_on_the_worker(emulator: KlingEmulator) -> None:
+    trigger, _ = deferral(generation(), context_with(FakeStore()))
+    [event] = events_of(recreated(trigger, deadline=time.time() + 0.2))
+    assert type(event) is TriggerEvent and event.payload["status"] == "timeout"
+
+
+def test_a_task_resumed_after_its_trigger_ended_it_returns_the_same_result(emulator: KlingEmulator) -> None:
+    # dag.test() resumes even a task whose trigger ended it, with the end event's state as the event.
+    operator, context = generation(), context_with(FakeStore())
+    trigger, resume_kwargs = deferral(operator, context)
+    [plain] = events_of(recreated(trigger, end_from_trigger=False))
+    assert operator.execute_complete(context, TASK_ENDED_EVENT, **resume_kwargs) == (
+        operator.execute_complete(context, plain.payload, **resume_kwargs)
+    )
+
+
+def test_a_trigger_with_no_deadline_of_its_own_waits_for_the_video(emulator: KlingEmulator) -> None:
+    trigger, _ = deferral(generation(), context_with(FakeStore()))
+    [event] = events_of(recreated(trigger, deadline=None, end_from_trigger=False))
+    assert event.payload["status"] == "success"
+
+
+def test_killing_the_deferred_task_warns_that_the_job_goes_on_and_is_charged(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    trigger = KlingStatusTrigger(kling_task_id="kling-123", deadline=time.time() + 60, credits_used=70)
+    asyncio.run(trigger.on_kill())
+    [line] = [line for line in logged(capfd).splitlines() if "warning" in line]
+    assert "kling-123" in line and "70 credits" in line
+    assert "keeps running at the vendor" in line and "no cancel call" in line
+
+
+# -- the sensor's start ----------------------------------------------------------------------------
+
+TEMPLATED_TASK_ID = "{{ dag_run.conf['kling_task_id'] }}"
+
+
+def sensor(**kwargs: Any) -> KlingStatusSensor:
+    settings = {
+        "kling_task_id": TEMPLATED_TASK_ID,
+        "deferrable": True,
+        "start_from_trigger": True,
+        "poke_interval": 5,
+        "timeout": 600,
+    }
+    return KlingStatusSensor(task_id="wait", **(settings | kwargs))
+
+
+@pytest.mark.skipif(not RENDERS_IN_TRIGGERER, reason="Airflow renders trigger templates from 3.3 on")
+def test_a_sensor_told_to_start_from_the_trigger_starts_in_the_triggerer_and_ends_there() -> None:
+    waiting = sensor()
+    args = waiting.start_trigger_args
+    assert waiting.start_from_trigger is True and args is not None
+    assert args.trigger_cls == "airflow_provider_kling.triggers.kling.KlingStatusTrigger"
+    assert (args.next_method, args.timeout) == ("execute_complete", timedelta(seconds=600))
+    assert args.trigger_kwargs is not None
+    assert args.trigger_kwargs | {"kling_task_id": TEMPLATED_TASK_ID} == args.trigger_kwargs
+    assert (args.trigger_kwargs["poll_interval"], args.trigger_kwargs["deadline"]) == (5, None)
+    assert args.trigger_kwargs["end_from_trigger"] is True
+
+
+@pytest.mark.skipif(not RENDERS_IN_TRIGGERER, reason="Airflow renders trigger templates from 3.3 on")
+def test_the_triggerer_renders_the_sensors_templated_task_id() -> None:
+    waiting = sensor()
+    assert waiting.start_trigger_args is not None
+    trigger = KlingStatusTrigger(**(waiting.start_trigger_args.trigger_kwargs or {}))
+    # What the triggerer does for a task started there: give the trigger its task, then render.
+    trigger.task_instance = SimpleNamespace(task_id="wait", task=waiting)  # type: ignore[assignment]
+    trigger.render_template_fields(context={"dag_run": SimpleNamespace(conf={"kling_task_id": "kling-9"})})  # type: ignore[arg-type]
+    assert trigger.kling_task_id == "kling-9"
+
+
+@pytest.mark.skipif(RENDERS_IN_TRIGGERER, reason="Airflow 3.3+ starts it in the triggerer")
+def test_before_airflow_3_3_a_sensor_told_to_start_from_the_trigger_defers_from_a_worker() -> None:
+    assert sensor().start_from_trigger is False
+
+
+def test_a_deferrable_sensor_starts_on_a_worker_unless_told_otherwise() -> None:
+    assert sensor(start_from_trigger=False).start_from_trigger is False
+
+
+@pytest.mark.skipif(not RENDERS_IN_TRIGGERER, reason="Airflow renders trigger templates from 3.3 on")
+def test_an_xcom_pull_of_every_map_index_is_refused_before_it_hangs_the_triggerer() -> None:
+    template = "{{ ti.xcom_pull(task_ids='submit', key='task_id') }}"
+    with pytest.raises(ValueError, match="map_indexes") as refused:
+        sensor(kling_task_id=template)
+    assert template in str(refused.value)
+    one_index = "{{ ti.xcom_pull(task_ids='submit', key='task_id', map_indexes=-1) }}"
+    assert sensor(kling_task_id=one_index).start_from_trigger is True
+
+
+def test_a_sensor_waiting_on_an_upstream_output_defers_from_a_worker() -> None:
+    with DAG("upstream_output", schedule=None):
+        submit = KlingGenerateOperator(task_id="submit", prompt="a fox", wait_for_completion=False)
+        waiting = KlingStatusSensor(
+            task_id="wait", kling_task_id=submit.output, deferrable=True, start_from_trigger=True
+        )
+    assert waiting.start_from_trigger is False
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+def test_a_sensor_that_is_not_deferrable_starts_on_a_worker(mode: str) -> None:
+    assert sensor(deferrable=False, mode=mode).start_from_trigger is False
