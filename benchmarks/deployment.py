@@ -338,3 +338,37 @@ def production_airflow(
         airflow.stop()
         broker.stop()
         database.stop()
+
+
+def process_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); None once it ended."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def session_pids(session: int) -> list[int]:
+    """The processes of one session: a process we started with ``start_new_session`` and its children."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        fields = process_stat(int(name))
+        if fields is not None and int(fields[3]) == session:
+            found.append(int(name))
+    return found
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds a process has used so far (its own threads, not its children)."""
+    fields = process_stat(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int | None:
+    """A process's resident set size now."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return None

@@ -1,6 +1,7 @@
 """The worker-slot benchmark at its smallest: it runs both modes on a real Airflow and reports figures.
 
-It checks that the script works, not its timings: those are the full run's,
+It checks that the script works and what runs where (one task process per generation, none for a
+sensor started in the triggerer), not its timings: those are the full run's,
 `python benchmarks/worker_slots.py`. About a minute, most of it `airflow standalone` booting.
 """
 
@@ -29,7 +30,7 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert "worker-slot s / generation" in done.stdout
+    assert "worker-slot s / task" in done.stdout
     return dict(json.loads(output.read_text()))
 
 
@@ -51,9 +52,28 @@ def test_slot_time_and_wall_time_were_measured(figures: dict[str, Any], mode: st
     assert run["wall_seconds"] > 0
 
 
-def test_a_deferrable_generation_runs_a_task_process_twice(figures: dict[str, Any]) -> None:
-    assert figures["modes"]["deferrable"]["task_process_runs_audit_log"] == 2 * GENERATIONS
+def test_a_generation_runs_one_task_process_deferrable_or_not(figures: dict[str, Any]) -> None:
+    assert figures["modes"]["deferrable"]["task_process_runs_audit_log"] == GENERATIONS
     assert figures["modes"]["non_deferrable"]["task_process_runs_audit_log"] == GENERATIONS
+
+
+def test_a_sensor_started_in_the_triggerer_runs_no_task_process(figures: dict[str, Any]) -> None:
+    sensor = figures["modes"]["sensor"]
+    assert sensor["run_state"] == "success", json.dumps(sensor["not_succeeded"], indent=1)
+    assert sensor["task_instances"] == sensor["succeeded"] == GENERATIONS
+    assert sensor["task_process_runs_audit_log"] == 0 and sensor["worker_slot_seconds"] == 0
+    assert sensor["jobs_created"] == 0  # they waited on jobs submitted before the run
+
+
+def test_the_baseline_task_ran_once_each_and_was_measured(figures: dict[str, Any]) -> None:
+    baseline = figures["modes"]["baseline"]
+    assert baseline["run_state"] == "success"
+    assert baseline["task_process_runs_audit_log"] == GENERATIONS
+    assert baseline["worker_slot_seconds_per_task"] > 0
+    assert figures["ratio_deferrable_to_baseline"] == pytest.approx(
+        figures["modes"]["deferrable"]["worker_slot_seconds_per_task"]
+        / baseline["worker_slot_seconds_per_task"]
+    )
 
 
 def test_every_busy_worker_second_belongs_to_a_task_of_the_runs(figures: dict[str, Any]) -> None:
@@ -67,6 +87,7 @@ def test_the_report_says_where_and_how_it_ran(figures: dict[str, Any]) -> None:
         "command",
         "settings",
         "ratio_non_deferrable_to_deferrable",
+        "ratio_deferrable_to_baseline",
         "benchmark_seconds",
     } <= set(figures)
     assert figures["settings"]["generations"] == GENERATIONS and figures["settings"]["slots"] == 2
