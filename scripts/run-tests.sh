@@ -47,7 +47,7 @@ if [ "$#" -eq 0 ]; then
     echo "== pytest on $OLDEST_AIRFLOW (unit and DAG tests)"
     pytest --ignore=tests/test_end_to_end.py --ignore=tests/test_restarts.py \
       --ignore=tests/test_benchmark_worker_slots.py --ignore=tests/test_production.py \
-      --ignore=tests/test_benchmark_rate_limit.py
+      --ignore=tests/test_benchmark_rate_limit.py --ignore=tests/test_benchmark_real_triggerer.py
   )
   [ $? -eq 0 ] || failed+=("$OLDEST_AIRFLOW (unit and DAG tests)")
 fi

@@ -191,10 +191,14 @@ def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Restarts) -> None
 
 
 def test_a_deferrable_generation_takes_one_task_process_run(deployment: Restarts) -> None:
-    run_id = deployment.trigger_run("restart_emulator")
-    assert deployment.finish("restart_emulator", run_id) == "success"
+    run_id = deployment.trigger_run("one_task_start")
+    assert deployment.finish("one_task_start", run_id) == "success"
     # Submitted and deferred on a worker; the triggerer ended the task once the video was ready.
-    assert deployment.task_process_runs("restart_emulator", run_id, "generate") == {1: 1}
+    assert deployment.task_process_runs("one_task_start", run_id, "generate") == {1: 1}
+    [job] = deployment.jobs_for("one task start")
+    result = deployment.returned("one_task_start", run_id, "generate")
+    assert (result["task_id"], result["credits_used"]) == (job["task_id"], job["credits_used"])
+    assert result["video_url"].endswith(f"{job['task_id']}.mp4")
 
 
 def test_a_timeout_resumes_on_a_worker_and_the_retry_reattaches(deployment: Restarts) -> None:

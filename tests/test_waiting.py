@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -109,3 +110,19 @@ def test_no_read_starts_after_the_deadline(answers: list[Any]) -> None:
     wait(reader, clock, seconds=12, interval=5)
     assert reader.reads == 3  # at 0, 5 and 10 s; the 15 s one would be past the deadline
     assert clock.time == START + 12
+
+
+def test_the_first_reading_and_the_end_are_logged_at_info_progress_between_at_debug() -> None:
+    lines: list[tuple[str, str]] = []
+    log = SimpleNamespace(
+        info=lambda text, *args: lines.append(("info", text % args)),
+        debug=lambda text, *args: lines.append(("debug", text % args)),
+        warning=lambda text, *args: lines.append(("warning", text % args)),
+    )
+    reader = Reader([running(10), running(10), running(60), COMPLETED])
+    asyncio.run(wait_for_job(reader, "job", START + 60, FixedPolling(5), clock=FakeClock(), log=log))
+    assert lines == [
+        ("info", "Kling job job: processing, progress 10%"),
+        ("debug", "Kling job job: processing, progress 60%"),
+        ("info", "Kling job job: completed"),
+    ]

@@ -160,6 +160,7 @@ class _Wait:
     log: logging.Logger | Any
     progress: int | None = None
     failures: int = 0
+    read_once: bool = False
 
     def timed_out(self) -> dict[str, Any]:
         seen = f"{self.progress}%" if self.progress is not None else "unknown"
@@ -184,11 +185,16 @@ class _Wait:
         return wait_event(WaitOutcome.ERROR, self.task_id, unread, progress=self.progress, error=error)
 
     def read(self, status: JobStatus) -> dict[str, Any] | None:
-        """The event ``status`` ends the wait with, else None; logs each change of progress."""
+        """The event ``status`` ends the wait with, else None. Logs the first reading and the end at
+        INFO, and each change of progress between them at DEBUG: in a triggerer every line crosses
+        to its supervisor, the largest part of a poll's cost there (docs/benchmarks.md, section 6)."""
         self.failures = 0
-        if status.progress != self.progress or status.state is not JobState.RUNNING:
+        ended = status.state is not JobState.RUNNING
+        if status.progress != self.progress or ended or not self.read_once:
             shown = f", progress {status.progress}%" if status.progress is not None else ""
-            self.log.info("Kling job %s: %s%s", self.task_id, status.status, shown)
+            log = self.log.info if ended or not self.read_once else self.log.debug
+            log("Kling job %s: %s%s", self.task_id, status.status, shown)
+        self.read_once = True
         self.progress = status.progress if status.progress is not None else self.progress
         return finished_event(status)
 

@@ -38,6 +38,9 @@ with case("restart_worker"):
 with case("restart_emulator"):
     KlingGenerateOperator(task_id="generate", prompt="emulator restart", deferrable=True, poll_interval=1)
 
+with case("one_task_start"):
+    KlingGenerateOperator(task_id="generate", prompt="one task start", deferrable=True, poll_interval=1)
+
 with case("resume_on_worker"):
     # The wait's 8 s end before the 10-15 s job: the timeout resumes the task on a worker, which
     # raises; the retry reattaches to the job and waits again, and its ready video ends it.
