@@ -88,7 +88,7 @@ class Restarts(Deployment):
             run_id,
             task_id,
         )
-        return json.loads(json.loads(value))
+        return json.loads(value)
 
     def finish(self, dag_id: str, run_id: str) -> str | None:
         wait_until(lambda: self.run_state(dag_id, run_id) in ("success", "failed"), 180, f"the {dag_id} run")

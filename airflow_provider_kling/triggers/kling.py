@@ -108,17 +108,30 @@ class KlingStatusTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         event = await self.wait()
         if self.end_from_trigger and event["status"] == WaitOutcome.SUCCESS.value:
-            yield self._task_success(event)
+            await self._push_result(event)
+            yield TaskSuccessEvent()
         else:
             yield TriggerEvent(event)
 
-    def _task_success(self, event: dict[str, Any]) -> TaskSuccessEvent:
-        """The task's end, with what the worker would have pushed: its result and its link."""
+    async def _push_result(self, event: dict[str, Any]) -> None:
+        """Push what the worker would have pushed: the result and the link.
+
+        Through the Task SDK's XCom (and any XCom backend configured), as a worker pushes, and not as
+        ``TaskSuccessEvent(xcoms=...)``: Airflow 3.1-3.3 store those JSON-encoded twice, so a
+        downstream task would read the result as a string.
+        """
+        from airflow.sdk.execution_time.xcom import XCom
+        from asgiref.sync import sync_to_async
+
         result = video_result(result_from_event(event), self.credits_used, self.credits_remaining)
         self.log.info("Kling video ready: %s (the task ends in the triggerer)", result["video_url"])
-        return TaskSuccessEvent(
-            xcoms={"return_value": result, KlingVideoLink().xcom_key: link_to(result["video_url"])}
-        )
+        ti = self.task_instance
+        assert ti is not None, "the triggerer gives a task's trigger its task instance"
+        link = link_to(result["video_url"])
+        for key, value in {"return_value": result, KlingVideoLink().xcom_key: link}.items():
+            await sync_to_async(XCom.set)(
+                key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
+            )
 
     async def on_kill(self) -> None:
         """Airflow 3.3+ calls this when a user marks the deferred task failed or success, or clears it."""
