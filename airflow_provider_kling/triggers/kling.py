@@ -28,6 +28,7 @@ from airflow_provider_kling.core.waiting import (
 from airflow_provider_kling.links.kling import KlingVideoLink, link_to
 
 if TYPE_CHECKING:
+    from airflow.models.taskinstance import TaskInstance
     from airflow.sdk import BaseOperator
 
     from airflow_provider_kling.hooks.kling import KlingHook
@@ -108,12 +109,13 @@ class KlingStatusTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         event = await self.wait()
         if self.end_from_trigger and event["status"] == WaitOutcome.SUCCESS.value:
-            await self._push_result(event)
+            if self.task_instance is not None:  # None where dag.test() runs it inline, then resumes the task
+                await self._push_result(event, self.task_instance)
             yield TaskSuccessEvent()
         else:
             yield TriggerEvent(event)
 
-    async def _push_result(self, event: dict[str, Any]) -> None:
+    async def _push_result(self, event: dict[str, Any], ti: TaskInstance) -> None:
         """Push what the worker would have pushed: the result and the link.
 
         Through the Task SDK's XCom (and any XCom backend configured), as a worker pushes, and not as
@@ -125,8 +127,6 @@ class KlingStatusTrigger(BaseTrigger):
 
         result = video_result(result_from_event(event), self.credits_used, self.credits_remaining)
         self.log.info("Kling video ready: %s (the task ends in the triggerer)", result["video_url"])
-        ti = self.task_instance
-        assert ti is not None, "the triggerer gives a task's trigger its task instance"
         link = link_to(result["video_url"])
         for key, value in {"return_value": result, KlingVideoLink().xcom_key: link}.items():
             await sync_to_async(XCom.set)(
