@@ -106,18 +106,19 @@ def test_a_ready_video_ends_the_generation_in_the_triggerer_with_what_the_worker
     returned = operator.execute_complete(context, plain.payload, **resume_kwargs)
 
     assert isinstance(ended, TaskSuccessEvent)
-    assert pushed == {"return_value": returned, LINK_KEY: returned["video_url"]}
+    assert pushed == {"return_value": returned}
+    assert ended.xcoms == {LINK_KEY: returned["video_url"]}
     assert returned["credits_used"] is not None and returned["video_url"].startswith("http")
     assert emulator.stats()["jobs_created"] == 1
 
 
-def test_the_task_end_event_carries_no_xcoms_of_its_own(
+def test_the_result_is_not_among_the_end_events_xcoms(
     emulator: KlingEmulator, pushed: dict[str, Any]
 ) -> None:
     # Airflow stores an end event's XComs JSON-encoded twice: downstream tasks would read a string.
     trigger, _ = deferral(generation(), context_with(FakeStore()))
     [ended] = events_of(in_triggerer(trigger))
-    assert isinstance(ended, TaskSuccessEvent) and not ended.xcoms
+    assert isinstance(ended, TaskSuccessEvent) and "return_value" not in (ended.xcoms or {})
 
 
 @pytest.mark.parametrize(

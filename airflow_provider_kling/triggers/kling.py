@@ -109,29 +109,33 @@ class KlingStatusTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         event = await self.wait()
         if self.end_from_trigger and event["status"] == WaitOutcome.SUCCESS.value:
+            result = video_result(result_from_event(event), self.credits_used, self.credits_remaining)
+            self.log.info("Kling video ready: %s (the task ends in the triggerer)", result["video_url"])
             if self.task_instance is not None:  # None where dag.test() runs it inline, then resumes the task
-                await self._push_result(event, self.task_instance)
-            yield TaskSuccessEvent()
+                await self._push_result(result, self.task_instance)
+            yield TaskSuccessEvent(xcoms={KlingVideoLink().xcom_key: link_to(result["video_url"])})
         else:
             yield TriggerEvent(event)
 
-    async def _push_result(self, event: dict[str, Any], ti: TaskInstance) -> None:
-        """Push what the worker would have pushed: the result and the link.
+    @staticmethod
+    async def _push_result(result: dict[str, Any], ti: TaskInstance) -> None:
+        """Push the result as a worker would: through the Task SDK's XCom (and any XCom backend).
 
-        Through the Task SDK's XCom (and any XCom backend configured), as a worker pushes, and not as
-        ``TaskSuccessEvent(xcoms=...)``: Airflow 3.1-3.3 store those JSON-encoded twice, so a
-        downstream task would read the result as a string.
+        Not among the end event's XComs: Airflow 3.1-3.3 store those JSON-encoded twice, and a
+        downstream task would read the result as a string. The link can go there (Airflow decodes a
+        link's XCom once more when it shows it), saving the supervisor one XCom call per video.
         """
         from airflow.sdk.execution_time.xcom import XCom
         from asgiref.sync import sync_to_async
 
-        result = video_result(result_from_event(event), self.credits_used, self.credits_remaining)
-        self.log.info("Kling video ready: %s (the task ends in the triggerer)", result["video_url"])
-        link = link_to(result["video_url"])
-        for key, value in {"return_value": result, KlingVideoLink().xcom_key: link}.items():
-            await sync_to_async(XCom.set)(
-                key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
-            )
+        await sync_to_async(XCom.set)(
+            "return_value",
+            result,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index,
+        )
 
     async def on_kill(self) -> None:
         """Airflow 3.3+ calls this when a user marks the deferred task failed or success, or clears it."""
