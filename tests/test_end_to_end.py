@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,14 +51,55 @@ def emulator() -> Iterator[EmulatorProcess]:
         yield running
 
 
+class StatsdListener:
+    """A UDP socket on loopback that keeps every StatsD line Airflow sends it."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                datagram = self.socket.recv(65536)
+            except OSError:  # closed
+                return
+            self.lines.extend(datagram.decode().splitlines())
+
+    def kling(self) -> dict[str, str]:
+        """The provider's metrics by name with tags (``name,tag=value,...``): their last value."""
+        return dict(line.rsplit(":", 1) for line in list(self.lines) if line.startswith("airflow.kling."))
+
+    def close(self) -> None:
+        self.socket.close()
+
+
 @pytest.fixture(scope="module")
-def airflow(emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
+def statsd() -> Iterator[StatsdListener]:
+    listener = StatsdListener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def airflow(
+    emulator: EmulatorProcess, statsd: StatsdListener, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Standalone]:
     home = tmp_path_factory.mktemp("airflow-home")
     api_port = free_port()
     env = airflow_env(home, EXAMPLE_DAGS, api_port, emulator.url, API_KEY)
     env |= {
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # the browser test needs no login
+        # Airflow's StatsD metrics, with tags in InfluxDB's line form so the test can read them.
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+        "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
     }
     running = Standalone(home, env)
     try:
@@ -99,6 +142,31 @@ def finished_run(airflow: Standalone, emulator: EmulatorProcess) -> dict[str, An
 
 def test_example_dag_run_succeeds(finished_run: dict[str, Any], airflow: Standalone) -> None:
     assert finished_run["state"] == "success", task_logs_of(airflow.home, DAG_ID, finished_run["run_id"])
+
+
+def test_statsd_receives_the_generations_credits_polls_and_times(
+    finished_run: dict[str, Any], statsd: StatsdListener, emulator: EmulatorProcess
+) -> None:
+    [job] = emulator.jobs()
+    tags = f"conn_id=kling_default,dag_id={DAG_ID},task_id={TASK_ID}"
+    expected = [
+        f"airflow.kling.generation.submitted,{tags}",  # from the worker
+        f"airflow.kling.generation.credits_used,{tags}",
+        "airflow.kling.account.credits_remaining,conn_id=kling_default",
+        f"airflow.kling.generation.wait_ended,{tags},outcome=success",  # from the triggerer
+        f"airflow.kling.generation.status_polls,{tags}",
+        f"airflow.kling.generation.duration,{tags}",
+        f"airflow.kling.generation.detection_lag,{tags}",
+    ]
+    wait_until(lambda: set(expected) <= statsd.kling().keys(), 30, f"StatsD lines {expected}")
+    received = statsd.kling()
+    assert received[f"airflow.kling.generation.submitted,{tags}"] == "1|c"
+    assert received[f"airflow.kling.generation.credits_used,{tags}"] == f"{job['credits_used']}|c"
+    assert received["airflow.kling.account.credits_remaining,conn_id=kling_default"].endswith("|g")
+    polls, kind = received[f"airflow.kling.generation.status_polls,{tags}"].split("|")
+    assert int(polls) == len(job["status_polls"]) and kind == "c"
+    assert received[f"airflow.kling.generation.duration,{tags}"].endswith("|ms")
+    assert received[f"airflow.kling.generation.detection_lag,{tags}"].endswith("|ms")
 
 
 def test_generate_task_waited_in_the_deferred_state(

@@ -627,3 +627,48 @@ def test_a_hostile_status_answer_is_a_clear_error_on_both_paths(
         with pytest.raises(KlingResponseError, match=said):
             asyncio.run(quick_hook().aget_status("t"))
         server.shutdown()
+
+
+class Recorded:
+    """Airflow's Stats, as the provider's metrics see it: each call kept as (kind, name, count, tags)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any, dict[str, str]]] = []
+
+    def incr(self, stat: str, count: int = 1, *, tags: dict[str, str]) -> None:
+        self.calls.append(("incr", stat, count, tags))
+
+
+@pytest.fixture
+def stats(monkeypatch: pytest.MonkeyPatch) -> Recorded:
+    from airflow_provider_kling import metrics
+
+    recorded = Recorded()
+    monkeypatch.setattr(metrics, "_stats", lambda: recorded)
+    return recorded
+
+
+def test_a_429_and_the_retry_after_it_are_counted(
+    hook: KlingHook, kling_emulator: KlingEmulator, stats: Recorded
+) -> None:
+    task_id = hook.submit(GenerationRequest("patience")).task_id
+    kling_emulator.inject("status", "rate_limit", count=1, retry_after=0)
+    hook.get_status(task_id)
+    assert stats.calls == [
+        ("incr", "kling.api.rate_limited", 1, {"conn_id": "kling_default"}),
+        ("incr", "kling.api.retries", 1, {"conn_id": "kling_default"}),
+    ]
+
+
+def test_the_async_status_counts_its_retries(
+    hook: KlingHook, kling_emulator: KlingEmulator, stats: Recorded
+) -> None:
+    task_id = hook.submit(GenerationRequest("storm")).task_id
+    kling_emulator.inject("status", "server_error", count=2)
+
+    async def read() -> Any:
+        async with hook.polling_session():
+            return await hook.aget_status(task_id)
+
+    assert asyncio.run(read()).task_id == task_id
+    assert [name for _, name, _, _ in stats.calls] == ["kling.api.retries"] * 2

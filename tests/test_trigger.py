@@ -157,7 +157,12 @@ def test_the_same_trigger_run_twice_at_once_ends_with_the_same_event(emulator: K
     _, kwargs = trigger_for(task_id).serialize()
     with ThreadPoolExecutor(max_workers=2) as triggerers:
         first, second = triggerers.map(lambda _: run_to_end(KlingStatusTrigger(**kwargs)), range(2))
-    assert first == second
+
+    # Only how each copy's wait went (its reads, how late it saw the end) may differ.
+    def said(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in event.items() if k not in ("polls", "seen_late")} for event in events]
+
+    assert said(first) == said(second)
     assert first[0]["status"] == "success"
     assert emulator.stats()["jobs_created"] == 1
 

@@ -126,3 +126,15 @@ def test_the_first_reading_and_the_end_are_logged_at_info_progress_between_at_de
         ("debug", "Kling job job: processing, progress 60%"),
         ("info", "Kling job job: completed"),
     ]
+
+
+def test_the_wait_counts_its_reads_and_how_late_it_saw_the_end() -> None:
+    answers = [running(10), running(60), KlingServerError("busy", http_status=503), COMPLETED]
+    event = wait(Reader(answers), FakeClock())
+    assert event["polls"] == 4
+    assert event["seen_late"] == 10  # from the last read that saw it running (a failed read saw nothing)
+
+
+def test_a_wait_that_never_saw_the_job_running_cannot_say_how_late_it_saw_the_end() -> None:
+    event = wait(Reader([COMPLETED]), FakeClock())
+    assert (event["polls"], event["seen_late"]) == (1, None)

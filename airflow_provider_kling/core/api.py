@@ -138,8 +138,10 @@ class RetryPolicy:
         call: Callable[..., T],
         *args: Any,
         deadline: Deadline | None = None,
+        on_retry: Callable[[], None] | None = None,
     ) -> T:
-        """``call(*args)``, retried; with a ``deadline``, no retry starts (or sleeps) past it."""
+        """``call(*args)``, retried; with a ``deadline``, no retry starts (or sleeps) past it.
+        ``on_retry`` is told of each retry (for metrics)."""
         attempt = 1
         while True:
             try:
@@ -150,11 +152,17 @@ class RetryPolicy:
                 wait = self._next_wait(attempt, error)
                 if deadline is not None and wait >= deadline.remaining():
                     raise
+                if on_retry:
+                    on_retry()
                 time.sleep(wait)
             attempt += 1
 
     async def arun(
-        self, should_retry: Callable[[Exception], bool], call: Callable[..., Awaitable[T]], *args: Any
+        self,
+        should_retry: Callable[[Exception], bool],
+        call: Callable[..., Awaitable[T]],
+        *args: Any,
+        on_retry: Callable[[], None] | None = None,
     ) -> T:
         attempt = 1
         while True:
@@ -163,7 +171,10 @@ class RetryPolicy:
             except Exception as error:
                 if attempt >= self.attempts or not should_retry(error):
                     raise
-                await asyncio.sleep(self._next_wait(attempt, error))
+                wait = self._next_wait(attempt, error)
+                if on_retry:
+                    on_retry()
+                await asyncio.sleep(wait)
             attempt += 1
 
     def _next_wait(self, attempt: int, error: Exception) -> float:

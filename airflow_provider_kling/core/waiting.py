@@ -33,7 +33,9 @@ class WaitOutcome(str, Enum):
     Every event is ``{"status", "task_id", "message", "progress", "result", "error"}``: ``result``
     is the job's status fields (:meth:`JobStatus.as_dict`) for ``success`` and ``failed``, else
     None; ``error`` names the :class:`KlingError` class behind an ``error``, so the resumed task
-    raises the same class (an auth error fails at once, an outage may be retried).
+    raises the same class (an auth error fails at once, an outage may be retried). A wait's event
+    also says how it went, for metrics: ``polls`` (status reads made) and ``seen_late`` (seconds
+    from the last read that saw the job running to the one that saw it end; None without both).
     """
 
     SUCCESS = "success"  # the video is ready
@@ -161,6 +163,8 @@ class _Wait:
     progress: int | None = None
     failures: int = 0
     read_once: bool = False
+    polls: int = 0
+    last_running_at: float | None = None
 
     def timed_out(self) -> dict[str, Any]:
         seen = f"{self.progress}%" if self.progress is not None else "unknown"
@@ -183,6 +187,14 @@ class _Wait:
         tried = f" after {self.failures} failed polls" if is_transient(error) else ""
         unread = f"Could not read Kling job {self.task_id}{tried}: {error}"
         return wait_event(WaitOutcome.ERROR, self.task_id, unread, progress=self.progress, error=error)
+
+    def tallied(self, event: dict[str, Any], now: float) -> dict[str, Any]:
+        """``event`` with how the wait went: its reads, and how late it saw the end."""
+        seen_late = None
+        seen_end = event["status"] in (WaitOutcome.SUCCESS.value, WaitOutcome.FAILED.value)
+        if seen_end and self.last_running_at is not None:
+            seen_late = round(now - self.last_running_at, 3)
+        return event | {"polls": self.polls, "seen_late": seen_late}
 
     def read(self, status: JobStatus) -> dict[str, Any] | None:
         """The event ``status`` ends the wait with, else None. Logs the first reading and the end at
@@ -218,14 +230,19 @@ async def wait_for_job(
             await clock.sleep(min(delay, max(deadline - clock.now(), 0)))
         remaining = deadline - clock.now()
         if remaining <= 0:
-            return wait.timed_out()
+            return wait.tallied(wait.timed_out(), clock.now())
+        wait.polls += 1
         try:
             # The reader's own retries must not carry the wait past its deadline.
-            event = wait.read(await _within(remaining, read_status()))
+            status = await _within(remaining, read_status())
         except asyncio.TimeoutError:
-            return wait.timed_out()
+            return wait.tallied(wait.timed_out(), clock.now())
         except KlingError as error:
             event = wait.failed_poll(error)
+        else:
+            event = wait.read(status)
+            if event is None:
+                wait.last_running_at = clock.now()
         if event is not None:
-            return event
+            return wait.tallied(event, clock.now())
         delay = schedule.next_delay(clock.now(), wait.progress)

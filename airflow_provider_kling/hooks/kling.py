@@ -21,7 +21,7 @@ from airflow.providers.common.compat.connection import get_async_connection
 from airflow.sdk import BaseHook, Connection, ObjectStoragePath
 from urllib3.exceptions import NewConnectionError
 
-from airflow_provider_kling import DEFAULT_CONN_ID
+from airflow_provider_kling import DEFAULT_CONN_ID, metrics
 from airflow_provider_kling.core import api, videos
 from airflow_provider_kling.core.addresses import ALLOWED_VIDEO_HOSTS, AddressPolicy, parse_allowed
 from airflow_provider_kling.core.errors import (
@@ -350,8 +350,14 @@ class KlingHook(BaseHook):
             self._finish_error(error, self._settings.api_key)
             raise
 
+    def _retried(self) -> None:
+        metrics.retried(self.kling_conn_id)
+
     def _finish_error(self, error: KlingError, api_key: str) -> None:
-        """Take every echo of the key out of ``error``; make an auth error name the connection."""
+        """Take every echo of the key out of ``error``; make an auth error name the connection.
+        Counts a 429 (every call to the API ends here when it fails)."""
+        if isinstance(error, KlingRateLimitError):
+            metrics.rate_limited(self.kling_conn_id)
         redact_error(error, api_key)
         if isinstance(error, KlingAuthError) and f"connection {self.kling_conn_id!r}" not in error.message:
             error.message = f"{error.message} (connection {self.kling_conn_id!r})"
@@ -404,7 +410,12 @@ class KlingHook(BaseHook):
         """
         deadline = api.Deadline.after(self.budgets.call).sooner(timeout)
         submitted = self.submit_retry_policy.run(
-            is_safe_to_resubmit, self._submit_once, request, deadline, deadline=deadline
+            is_safe_to_resubmit,
+            self._submit_once,
+            request,
+            deadline,
+            deadline=deadline,
+            on_retry=self._retried,
         )
         self._warn_if_credits_low(submitted.credits_remaining)
         return submitted
@@ -442,7 +453,7 @@ class KlingHook(BaseHook):
         """
         deadline = api.Deadline.after(self.budgets.call).sooner(timeout)
         return self.status_retry_policy.run(
-            is_transient, self._get_status_once, task_id, deadline, deadline=deadline
+            is_transient, self._get_status_once, task_id, deadline, deadline=deadline, on_retry=self._retried
         )
 
     def _get_status_once(self, task_id: str, deadline: api.Deadline) -> JobStatus:
@@ -484,6 +495,7 @@ class KlingHook(BaseHook):
             max_bytes,
             deadline,
             deadline=deadline,
+            on_retry=self._retried,
         )
 
     def _video_addresses(self) -> AddressPolicy:
@@ -608,7 +620,9 @@ class KlingHook(BaseHook):
         from airflow_provider_kling.hooks._aio import shared_for_loop
 
         async with shared_for_loop() as shared:
-            return await self.status_retry_policy.arun(is_transient, self._aget_status_once, shared, task_id)
+            return await self.status_retry_policy.arun(
+                is_transient, self._aget_status_once, shared, task_id, on_retry=self._retried
+            )
 
     async def _aget_status_once(self, shared: LoopShared, task_id: str) -> JobStatus:
         settings: _ApiSettings = shared.known_settings(self.kling_conn_id) or await shared.settings(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.providers.common.compat.sdk import AirflowFailException, ResumableJobMixin, conf
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
-from airflow_provider_kling import DEFAULT_CONN_ID
+from airflow_provider_kling import DEFAULT_CONN_ID, metrics
 from airflow_provider_kling.core.errors import (
     FieldError,
     KlingAuthError,
@@ -298,6 +298,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             submitted.credits_used,
             submitted.credits_remaining,
         )
+        tags = metrics.task_tags(self.kling_conn_id, context["ti"])
+        metrics.submitted(tags, submitted.credits_used, submitted.credits_remaining)
         return submission.to_json()
 
     def _mark_sent(self, store: Any, request: GenerationRequest, context: Context) -> None:
@@ -415,6 +417,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             )
         schedule = schedule_for(self.poll_interval, job.submitted_at, job.expected_seconds)
         event = asyncio.run(self._wait_here(task_id, deadline, schedule))
+        metrics.wait_ended(
+            metrics.task_tags(self.kling_conn_id, context["ti"]), event, job.submitted_at, time.time()
+        )
         self._finished = self._result(result_from_event(event), job, context)
         return self._finished
 

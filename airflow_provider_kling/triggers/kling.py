@@ -10,13 +10,14 @@ With ``end_from_trigger``, a finished video ends the task right here instead (Ai
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_kling import DEFAULT_CONN_ID
+from airflow_provider_kling import DEFAULT_CONN_ID, metrics
 from airflow_provider_kling.core.polling import schedule_for
 from airflow_provider_kling.core.waiting import (
     WaitOutcome,
@@ -108,6 +109,8 @@ class KlingStatusTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         event = await self.wait()
+        tags = metrics.task_tags(self.kling_conn_id, self.task_instance)
+        metrics.wait_ended(tags, event, self.submitted_at, time.time())
         if self.end_from_trigger and event["status"] == WaitOutcome.SUCCESS.value:
             result = video_result(result_from_event(event), self.credits_used, self.credits_remaining)
             self.log.info("Kling video ready: %s (the task ends in the triggerer)", result["video_url"])

@@ -1,0 +1,76 @@
+"""Kling metrics through Airflow's own metrics system: StatsD or OpenTelemetry, whichever the
+deployment configured (``[metrics] statsd_on`` / ``otel_on``), nothing when neither is.
+
+Names follow Airflow's: dotted, lower case, under Airflow's own prefix (``[metrics]
+statsd_prefix``, ``airflow`` by default). Each metric carries the tag ``conn_id``, and where a
+task is known ``dag_id`` and ``task_id``: backends with tags (OpenTelemetry, Datadog, StatsD with
+``statsd_influxdb_enabled``) keep them, plain StatsD drops them. The README's table lists them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+#: Generations the vendor accepted (counter).
+SUBMITTED = "kling.generation.submitted"
+#: Credits the accepted generations cost (counter, incremented by each one's credits).
+CREDITS_USED = "kling.generation.credits_used"
+#: The account's credits after the latest submit on the connection (gauge).
+CREDITS_REMAINING = "kling.account.credits_remaining"
+#: Waits that ended, tagged ``outcome`` (success, failed, timeout, error) (counter).
+WAITS_ENDED = "kling.generation.wait_ended"
+#: Status reads the waits made (counter, incremented by each wait's reads when it ends).
+STATUS_POLLS = "kling.generation.status_polls"
+#: From the submit's answer to the status read that saw the video ready (timer).
+GENERATION_TIME = "kling.generation.duration"
+#: At most how late a wait saw its job end: from the last read that saw it running to the one
+#: that saw it end (timer).
+DETECTION_LAG = "kling.generation.detection_lag"
+#: HTTP 429 answers from the API (counter).
+RATE_LIMITED = "kling.api.rate_limited"
+#: Calls to the API repeated after a transient failure (counter).
+RETRIES = "kling.api.retries"
+
+
+def _stats() -> Any:
+    # Here, not at import: the operator's module stays light at DAG-parse time.
+    from airflow.providers.common.compat.sdk import Stats
+
+    return Stats
+
+
+def task_tags(conn_id: str, task_instance: Any) -> dict[str, str]:
+    """The tags of a task's metrics; only ``conn_id`` where no task is known."""
+    if task_instance is None:
+        return {"conn_id": conn_id}
+    return {"conn_id": conn_id, "dag_id": task_instance.dag_id, "task_id": task_instance.task_id}
+
+
+def submitted(tags: dict[str, str], credits_used: int | None, credits_remaining: int | None) -> None:
+    stats = _stats()
+    stats.incr(SUBMITTED, tags=tags)
+    if credits_used is not None:
+        stats.incr(CREDITS_USED, count=credits_used, tags=tags)
+    if credits_remaining is not None:
+        stats.gauge(CREDITS_REMAINING, credits_remaining, tags={"conn_id": tags["conn_id"]})
+
+
+def wait_ended(tags: dict[str, str], event: dict[str, Any], submitted_at: float | None, now: float) -> None:
+    """A wait's end (an event of :func:`~airflow_provider_kling.core.waiting.wait_for_job`)."""
+    stats = _stats()
+    stats.incr(WAITS_ENDED, tags=tags | {"outcome": event["status"]})
+    if event.get("polls"):
+        stats.incr(STATUS_POLLS, count=event["polls"], tags=tags)
+    if event["status"] == "success" and submitted_at is not None:
+        stats.timing(GENERATION_TIME, timedelta(seconds=max(now - submitted_at, 0)), tags=tags)
+    if event.get("seen_late") is not None:
+        stats.timing(DETECTION_LAG, timedelta(seconds=event["seen_late"]), tags=tags)
+
+
+def rate_limited(conn_id: str) -> None:
+    _stats().incr(RATE_LIMITED, tags={"conn_id": conn_id})
+
+
+def retried(conn_id: str) -> None:
+    _stats().incr(RETRIES, tags={"conn_id": conn_id})
