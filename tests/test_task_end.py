@@ -251,3 +251,13 @@ def test_a_sensor_waiting_on_an_upstream_output_defers_from_a_worker() -> None:
 @pytest.mark.parametrize("mode", ["poke", "reschedule"])
 def test_a_sensor_that_is_not_deferrable_starts_on_a_worker(mode: str) -> None:
     assert sensor(deferrable=False, mode=mode).start_from_trigger is False
+
+
+def test_with_openlineage_on_a_generation_resumes_on_the_worker_to_report_its_lineage(
+    emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.openlineage import conf as openlineage_conf
+
+    monkeypatch.setattr(openlineage_conf, "is_disabled", lambda: False)
+    trigger, _ = deferral(generation(), context_with(FakeStore()))
+    assert trigger.end_from_trigger is False

@@ -164,6 +164,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     :param timeout: how long to wait for the video (seconds or a timedelta, default 30 minutes);
         it also bounds a retry's reads of the stored job. The job is not cancelled (the API has no
         cancel call).
+    :param openlineage_include_prompt: put the prompt in the OpenLineage run facet (default
+        ``False``: prompts can be confidential, and lineage backends are read widely).
     """
 
     template_fields: Sequence[str] = (
@@ -198,6 +200,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         output_path: str | None = None,
         on_unconfirmed_submit: Literal["fail", "resubmit"] = "fail",
         regenerate: bool | str = False,
+        openlineage_include_prompt: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -222,8 +225,13 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         self.output_path = output_path
         self.on_unconfirmed_submit = on_unconfirmed_submit
         self.regenerate = regenerate
+        self.openlineage_include_prompt = openlineage_include_prompt
         if output_path and not any(isinstance(outlet, AssetAlias) for outlet in self.outlets):
             self.outlets = [*self.outlets, AssetAlias(DEFAULT_ASSET_ALIAS)]
+
+    def _generation_request(self) -> GenerationRequest:
+        # The operator's parameters of the request bear the request's own names.
+        return GenerationRequest(**{name: getattr(self, name) for name in API_FIELD_NAMES})
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -239,8 +247,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         except KlingValidationError as invalid:
             problems += invalid.errors
         try:
-            # The operator's parameters of the request bear the request's own names.
-            self._request = GenerationRequest(**{name: getattr(self, name) for name in API_FIELD_NAMES})
+            self._request = self._generation_request()
             if self.max_credits is not None:
                 self._request.check_budget(self.max_credits)
         except KlingValidationError as invalid:
@@ -420,8 +427,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         metrics.wait_ended(
             metrics.task_tags(self.kling_conn_id, context["ti"]), event, job.submitted_at, time.time()
         )
-        self._finished = self._result(result_from_event(event), job, context)
-        return self._finished
+        return self._result(result_from_event(event), job, context)
 
     @staticmethod
     def _job(external_id: Any) -> Submission:
@@ -480,6 +486,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         self.log.info("Kling video ready: %s", result["video_url"])
         if self.output_path:
             result |= self._keep_video(result, context)
+        self._finished = result
         return result
 
     def _keep_video(self, result: dict[str, Any], context: Context) -> dict[str, Any]:
@@ -492,6 +499,15 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         for alias in (outlet for outlet in self.outlets if isinstance(outlet, AssetAlias)):
             context["outlet_events"][alias].add(Asset(saved.path), extra=facts)
         return {"path": saved.path, "bytes": saved.bytes, "sha256": saved.sha256}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """What OpenLineage records of this generation (with the ``openlineage`` extra): the input
+        images, the kept video, and how it was made; the prompt only with ``openlineage_include_prompt``."""
+        from airflow_provider_kling.lineage import lineage_of
+
+        return lineage_of(
+            self._generation_request(), getattr(self, "_finished", None), self.openlineage_include_prompt
+        )
 
     def on_kill(self) -> None:
         task_id = getattr(self, "_task_id", None)
