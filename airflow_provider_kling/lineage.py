@@ -50,7 +50,9 @@ def dataset_at(url: str) -> Dataset:
     if parts.scheme in ("", "file"):
         return Dataset(namespace="file", name=parts.path)
     name = parts.path if parts.scheme in ("http", "https") else parts.path.lstrip("/")
-    return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=name or "/")
+    # The host alone: never a URL's user and password, nor the connection id ObjectStoragePath keeps.
+    authority = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+    return Dataset(namespace=f"{parts.scheme}://{authority}", name=name or "/")
 
 
 def lineage_of(

@@ -9,8 +9,14 @@ task is known ``dag_id`` and ``task_id``: backends with tags (OpenTelemetry, Dat
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+_log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., None])
 
 #: Generations the vendor accepted (counter).
 SUBMITTED = "kling.generation.submitted"
@@ -33,6 +39,20 @@ RATE_LIMITED = "kling.api.rate_limited"
 RETRIES = "kling.api.retries"
 
 
+def _never_fails(report: F) -> F:
+    """A metric is never worth a task: one that cannot be sent (a backend that refuses a value, a
+    socket error) is logged and dropped. Some are sent between a paid submit and its record."""
+
+    @functools.wraps(report)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            report(*args, **kwargs)
+        except Exception as error:
+            _log.warning("Could not send the Kling metrics of %s: %r", report.__name__, error)
+
+    return guarded  # type: ignore[return-value]
+
+
 def _stats() -> Any:
     # Here, not at import: the operator's module stays light at DAG-parse time.
     from airflow.providers.common.compat.sdk import Stats
@@ -47,15 +67,17 @@ def task_tags(conn_id: str, task_instance: Any) -> dict[str, str]:
     return {"conn_id": conn_id, "dag_id": task_instance.dag_id, "task_id": task_instance.task_id}
 
 
+@_never_fails
 def submitted(tags: dict[str, str], credits_used: int | None, credits_remaining: int | None) -> None:
     stats = _stats()
     stats.incr(SUBMITTED, tags=tags)
-    if credits_used is not None:
+    if credits_used is not None and credits_used >= 0:  # a counter only grows
         stats.incr(CREDITS_USED, count=credits_used, tags=tags)
     if credits_remaining is not None:
         stats.gauge(CREDITS_REMAINING, credits_remaining, tags={"conn_id": tags["conn_id"]})
 
 
+@_never_fails
 def wait_ended(tags: dict[str, str], event: dict[str, Any], submitted_at: float | None, now: float) -> None:
     """A wait's end (an event of :func:`~airflow_provider_kling.core.waiting.wait_for_job`)."""
     stats = _stats()
@@ -68,9 +90,11 @@ def wait_ended(tags: dict[str, str], event: dict[str, Any], submitted_at: float 
         stats.timing(DETECTION_LAG, timedelta(seconds=event["seen_late"]), tags=tags)
 
 
+@_never_fails
 def rate_limited(conn_id: str) -> None:
     _stats().incr(RATE_LIMITED, tags={"conn_id": conn_id})
 
 
+@_never_fails
 def retried(conn_id: str) -> None:
     _stats().incr(RETRIES, tags={"conn_id": conn_id})

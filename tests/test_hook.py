@@ -672,3 +672,18 @@ def test_the_async_status_counts_its_retries(
 
     assert asyncio.run(read()).task_id == task_id
     assert [name for _, name, _, _ in stats.calls] == ["kling.api.retries"] * 2
+
+
+def test_a_metric_that_cannot_be_sent_never_fails_the_call(
+    hook: KlingHook, kling_emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_kling import metrics
+
+    class Refusing:
+        def incr(self, *args: Any, **kwargs: Any) -> None:
+            raise ValueError("count must be a positive value.")  # as OpenTelemetry's counter says
+
+    monkeypatch.setattr(metrics, "_stats", Refusing)
+    task_id = hook.submit(GenerationRequest("patience")).task_id
+    kling_emulator.inject("status", "rate_limit", count=1, retry_after=0)
+    assert hook.get_status(task_id).task_id == task_id

@@ -98,3 +98,19 @@ def test_a_finished_generation_reports_its_image_video_and_how_it_was_made(
 def test_the_prompt_reaches_lineage_only_when_asked(emulator: KlingEmulator, tmp_path: Path) -> None:
     [complete] = run_with_lineage(tmp_path, prompt=PROMPT, openlineage_include_prompt=True)
     assert complete["run"]["facets"]["kling_generation"]["prompt"] == PROMPT
+
+
+@pytest.mark.parametrize(
+    ("url", "namespace", "name"),
+    [
+        ("https://user:secret@images.example.com/cat.png", "https://images.example.com", "/cat.png"),
+        ("s3://aws_default@videos/2026/cat.mp4", "s3://videos", "2026/cat.mp4"),
+        ("http://127.0.0.1:8080/cat.png", "http://127.0.0.1:8080", "/cat.png"),
+        ("file:///data/cat.mp4", "file", "/data/cat.mp4"),
+    ],
+)
+def test_a_dataset_is_named_by_its_host_and_path_alone(url: str, namespace: str, name: str) -> None:
+    from airflow_provider_kling.lineage import dataset_at
+
+    dataset = dataset_at(url)
+    assert (dataset.namespace, dataset.name) == (namespace, name)

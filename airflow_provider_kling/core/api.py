@@ -171,10 +171,9 @@ class RetryPolicy:
             except Exception as error:
                 if attempt >= self.attempts or not should_retry(error):
                     raise
-                wait = self._next_wait(attempt, error)
+                await asyncio.sleep(self._next_wait(attempt, error))  # may be cut off: no retry then
                 if on_retry:
                     on_retry()
-                await asyncio.sleep(wait)
             attempt += 1
 
     def _next_wait(self, attempt: int, error: Exception) -> float:

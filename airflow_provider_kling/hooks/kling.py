@@ -356,9 +356,9 @@ class KlingHook(BaseHook):
     def _finish_error(self, error: KlingError, api_key: str) -> None:
         """Take every echo of the key out of ``error``; make an auth error name the connection.
         Counts a 429 (every call to the API ends here when it fails)."""
+        redact_error(error, api_key)
         if isinstance(error, KlingRateLimitError):
             metrics.rate_limited(self.kling_conn_id)
-        redact_error(error, api_key)
         if isinstance(error, KlingAuthError) and f"connection {self.kling_conn_id!r}" not in error.message:
             error.message = f"{error.message} (connection {self.kling_conn_id!r})"
             error.args = (error.message, *error.args[1:])
@@ -495,7 +495,6 @@ class KlingHook(BaseHook):
             max_bytes,
             deadline,
             deadline=deadline,
-            on_retry=self._retried,
         )
 
     def _video_addresses(self) -> AddressPolicy:

@@ -402,7 +402,11 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         deadline = time.time() + _seconds(self.timeout)
         if self.deferrable:
             # Not at DAG-parse time:
-            from airflow_provider_kling.triggers.kling import KlingStatusTrigger, nothing_left_for_worker
+            from airflow_provider_kling.triggers.kling import (
+                KlingStatusTrigger,
+                nothing_left_for_worker,
+                openlineage_on,
+            )
 
             self.defer(
                 trigger=KlingStatusTrigger(
@@ -414,7 +418,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                     expected_seconds=job.expected_seconds,
                     # Without output_path (whose download and asset event need a worker), a ready
                     # video ends the task in the triggerer: one task start per generation.
-                    end_from_trigger=nothing_left_for_worker(self),
+                    # With OpenLineage on, a worker's end reports the lineage (lineage.py).
+                    end_from_trigger=nothing_left_for_worker(self) and not openlineage_on(),
                     credits_used=job.credits_used,
                     credits_remaining=job.credits_remaining,
                 ),

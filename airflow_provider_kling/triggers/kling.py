@@ -37,12 +37,13 @@ if TYPE_CHECKING:
 
 def nothing_left_for_worker(task: BaseOperator) -> bool:
     """Whether ``task`` can end in the triggerer once its video is ready: the trigger pushes its
-    result, so it must want it pushed; only a worker emits the asset events of its outlets, and
-    only a worker's end gives OpenLineage (when it is on) the task's lineage."""
-    return bool(task.do_xcom_push) and not task.outlets and not _lineage_on()
+    result, so it must want it pushed, and only a worker emits the asset events of its outlets."""
+    return bool(task.do_xcom_push) and not task.outlets
 
 
-def _lineage_on() -> bool:
+def openlineage_on() -> bool:
+    """Whether OpenLineage reports tasks here: then only a worker's end gives it a task's lineage.
+    Read where the task runs (a worker), not where the DAG is parsed."""
     try:
         from airflow.providers.openlineage.conf import is_disabled
     except ImportError:  # the openlineage extra is not installed
