@@ -15,6 +15,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from airflow_provider_kling.core.waiting import WaitOutcome
+
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -84,7 +86,7 @@ def wait_ended(tags: dict[str, str], event: dict[str, Any], submitted_at: float 
     stats.incr(WAITS_ENDED, tags=tags | {"outcome": event["status"]})
     if event.get("polls"):
         stats.incr(STATUS_POLLS, count=event["polls"], tags=tags)
-    if event["status"] == "success" and submitted_at is not None:
+    if event["status"] == WaitOutcome.SUCCESS.value and submitted_at is not None:
         stats.timing(GENERATION_TIME, timedelta(seconds=max(now - submitted_at, 0)), tags=tags)
     if event.get("seen_late") is not None:
         stats.timing(DETECTION_LAG, timedelta(seconds=event["seen_late"]), tags=tags)
