@@ -59,4 +59,11 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_kling.links.kling.KlingVideoLink"],
+        # The Kling gallery page (plugins/gallery.py), loaded through its airflow.plugins entry point.
+        "plugins": [
+            {
+                "name": "kling_gallery",
+                "plugin-class": "airflow_provider_kling.plugins.gallery.KlingGalleryPlugin",
+            }
+        ],
     }

@@ -259,6 +259,19 @@ class Deployment:
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
+    def token(self, username: str, password: str) -> str:
+        """A JWT for ``username``, from the simple auth manager's login endpoint."""
+        answer = requests.post(
+            f"{self.api_url}/auth/token", json={"username": username, "password": password}, timeout=30
+        )
+        answer.raise_for_status()
+        return str(answer.json()["access_token"])
+
+    def api(self, method: str, path: str, token: str | None = None, **arguments: Any) -> requests.Response:
+        """A request to the api-server, as the holder of ``token`` (None: anonymous)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.request(method, f"{self.api_url}{path}", headers=headers, timeout=60, **arguments)
+
     def wait_for_api(self) -> None:
         wait_until(lambda: answers(f"{self.api_url}/api/v2/monitor/health"), 180, "the api-server")
 

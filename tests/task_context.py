@@ -27,9 +27,16 @@ class FakeTaskInstance:
     task_id: str = "generate"
     stats_tags: dict[str, str] = field(default_factory=dict)
     xcoms: dict[str, Any] = field(default_factory=dict)
+    others: list[Any] = field(default_factory=list)
+    """What the run's other generations pushed: a pull over the DAG's tasks returns them too."""
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
+
+    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
+        """This task instance's XCom; pulled over several tasks, the others' too."""
+        value = self.xcoms.get(key)
+        return value if isinstance(task_ids, (str, type(None))) else [value, *self.others]
 
 
 class FakeAliasEvents:

@@ -19,6 +19,7 @@ from task_context import FakeStore, context_with, logged
 
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
+    KlingError,
     KlingRateLimitError,
     KlingServerError,
     KlingSubmitUncertainError,
@@ -27,8 +28,10 @@ from airflow_provider_kling.core.request import PRICES, PROMPT_DIRECTORY_DISCOUN
 from airflow_provider_kling.core.waiting import WaitOutcome, wait_event
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.operators.kling import (
+    LEDGER_KEY,
     OPERATOR_DEFAULT_PROMPT_DIRECTORY_OPTIN,
     KlingGenerateOperator,
+    KlingKeepVideoOperator,
 )
 
 KEY = KlingGenerateOperator.external_id_key
@@ -62,6 +65,7 @@ def test_the_submission_is_kept_with_its_fingerprint_and_credits(emulator: Kling
         "submitted_at": pytest.approx(before, abs=1),
         "expected_seconds": [1.0, 1.5],
         "round": 3,
+        "paid_before": 0,
     }
 
 
@@ -119,7 +123,7 @@ def test_a_lost_answer_leaves_the_pending_mark_for_the_next_try(emulator: KlingE
     store = FakeStore()
     with pytest.raises(KlingSubmitUncertainError):
         operator(on_unconfirmed_submit="resubmit").execute(context_with(store))
-    assert store[KEY] == {"pending": fingerprint(), "round": 0}
+    assert store[KEY] == {"pending": fingerprint(), "round": 0, "paid_before": 0}
 
 
 @needs_task_state_store
@@ -204,6 +208,41 @@ def test_output_path_keeps_the_video_and_announces_it(emulator: KlingEmulator, t
 def test_output_path_adds_the_default_asset_alias_outlet() -> None:
     assert AssetAlias("kling_videos") in operator(output_path="file:///videos/a.mp4").outlets
     assert operator().outlets == []
+
+
+def test_a_finished_jobs_video_is_kept_later_without_submitting(
+    emulator: KlingEmulator, tmp_path: Any
+) -> None:
+    generated = operator().execute(context_with(FakeStore()))
+    context = context_with(FakeStore())
+    kept = KlingKeepVideoOperator(
+        task_id="publish", kling_task_id=generated["task_id"], output_path=f"file://{tmp_path}/take.mp4"
+    ).execute(context)
+    assert kept["task_id"] == generated["task_id"] and kept["path"] == f"file://{tmp_path}/take.mp4"
+    assert kept["sha256"] == hashlib.sha256((tmp_path / "take.mp4").read_bytes()).hexdigest()
+    [(uri, extra)] = context["outlet_events"][AssetAlias("kling_videos")].added
+    assert uri == kept["path"] and extra["sha256"] == kept["sha256"]
+    assert emulator.stats()["jobs_created"] == 1
+
+
+def test_keeping_a_job_still_rendering_fails_the_try_so_a_retry_looks_again(
+    emulator: KlingEmulator, tmp_path: Any
+) -> None:
+    running = operator(wait_for_completion=False).execute(context_with(FakeStore()))
+    keep = KlingKeepVideoOperator(
+        task_id="publish", kling_task_id=running, output_path=f"file://{tmp_path}/a.mp4"
+    )
+    with pytest.raises(KlingError, match="not finished"):
+        keep.execute(context_with(FakeStore()))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keeping_an_unknown_job_fails_without_retries(emulator: KlingEmulator, tmp_path: Any) -> None:
+    keep = KlingKeepVideoOperator(
+        task_id="publish", kling_task_id="no-such-job", output_path=f"file://{tmp_path}/a.mp4"
+    )
+    with pytest.raises(AirflowFailException, match="404"):
+        keep.execute(context_with(FakeStore()))
 
 
 @needs_task_state_store
@@ -347,3 +386,66 @@ def test_a_reattach_read_ends_within_the_operators_timeout(
     with pytest.raises(KlingTimeoutError, match="budget"):
         operator(timeout=1.0).execute(context_with(store, try_number=2))
     assert trickle.sent < len(STATUS_PROCESSING * 10)
+
+
+# -- The DAG run's credit limit: each generation's entry in the run's ledger (XCom kling_credits) ----
+
+
+def entry(spent: int = 0, pending: int = 0, sending: bool = False) -> dict[str, Any]:
+    return {"spent": spent, "pending": pending, "sending": sending}
+
+
+def test_a_generation_past_the_runs_credit_limit_is_refused_before_sending(emulator: KlingEmulator) -> None:
+    context = context_with(FakeStore())
+    context["ti"].others = [entry(spent=200), entry(spent=0, pending=55, sending=True)]
+    with pytest.raises(AirflowFailException) as refused:
+        operator(run_credit_limit=300).execute(context)
+    message = str(refused.value)
+    assert "spent 255 credits" in message and "limit of 300" in message and "estimate of 55" in message
+    assert emulator.stats()["requests"]["submit"] == 0
+    assert context["ti"].xcoms[LEDGER_KEY] == entry(), "the refused reservation was not withdrawn"
+
+
+def test_a_generation_under_the_limit_records_its_charge_in_the_runs_ledger(emulator: KlingEmulator) -> None:
+    context = context_with(FakeStore())
+    context["ti"].others = [entry(spent=190)]
+    operator(run_credit_limit=300).execute(context)
+    assert context["ti"].xcoms[LEDGER_KEY] == entry(spent=DEFAULT_PRICE)
+
+
+def test_a_submit_refused_outright_withdraws_its_reservation(emulator: KlingEmulator) -> None:
+    emulator.inject("submit", "rate_limit", count=3, retry_after=0)
+    context = context_with(FakeStore())
+    with pytest.raises(KlingRateLimitError):
+        operator(run_credit_limit=300).execute(context)
+    assert context["ti"].xcoms[LEDGER_KEY] == entry()
+
+
+@needs_task_state_store
+def test_a_retry_that_reattaches_puts_its_paid_job_back_in_the_cleared_ledger(
+    emulator: KlingEmulator,
+) -> None:
+    store = FakeStore()
+    operator(run_credit_limit=300).execute(context_with(store))
+    retry = context_with(store, try_number=2)  # Airflow cleared the task instance's XComs
+    operator(run_credit_limit=300).execute(retry)
+    assert retry["ti"].xcoms[LEDGER_KEY] == entry(spent=DEFAULT_PRICE)
+    assert emulator.stats()["jobs_created"] == 1
+
+
+@needs_task_state_store
+def test_a_new_job_after_a_vanished_one_counts_both_in_the_runs_spend(emulator: KlingEmulator) -> None:
+    # The API does not say a lost or failed job's credits are refunded: the run keeps counting them.
+    store = FakeStore(
+        {KEY: {"task_id": "gone", "fingerprint": fingerprint(), "credits_used": 55, "round": 0}}
+    )
+    context = context_with(store, try_number=2)
+    operator(run_credit_limit=300).execute(context)
+    assert context["ti"].xcoms[LEDGER_KEY] == entry(spent=55 + DEFAULT_PRICE)
+    assert store[KEY]["paid_before"] == 55
+
+
+@pytest.mark.parametrize("limit", [-1, "300", True, 2.5])
+def test_a_run_credit_limit_that_is_not_a_whole_number_of_credits_fails_the_dag(limit: Any) -> None:
+    with pytest.raises(ValueError, match="run_credit_limit must be a whole number"):
+        operator(run_credit_limit=limit)

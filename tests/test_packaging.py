@@ -67,6 +67,18 @@ def test_importing_the_operator_leaves_the_trigger_for_run_time() -> None:
     assert {"airflow_provider_kling.triggers.kling", "airflow.triggers.base"}.isdisjoint(added)
 
 
+def test_the_gallery_plugin_is_registered_and_loads_no_web_app_until_the_api_server_serves_it() -> None:
+    # Every task start imports plugins (for their macros): the plugin's module must stay light.
+    [plugin] = get_provider_info()["plugins"]
+    module, name = plugin["plugin-class"].rsplit(".", 1)
+    probe = (
+        f"import sys, {module}; print(sorted(m for m in ('fastapi', '{module}_app') if m in sys.modules), "
+        f"{module}.{name}.fastapi_apps[0]['url_prefix'])"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[] /kling"
+
+
 def test_the_wheel_registers_the_provider_with_airflow(wheel: zipfile.ZipFile) -> None:
     target = entry_points_of(wheel)["apache_airflow_provider"]["provider_info"]
     module, _, function = target.partition(":")
@@ -74,6 +86,12 @@ def test_the_wheel_registers_the_provider_with_airflow(wheel: zipfile.ZipFile) -
     [connection_type] = get_provider_info()["connection-types"]
     assert connection_type["connection-type"] == "kling"
     assert connection_type["hook-class-name"] == "airflow_provider_kling.hooks.kling.KlingHook"
+
+
+def test_the_wheel_registers_the_gallery_plugin_with_airflow(wheel: zipfile.ZipFile) -> None:
+    [plugin] = get_provider_info()["plugins"]
+    target = entry_points_of(wheel)["airflow.plugins"]["kling_gallery"]
+    assert target.replace(":", ".") == plugin["plugin-class"]
 
 
 def test_the_wheel_installs_the_emulator_command(wheel: zipfile.ZipFile) -> None:

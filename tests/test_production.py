@@ -66,6 +66,15 @@ class Production:
         )
         return rows[0][0] if rows else None
 
+    def most_at_once(self, dag_id: str, run_id: str) -> int:
+        """The most of the run's task instances that were running (or deferred) at one time."""
+        rows = self.database.execute(
+            "SELECT start_date, end_date FROM task_instance WHERE dag_id = %s AND run_id = %s",
+            dag_id,
+            run_id,
+        )
+        return max(sum(1 for start, end in rows if start <= moment < end) for moment, _ in rows)
+
     def triggers(self) -> dict[int, tuple[int | None, str]]:
         """Trigger id -> (the triggerer job holding it, its stored kwargs) for every live trigger."""
         rows = self.database.execute("SELECT id, triggerer_id, kwargs FROM trigger")
@@ -184,6 +193,20 @@ def test_a_worker_killed_mid_submit_never_pays_twice_silently(production: Produc
             assert jobs.get(prompt) == 1
         else:  # the documented outcome: a submit sent but never confirmed fails, naming the risk
             assert state == "failed" and "never learnt its task_id" in logs, logs[-5000:]
+
+
+def test_concurrent_mapped_generations_never_spend_past_the_runs_credit_limit(production: Production) -> None:
+    run_id = production.trigger("kling_budget")
+    production.wait_for_run("kling_budget", run_id, 600)
+    jobs = production.jobs_for("kling_budget")
+    states = [state for _, state, _ in production.task_instances("kling_budget", run_id)]
+    logs = task_logs_of(production.airflow.home, "kling_budget", run_id, tail=100_000)
+    # 5 x 55 = 275 credits fit under 300; a sixth would make 330.
+    assert len(jobs) == 5 and set(jobs.values()) == {1}, jobs
+    assert states.count("success") == 5 and states.count("failed") == 7, states
+    refusal = "spent 275 credits (those being submitted included) of its limit of 300"
+    assert logs.count(refusal) >= 7 and "estimate of 55 credits" in logs, logs[-5000:]
+    assert production.most_at_once("kling_budget", run_id) >= 2
 
 
 def test_the_api_key_is_in_no_table_and_no_log(production: Production) -> None:

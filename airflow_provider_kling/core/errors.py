@@ -63,6 +63,22 @@ class KlingValidationError(KlingError, ValueError):
         super().__init__(f"Invalid Kling request, nothing was sent ({len(self.errors)} {noun}):\n{lines}")
 
 
+class KlingRunBudgetError(KlingError):
+    """The DAG run's credit limit leaves no room for this generation; nothing was sent."""
+
+    def __init__(self, spent: int, limit: int, estimate: int) -> None:
+        self.spent, self.limit, self.estimate = spent, limit, estimate
+        super().__init__(
+            f"run_credit_limit: this DAG run's Kling generations have spent {spent} credits (those "
+            f"being submitted included) of its limit of {limit}; this generation's estimate of "
+            f"{estimate} credits would exceed it. Nothing was sent."
+        )
+
+
+class KlingRunBudgetContendedError(KlingError):
+    """Other generations' claims kept this one from knowing whether it fits until its time ran out."""
+
+
 class KlingConnectionSettingError(KlingError):
     """A setting of the Airflow connection is unusable; no retry can cure it, fix the connection."""
 

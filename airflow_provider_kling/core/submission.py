@@ -30,15 +30,23 @@ class Submission:
     """The Unix time the vendor's answer came: the adaptive schedule counts the job's age from it."""
     expected_seconds: tuple[float, float] | None = None
     """The duration range the submit announced, if it did."""
+    paid_before: int = 0
+    """Credits the task instance's earlier jobs in this DAG run cost (a failed job's are not known to
+    be refunded): with this one's, its entry in the run's credit ledger (core.run_credits)."""
 
     @property
     def pending(self) -> bool:
         """Sent, but its answer (and so its task_id) never seen: a job may exist, and be paid for."""
         return self.task_id is None
 
+    def spent(self, estimate: int) -> int:
+        """Credits paid in this DAG run up to and including this record's job: its charge, or
+        ``estimate`` when the charge is unknown (the answer was lost, and a job may exist)."""
+        return self.paid_before + (estimate if self.credits_used is None else self.credits_used)
+
     @classmethod
     def accepted(
-        cls, fingerprint: str, round: int, submitted: SubmitResult, submitted_at: float
+        cls, fingerprint: str, round: int, submitted: SubmitResult, submitted_at: float, paid_before: int
     ) -> Submission:
         return cls(
             fingerprint=fingerprint,
@@ -48,11 +56,12 @@ class Submission:
             credits_remaining=submitted.credits_remaining,
             submitted_at=submitted_at,
             expected_seconds=submitted.estimated_seconds,
+            paid_before=paid_before,
         )
 
     def to_json(self) -> dict[str, Any]:
         if self.pending:
-            return {"pending": self.fingerprint, "round": self.round}
+            return {"pending": self.fingerprint, "round": self.round, "paid_before": self.paid_before}
         return {
             "task_id": self.task_id,
             "fingerprint": self.fingerprint,
@@ -61,6 +70,7 @@ class Submission:
             "submitted_at": self.submitted_at,
             "expected_seconds": list(self.expected_seconds) if self.expected_seconds else None,
             "round": self.round,
+            "paid_before": self.paid_before,
         }
 
     @classmethod
@@ -69,7 +79,7 @@ class Submission:
         if not isinstance(stored, dict):
             return None
         if isinstance(stored.get("pending"), str):
-            return cls(fingerprint=stored["pending"], round=stored.get("round"))
+            return cls(fingerprint=stored["pending"], round=stored.get("round"), paid_before=_paid(stored))
         if not isinstance(stored.get("task_id"), str):
             return None
         expected = stored.get("expected_seconds")
@@ -81,4 +91,11 @@ class Submission:
             credits_remaining=stored.get("credits_remaining"),
             submitted_at=stored.get("submitted_at"),
             expected_seconds=(float(expected[0]), float(expected[-1])) if expected else None,
+            paid_before=_paid(stored),
         )
+
+
+def _paid(stored: dict[str, Any]) -> int:
+    """``paid_before`` of a stored record: 0 in a record from a version that did not keep it."""
+    paid = stored.get("paid_before")
+    return paid if isinstance(paid, int) else 0

@@ -21,6 +21,7 @@ from airflow_provider_kling.core.errors import (
     KlingError,
     KlingInsufficientCreditsError,
     KlingNotFoundError,
+    KlingRunBudgetError,
     KlingSubmitUncertainError,
     KlingValidationError,
     created_no_job,
@@ -34,6 +35,7 @@ from airflow_provider_kling.core.request import (
     GenerationRequest,
 )
 from airflow_provider_kling.core.responses import JobState, job_state
+from airflow_provider_kling.core.run_credits import LedgerEntry, claim
 from airflow_provider_kling.core.submission import Submission
 from airflow_provider_kling.core.waiting import (
     TASK_ENDED_EVENT,
@@ -56,7 +58,10 @@ FINAL_ERRORS = (
     KlingAuthError,
     KlingInsufficientCreditsError,
     KlingBadRequestError,
+    KlingRunBudgetError,
 )
+#: The XCom key of each generation's entry in its DAG run's credit ledger (core.run_credits).
+LEDGER_KEY = "kling_credits"
 #: How long past its own deadline the trigger may run before Airflow's safety net fails the task.
 DEFER_SAFETY_MARGIN = timedelta(minutes=5)
 #: The alias written videos are announced under, unless the task's outlets name one.
@@ -166,6 +171,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         cancel call).
     :param openlineage_include_prompt: put the prompt in the OpenLineage run facet (default
         ``False``: prompts can be confidential, and lineage backends are read widely).
+    :param run_credit_limit: refuse, before sending, a generation whose estimate would take the
+        credits spent by all Kling generations of this DAG run past this limit (set it in the DAG's
+        ``default_args`` so every generation shares it). Concurrent generations, mapped ones
+        included, cannot pass it together; each generation's spend is its XCom ``kling_credits``.
     """
 
     template_fields: Sequence[str] = (
@@ -201,9 +210,18 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         on_unconfirmed_submit: Literal["fail", "resubmit"] = "fail",
         regenerate: bool | str = False,
         openlineage_include_prompt: bool = False,
+        run_credit_limit: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if run_credit_limit is not None and (
+            isinstance(run_credit_limit, bool)
+            or not isinstance(run_credit_limit, int)
+            or run_credit_limit < 0
+        ):
+            raise ValueError(
+                f"run_credit_limit must be a whole number of credits or None, got {run_credit_limit!r}"
+            )
         if on_unconfirmed_submit not in ("fail", "resubmit"):
             raise ValueError(
                 f"on_unconfirmed_submit must be 'fail' or 'resubmit', got {on_unconfirmed_submit!r}"
@@ -226,6 +244,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         self.on_unconfirmed_submit = on_unconfirmed_submit
         self.regenerate = regenerate
         self.openlineage_include_prompt = openlineage_include_prompt
+        self.run_credit_limit = run_credit_limit
         if output_path and not any(isinstance(outlet, AssetAlias) for outlet in self.outlets):
             self.outlets = [*self.outlets, AssetAlias(DEFAULT_ASSET_ALIAS)]
 
@@ -260,6 +279,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                 "No task_state_store here (it needs Airflow 3.3 and durable=True): this retry submits a "
                 "new Kling job, paying again, even if the previous try's job is still running."
             )
+        self._ledger = _RunLedger(context["ti"], self._generation_task_ids())
+        if (stored := self._stored()) is not None:
+            # Airflow cleared this task instance's XComs as the try began: what it paid goes back in.
+            self._enter(LedgerEntry(stored.spent(self._request.estimated_credits)))
         try:
             return self.execute_resumable(context)
         except FINAL_ERRORS as error:
@@ -279,8 +302,19 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         # extra) fails here, leaving no mark that would make a retry fear a paid job.
         _ = self.hook.base_url
         store = self._store
-        if store is not None:
-            self._mark_sent(store, request, context)
+        previous = self._stored()
+        self._check_unconfirmed(previous, request, context)
+        paid = previous.spent(request.estimated_credits) if previous is not None else 0
+        claim(
+            self._ledger,
+            paid,
+            request.estimated_credits,
+            self.run_credit_limit,
+            deadline=time.time() + self._time_left(),
+        )
+        if store is not None:  # marked as sent: a retry that finds only this mark fears a paid job
+            sent = Submission(fingerprint=request.fingerprint(), round=_round(context), paid_before=paid)
+            store.set(self.external_id_key, sent.to_json())
         self.log.info(
             "Submitting Kling %s, %s s%s (estimated %d credits). %s",
             request.generation_mode.value,
@@ -292,11 +326,15 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         try:
             submitted = self.hook.submit(request)
         except Exception as error:
-            if store is not None and created_no_job(error):
-                store.delete(self.external_id_key)  # nothing was created: a retry may send it again
+            if created_no_job(error):  # nothing was created: a retry may send it again
+                self._enter(LedgerEntry(paid))
+                if store is not None:
+                    self._restore(store, previous)
             raise
         # submitted_at after any retries: the job's age counts from its answer.
-        submission = Submission.accepted(request.fingerprint(), _round(context), submitted, time.time())
+        submission = Submission.accepted(
+            request.fingerprint(), _round(context), submitted, time.time(), paid_before=paid
+        )
         # ResumableJobMixin stores the submission as soon as this returns, before anything else
         # (the task_id's XCom included, pushed when the wait starts) can fail.
         self.log.info(
@@ -309,10 +347,38 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         metrics.submitted(tags, submitted.credits_used, submitted.credits_remaining)
         return submission.to_json()
 
-    def _mark_sent(self, store: Any, request: GenerationRequest, context: Context) -> None:
-        """Note in ``store`` that ``request`` is about to be sent. If an earlier try sent the same request
-        and never learnt its task_id, a job may be paid for already: ``on_unconfirmed_submit`` decides."""
-        previous = Submission.from_json(store.get(self.external_id_key))
+    def _stored(self) -> Submission | None:
+        """The record task_state_store keeps of this task instance's submission, if any."""
+        return None if self._store is None else Submission.from_json(self._store.get(self.external_id_key))
+
+    def _restore(self, store: Any, previous: Submission | None) -> None:
+        """Put back the record a submit that created no job replaced, keeping what was paid before."""
+        if previous is None:
+            store.delete(self.external_id_key)
+        else:
+            store.set(self.external_id_key, previous.to_json())
+
+    def _generation_task_ids(self) -> list[str]:
+        """The DAG's Kling generation tasks, mapped or not: whose ledger entries make the run's spend."""
+        dag = self.get_dag()
+        tasks = dag.tasks if dag is not None else [self]
+        return [
+            task.task_id
+            for task in tasks
+            if issubclass(getattr(task, "operator_class", type(task)), KlingGenerateOperator)
+        ]
+
+    def _enter(self, entry: LedgerEntry) -> None:
+        """Write this generation's ledger entry, unless it already says so."""
+        if getattr(self, "_entered", None) != entry:
+            self._ledger.write(entry)
+            self._entered = entry
+
+    def _check_unconfirmed(
+        self, previous: Submission | None, request: GenerationRequest, context: Context
+    ) -> None:
+        """If an earlier try sent this same request and never learnt its task_id, a job may be paid for
+        already: ``on_unconfirmed_submit`` decides whether to send it again."""
         if (
             previous is not None
             and previous.pending
@@ -320,8 +386,6 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             and not self._is_retake(previous, context)
         ):
             self._handle_unconfirmed_submit(context)
-        sent = Submission(fingerprint=request.fingerprint(), round=_round(context))
-        store.set(self.external_id_key, sent.to_json())
 
     def _announce(self, context: Context, task_id: str) -> None:
         """Push the vendor task_id to XCom, once per try."""
@@ -397,6 +461,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         job = self._job(external_id)
         task_id = str(job.task_id)
         self._announce(context, task_id)
+        self._enter(LedgerEntry(job.spent(self._request.estimated_credits)))
         if not self.wait_for_completion:
             return task_id
         deadline = time.time() + _seconds(self.timeout)
@@ -490,20 +555,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         setattr(self, VIDEO_URL_ATTRIBUTE, result["video_url"])  # for the "Kling video" link
         self.log.info("Kling video ready: %s", result["video_url"])
         if self.output_path:
-            result |= self._keep_video(result, context)
+            result |= keep_video(self.hook, result, str(self.output_path), self.outlets, context)
         self._finished = result
         return result
-
-    def _keep_video(self, result: dict[str, Any], context: Context) -> dict[str, Any]:
-        """Download the video to output_path and announce it as an Asset event with the job's facts."""
-        from airflow.sdk import ObjectStoragePath
-
-        saved = self.hook.download_video(result["video_url"], ObjectStoragePath(str(self.output_path)))
-        facts = {k: result[k] for k in ("task_id", "duration", "has_audio", "credits_used")}
-        facts |= {"bytes": saved.bytes, "sha256": saved.sha256}
-        for alias in (outlet for outlet in self.outlets if isinstance(outlet, AssetAlias)):
-            context["outlet_events"][alias].add(Asset(saved.path), extra=facts)
-        return {"path": saved.path, "bytes": saved.bytes, "sha256": saved.sha256}
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """What OpenLineage records of this generation (with the ``openlineage`` extra): the input
@@ -521,3 +575,80 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             "and is charged.",
             task_id or "(if one was submitted)",
         )
+
+
+def keep_video(
+    hook: KlingHook, result: dict[str, Any], output_path: str, outlets: Sequence[Any], context: Context
+) -> dict[str, Any]:
+    """Download a finished generation's video to ``output_path`` and announce it through the task's
+    AssetAlias outlets with the job's facts; its path, size and sha256."""
+    from airflow.sdk import ObjectStoragePath
+
+    saved = hook.download_video(result["video_url"], ObjectStoragePath(output_path))
+    facts = {k: result[k] for k in ("task_id", "duration", "has_audio", "credits_used")}
+    facts |= {"bytes": saved.bytes, "sha256": saved.sha256}
+    for alias in (outlet for outlet in outlets if isinstance(outlet, AssetAlias)):
+        context["outlet_events"][alias].add(Asset(saved.path), extra=facts)
+    return {"path": saved.path, "bytes": saved.bytes, "sha256": saved.sha256}
+
+
+class KlingKeepVideoOperator(BaseOperator):
+    """Keep the video of a Kling job that finished earlier: for a video approved in a review, or one a
+    sensor waited for. Reads the job again (for a current ``video_url``), downloads the video to
+    ``output_path`` as KlingGenerateOperator's ``output_path`` does, and announces it as an Asset
+    event through the task's AssetAlias outlets (``kling_videos`` by default). Submits nothing.
+
+    Returns the job's result, as KlingGenerateOperator returns it (credits_used and
+    credits_remaining None: the status does not carry them), with path, bytes and sha256.
+
+    :param kling_task_id: (templated) the vendor task_id of a completed job.
+    :param output_path: (templated) where to keep the video, any ObjectStoragePath URL.
+    :param kling_conn_id: the Airflow connection (type ``kling``) to the API.
+    """
+
+    template_fields: Sequence[str] = ("kling_task_id", "output_path")
+    ui_color = "#f2e6ff"
+    operator_extra_links = (KlingVideoLink(),)
+
+    def __init__(
+        self, *, kling_task_id: str, output_path: str, kling_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kling_task_id = kling_task_id
+        self.output_path = output_path
+        self.kling_conn_id = kling_conn_id
+        if not any(isinstance(outlet, AssetAlias) for outlet in self.outlets):
+            self.outlets = [*self.outlets, AssetAlias(DEFAULT_ASSET_ALIAS)]
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_kling.hooks.kling import KlingHook
+
+        hook = KlingHook(self.kling_conn_id)
+        try:
+            status = hook.get_status(str(self.kling_task_id))
+        except (*FINAL_ERRORS, KlingNotFoundError) as error:
+            raise AirflowFailException(str(error)) from error
+        if status.state is JobState.FAILED:
+            raise AirflowFailException(f"Kling job {status.task_id} failed at the vendor: no video to keep.")
+        if status.state is not JobState.COMPLETED:
+            raise KlingError(
+                f"Kling job {status.task_id} is {status.status}, not finished: a retry looks again."
+            )
+        result = video_result(status.as_dict())
+        setattr(self, VIDEO_URL_ATTRIBUTE, result["video_url"])  # for the "Kling video" link
+        return result | keep_video(hook, result, str(self.output_path), self.outlets, context)
+
+
+class _RunLedger:
+    """The DAG run's credit ledger in XCom: each generation task instance writes its own entry
+    (key ``kling_credits``) and reads those of all the DAG's Kling generation tasks."""
+
+    def __init__(self, ti: Any, task_ids: list[str]) -> None:
+        self._ti, self._task_ids = ti, task_ids
+
+    def write(self, entry: LedgerEntry) -> None:
+        self._ti.xcom_push(key=LEDGER_KEY, value=entry.to_json())
+
+    def read(self) -> list[LedgerEntry]:
+        values = self._ti.xcom_pull(task_ids=self._task_ids, key=LEDGER_KEY)  # every map index
+        return [entry for value in values or () if (entry := LedgerEntry.from_json(value)) is not None]

@@ -31,3 +31,11 @@ generations("kling_bulk", 50, pool="kling_bulk", retries=0)
 generations("kling_failover", 20, retries=0)
 # A worker killed mid-submit: the retry reattaches, or fails as an unconfirmed submit.
 generations("kling_worker_kill", 8, retries=2, retry_delay=timedelta(seconds=2))
+
+# Twelve generations of 55 credits claim at once, on both workers, under a run limit of 300 credits
+# set for the whole DAG: five fit (275 credits), seven are refused before sending. The claims are what
+# is shown, so the tasks end once their job exists.
+with DAG(dag_id="kling_budget", default_args={"run_credit_limit": 300, "retries": 0}, **COMMON):
+    KlingGenerateOperator.partial(task_id="generate", wait_for_completion=False).expand(
+        prompt=[f"kling_budget clip {index}: a lighthouse at dusk" for index in range(12)]
+    )

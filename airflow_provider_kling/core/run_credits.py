@@ -1,0 +1,118 @@
+"""A DAG run's credit limit, shared by generations that run at the same time on different workers.
+
+No store a task can reach offers an atomic compare-and-set, so no shared counter is ever read and
+rewritten. Instead each generation owns one entry in a ledger (``LedgerEntry``: what it has spent,
+and what it is about to spend) that only it writes, and the run's spend is the sum of all entries.
+
+A generation under a limit claims its share by writing its entry as *reserving* first and reading
+the whole ledger second. Of any two generations claiming at once, the one that reads later sees the
+other's entry, since each wrote before it read: so the last of any set that goes ahead has counted
+all the others, and together they cannot pass the limit. A reservation that does not fit is
+withdrawn. If it does not fit because of what is spent or being sent, the generation is refused.
+If it fails only because of other reservations still being decided, it backs off for a random
+while and tries again: those may be withdrawn, and then it fits.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from airflow_provider_kling.core.errors import KlingRunBudgetContendedError, KlingRunBudgetError
+
+#: The first back-off after a contended claim, in seconds; it doubles per attempt, up to the cap.
+FIRST_BACKOFF = 0.25
+BACKOFF_CAP = 4.0
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One generation's part of its DAG run's spend."""
+
+    spent: int = 0
+    """Credits it has paid in this run: jobs the vendor accepted, and any submit whose answer was lost."""
+    pending: int = 0
+    """The estimate of the submit it is about to make, if any."""
+    sending: bool = False
+    """Whether that submit goes ahead (it fit under the limit, or the task has none)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"spent": self.spent, "pending": self.pending, "sending": self.sending}
+
+    @classmethod
+    def from_json(cls, stored: Any) -> LedgerEntry | None:
+        """The entry from what was stored; None for anything else."""
+        if not isinstance(stored, dict):
+            return None
+        spent, pending = stored.get("spent"), stored.get("pending")
+        if not isinstance(spent, int) or not isinstance(pending, int):
+            return None
+        return cls(spent, pending, stored.get("sending") is True)
+
+
+class Ledger(Protocol):
+    """Where a run's entries live: each generation writes its own and reads them all."""
+
+    def write(self, entry: LedgerEntry) -> None: ...
+
+    def read(self) -> Iterable[LedgerEntry]: ...
+
+
+class Verdict(Enum):
+    FITS = "fits"
+    CONTENDED = "contended"  # fits unless the other reservations being decided go ahead
+    EXCEEDED = "exceeded"
+
+
+def judge(entries: Iterable[LedgerEntry], estimate: int, limit: int) -> tuple[Verdict, int]:
+    """Whether ``estimate`` more fits under ``limit``, given every entry of the run (the claimant's
+    own reservation among them), and the credits spent or being sent so far."""
+    committed = reserved = 0
+    for entry in entries:
+        committed += entry.spent + (entry.pending if entry.sending else 0)
+        reserved += 0 if entry.sending else entry.pending
+    if committed + estimate > limit:
+        return Verdict.EXCEEDED, committed
+    if committed + reserved > limit:
+        return Verdict.CONTENDED, committed
+    return Verdict.FITS, committed
+
+
+def claim(
+    ledger: Ledger,
+    spent: int,
+    estimate: int,
+    limit: int | None,
+    deadline: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Write this generation's entry as sending ``estimate`` on top of ``spent``, once it fits under
+    ``limit`` (None: no limit, nothing to check); raise KlingRunBudgetError when it cannot fit."""
+    if limit is None:
+        ledger.write(LedgerEntry(spent, estimate, sending=True))
+        return
+    backoff = FIRST_BACKOFF
+    while True:
+        ledger.write(LedgerEntry(spent, estimate))
+        verdict, committed = judge(ledger.read(), estimate, limit)
+        if verdict is Verdict.FITS:
+            ledger.write(LedgerEntry(spent, estimate, sending=True))
+            return
+        ledger.write(LedgerEntry(spent))
+        if verdict is Verdict.EXCEEDED:
+            raise KlingRunBudgetError(committed, limit, estimate)
+        pause = backoff * random.uniform(0.5, 1.5)
+        if clock() + pause > deadline:
+            raise KlingRunBudgetContendedError(
+                f"run_credit_limit: other generations of this DAG run kept claiming credits until this "
+                f"task's timeout; {committed} credits of the limit of {limit} are spent, and this "
+                f"generation's estimate is {estimate}. Nothing was sent; a retry claims again."
+            )
+        sleep(pause)
+        backoff = min(backoff * 2, BACKOFF_CAP)

@@ -1,0 +1,1 @@
+"""Airflow plugins the provider registers through its metadata (installing the package is enough)."""
