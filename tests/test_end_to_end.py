@@ -1,5 +1,7 @@
-"""End to end on a real Airflow: `airflow standalone` (scheduler, triggerer, dag-processor, api-server)
-runs the text-to-video example against the emulator running as its own process.
+"""End to end on a real Airflow: its api-server, scheduler, dag-processor and triggerer, each a process
+of its own, run the examples against the emulator running as its own process. (Not `airflow
+standalone`, which forces the simple auth manager: the gallery's access tests need one that keeps a
+user from a DAG.)
 
 It shows what the README promises: the generate task passes through ``deferred`` (no worker slot
 held while the video renders), the triggerer does the polling (every status call reaches the
@@ -39,16 +41,18 @@ PASSWORDS = {user: f"{user}-{uuid.uuid4().hex[:12]}" for user in USERS}
 TESTS = Path(__file__).resolve().parent
 
 
-class Standalone(Deployment):
-    """``airflow standalone`` (scheduler, triggerer, dag-processor, api-server) as one process."""
+class LocalAirflow(Deployment):
+    """Airflow on SQLite and the LocalExecutor, its components started one by one."""
+
+    COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
     @property
-    def process(self) -> subprocess.Popen[bytes]:
-        return self.processes["standalone"]
+    def scheduler_log(self) -> Path:
+        return self.home / "scheduler.log"
 
 
-def wait_for(condition: Any, seconds: float, what: str, airflow: Standalone) -> None:
-    wait_until(condition, seconds, what, airflow.home / "standalone.log", airflow.process)
+def wait_for(condition: Any, seconds: float, what: str, airflow: LocalAirflow) -> None:
+    wait_until(condition, seconds, what, airflow.scheduler_log, airflow.processes["scheduler"])
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +99,7 @@ def statsd() -> Iterator[StatsdListener]:
 @pytest.fixture(scope="module")
 def airflow(
     emulator: EmulatorProcess, statsd: StatsdListener, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Standalone]:
+) -> Iterator[LocalAirflow]:
     home = tmp_path_factory.mktemp("airflow-home")
     api_port = free_port()
     env = airflow_env(home, EXAMPLE_DAGS, api_port, emulator.url, API_KEY)
@@ -114,9 +118,11 @@ def airflow(
         "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
         "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
     }
-    running = Standalone(home, env)
+    running = LocalAirflow(home, env)
     try:
-        running.start_airflow("standalone", "standalone")
+        running.cli("db", "migrate")
+        for component in LocalAirflow.COMPONENTS:
+            running.start_airflow(component, component)
         wait_for(lambda: answers(f"{running.api_url}/api/v2/monitor/health"), 180, "the api-server", running)
         yield running
     finally:
@@ -124,7 +130,7 @@ def airflow(
 
 
 @pytest.fixture(scope="module")
-def finished_run(airflow: Standalone, emulator: EmulatorProcess) -> dict[str, Any]:
+def finished_run(airflow: LocalAirflow, emulator: EmulatorProcess) -> dict[str, Any]:
     """Trigger the example once and watch its generate task's state until the run ends."""
     wait_for(
         lambda: airflow.query("SELECT 1 FROM dag WHERE dag_id = ?", DAG_ID),
@@ -153,7 +159,7 @@ def finished_run(airflow: Standalone, emulator: EmulatorProcess) -> dict[str, An
     return {"run_id": run_id, "state": run_state(), "observed_states": observed_states}
 
 
-def test_example_dag_run_succeeds(finished_run: dict[str, Any], airflow: Standalone) -> None:
+def test_example_dag_run_succeeds(finished_run: dict[str, Any], airflow: LocalAirflow) -> None:
     assert finished_run["state"] == "success", task_logs_of(airflow.home, DAG_ID, finished_run["run_id"])
 
 
@@ -183,13 +189,13 @@ def test_statsd_receives_the_generations_credits_polls_and_times(
 
 
 def test_generate_task_waited_in_the_deferred_state(
-    finished_run: dict[str, Any], airflow: Standalone
+    finished_run: dict[str, Any], airflow: LocalAirflow
 ) -> None:
     assert "deferred" in [state for _, state in finished_run["observed_states"]]
 
 
 def test_the_triggerer_did_the_polling(
-    finished_run: dict[str, Any], airflow: Standalone, emulator: EmulatorProcess
+    finished_run: dict[str, Any], airflow: LocalAirflow, emulator: EmulatorProcess
 ) -> None:
     states = finished_run["observed_states"]
     deferred_at = [i for i, (_, state) in enumerate(states) if state == "deferred"]
@@ -209,7 +215,7 @@ def test_exactly_one_job_was_created(finished_run: dict[str, Any], emulator: Emu
     assert emulator.stats()["jobs_created"] == 1
 
 
-def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow: Standalone) -> None:
+def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow: LocalAirflow) -> None:
     logs = [
         path.read_text(errors="replace")
         for path in (airflow.home / "logs").rglob("*")
@@ -218,18 +224,18 @@ def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow
     assert any("Kling job" in text and "progress" in text for text in logs)
 
 
-def test_example_dags_have_no_import_errors(airflow: Standalone) -> None:
+def test_example_dags_have_no_import_errors(airflow: LocalAirflow) -> None:
     listed = airflow.cli("dags", "list-import-errors", "--output", "json")
     [json_line] = [line for line in listed.splitlines() if line.startswith("[")]  # after any warnings
     assert json.loads(json_line) == []
 
 
-def test_airflow_lists_the_provider(airflow: Standalone) -> None:
+def test_airflow_lists_the_provider(airflow: LocalAirflow) -> None:
     assert "airflow-provider-kling" in airflow.cli("providers", "list", "--output", "json")
 
 
 def test_connection_added_with_the_cli_passes_airflow_connection_test(
-    airflow: Standalone, emulator: EmulatorProcess
+    airflow: LocalAirflow, emulator: EmulatorProcess
 ) -> None:
     airflow.cli(
         "connections", "add", "kling_from_cli",
@@ -243,7 +249,7 @@ def test_connection_added_with_the_cli_passes_airflow_connection_test(
     assert after["jobs_created"] == before["jobs_created"]
 
 
-def test_connection_test_reports_a_wrong_key(airflow: Standalone, emulator: EmulatorProcess) -> None:
+def test_connection_test_reports_a_wrong_key(airflow: LocalAirflow, emulator: EmulatorProcess) -> None:
     airflow.cli(
         "connections", "add", "kling_wrong_key",
         "--conn-type", "kling", "--conn-host", emulator.url, "--conn-password", "not-the-key",
@@ -271,7 +277,7 @@ SCREENSHOTS = os.environ.get("KLING_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
-def browser_page(airflow: Standalone) -> Iterator[Any]:
+def browser_page(airflow: LocalAirflow) -> Iterator[Any]:
     """A Chromium page logged into Airflow as the admin (with the token the login page would set)."""
     from playwright.sync_api import sync_playwright
 
@@ -326,7 +332,7 @@ def no_toast_left(page: Any) -> None:
 
 
 def add_kling_connection(
-    page: Any, airflow: Standalone, conn_id: str, emulator: EmulatorProcess, api_key: str
+    page: Any, airflow: LocalAirflow, conn_id: str, emulator: EmulatorProcess, api_key: str
 ) -> None:
     """Fill the Add Connection form as a person would, and save it."""
     emulator_port = emulator.url.rsplit(":", 1)[1]
@@ -355,7 +361,7 @@ def click_test(page: Any, conn_id: str) -> dict[str, Any]:
 
 
 def test_add_connection_form_offers_kling_with_its_labels(
-    browser_page: Any, airflow: Standalone, tmp_path_factory: pytest.TempPathFactory
+    browser_page: Any, airflow: LocalAirflow, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     from airflow_provider_kling.get_provider_info import get_provider_info
 
@@ -397,7 +403,7 @@ def test_add_connection_form_offers_kling_with_its_labels(
 
 def test_test_button_reports_success_against_the_emulator(
     browser_page: Any,
-    airflow: Standalone,
+    airflow: LocalAirflow,
     emulator: EmulatorProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -423,7 +429,7 @@ def test_test_button_reports_success_against_the_emulator(
 
 def test_test_button_reports_a_wrong_key(
     browser_page: Any,
-    airflow: Standalone,
+    airflow: LocalAirflow,
     emulator: EmulatorProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -444,7 +450,7 @@ def test_test_button_reports_a_wrong_key(
 
 def test_task_page_links_to_the_finished_video(
     browser_page: Any,
-    airflow: Standalone,
+    airflow: LocalAirflow,
     emulator: EmulatorProcess,
     finished_run: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
@@ -470,7 +476,7 @@ def hitl_path(run_id: str, task_id: str) -> str:
     return f"/api/v2/dags/{REVIEW_DAG}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
 
 
-def awaiting_review(airflow: Standalone, run_id: str, task_id: str, token: str) -> dict[str, Any]:
+def awaiting_review(airflow: LocalAirflow, run_id: str, task_id: str, token: str) -> dict[str, Any]:
     """The review ``task_id`` asks of a reviewer, once it waits for the answer and the scheduler has
     seen its process end. (Airflow 3.3.2 fails a review answered before then: the executor's late
     report of the paused process finds the task queued again. A person is never that quick.)"""
@@ -480,7 +486,7 @@ def awaiting_review(airflow: Standalone, run_id: str, task_id: str, token: str) 
     def asking() -> bool:
         answer = airflow.api("GET", hitl_path(run_id, task_id), token)
         seen.update(answer.json() if answer.ok else {})
-        log = (airflow.home / "standalone.log").read_text(errors="replace")
+        log = airflow.scheduler_log.read_text(errors="replace")
         return answer.ok and any(
             paused in line and "state=awaiting_input" in line for line in log.splitlines()
         )
@@ -491,7 +497,7 @@ def awaiting_review(airflow: Standalone, run_id: str, task_id: str, token: str) 
 
 @pytest.fixture(scope="module")
 def reviewed_run(
-    airflow: Standalone, emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
+    airflow: LocalAirflow, emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """The review example, run once: the reviewer rejects take 1 with a note and approves take 2."""
     videos = tmp_path_factory.mktemp("reviewed-videos")
@@ -543,7 +549,7 @@ def test_the_reviewer_sees_the_prompt_the_video_and_its_credits(
 
 
 def test_a_rejection_regenerates_with_the_reviewers_note_and_an_approval_publishes_that_take(
-    reviewed_run: dict[str, Any], airflow: Standalone, emulator: EmulatorProcess
+    reviewed_run: dict[str, Any], airflow: LocalAirflow, emulator: EmulatorProcess
 ) -> None:
     assert reviewed_run["answers"] == (200, 200)
     assert reviewed_run["state"] == "success", task_logs_of(airflow.home, REVIEW_DAG, reviewed_run["run_id"])
@@ -572,7 +578,7 @@ def test_a_rejection_regenerates_with_the_reviewers_note_and_an_approval_publish
 GALLERY = "/kling/gallery"
 
 
-def test_installing_the_package_registers_the_gallery_plugin(airflow: Standalone) -> None:
+def test_installing_the_package_registers_the_gallery_plugin(airflow: LocalAirflow) -> None:
     token = airflow.token("admin", PASSWORDS["admin"])
     plugins = airflow.api("GET", "/api/v2/plugins", token).json()["plugins"]
     [gallery] = [plugin for plugin in plugins if plugin["name"] == "kling_gallery"]
@@ -581,7 +587,10 @@ def test_installing_the_package_registers_the_gallery_plugin(airflow: Standalone
 
 
 def test_the_gallery_shows_each_generation_its_video_prompt_and_the_runs_credits(
-    airflow: Standalone, emulator: EmulatorProcess, finished_run: dict[str, Any], reviewed_run: dict[str, Any]
+    airflow: LocalAirflow,
+    emulator: EmulatorProcess,
+    finished_run: dict[str, Any],
+    reviewed_run: dict[str, Any],
 ) -> None:
     page = airflow.api("GET", GALLERY, airflow.token("admin", PASSWORDS["admin"]))
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -597,7 +606,7 @@ def test_the_gallery_shows_each_generation_its_video_prompt_and_the_runs_credits
 
 
 def test_the_gallery_streams_the_kept_copy_of_a_video(
-    airflow: Standalone, reviewed_run: dict[str, Any]
+    airflow: LocalAirflow, reviewed_run: dict[str, Any]
 ) -> None:
     [video] = list(reviewed_run["videos"].glob("*.mp4"))
     path = f"/kling/videos/{REVIEW_DAG}/{quote(reviewed_run['run_id'], safe='')}/publish_2/-1"
@@ -607,7 +616,7 @@ def test_the_gallery_streams_the_kept_copy_of_a_video(
 
 
 def test_an_anonymous_request_sees_no_video_and_no_prompt(
-    airflow: Standalone, reviewed_run: dict[str, Any]
+    airflow: LocalAirflow, reviewed_run: dict[str, Any]
 ) -> None:
     page = airflow.api("GET", GALLERY)
     video = airflow.api(
@@ -618,7 +627,10 @@ def test_an_anonymous_request_sees_no_video_and_no_prompt(
 
 
 def test_a_user_who_may_not_read_a_dag_sees_none_of_its_videos_or_prompts(
-    airflow: Standalone, emulator: EmulatorProcess, finished_run: dict[str, Any], reviewed_run: dict[str, Any]
+    airflow: LocalAirflow,
+    emulator: EmulatorProcess,
+    finished_run: dict[str, Any],
+    reviewed_run: dict[str, Any],
 ) -> None:
     outsider = airflow.token("outsider", PASSWORDS["outsider"])
     dags = [dag["dag_id"] for dag in airflow.api("GET", "/api/v2/dags", outsider).json()["dags"]]
@@ -636,7 +648,7 @@ def test_a_user_who_may_not_read_a_dag_sees_none_of_its_videos_or_prompts(
 
 def test_the_gallery_in_the_airflow_ui_plays_the_videos(
     browser_page: Any,
-    airflow: Standalone,
+    airflow: LocalAirflow,
     finished_run: dict[str, Any],
     reviewed_run: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
@@ -657,10 +669,11 @@ def test_the_gallery_in_the_airflow_ui_plays_the_videos(
 
 
 def test_the_api_key_appears_in_no_log_xcom_trigger_or_rendered_field(
-    finished_run: dict[str, Any], airflow: Standalone, emulator: EmulatorProcess
+    finished_run: dict[str, Any], airflow: LocalAirflow, emulator: EmulatorProcess
 ) -> None:
     """Searched after everything above ran: task, trigger and component logs, and the metadata DB."""
-    logs = [airflow.home / "standalone.log", *(p for p in (airflow.home / "logs").rglob("*") if p.is_file())]
+    components = [airflow.home / f"{name}.log" for name in LocalAirflow.COMPONENTS]
+    logs = [*components, *(p for p in (airflow.home / "logs").rglob("*") if p.is_file())]
     leaking_logs = [str(path) for path in logs if API_KEY in path.read_text(errors="replace")]
     assert leaking_logs == []
     stored = {

@@ -35,6 +35,8 @@ from airflow_provider_kling.operators.kling import LEDGER_KEY, KlingGenerateOper
 #: What Airflow records as the operator of a generation task instance.
 OPERATOR_NAME = KlingGenerateOperator.__name__
 RESULT_KEY = "return_value"
+#: States of a generation that never ran, and has nothing to show.
+NEVER_RAN = ("skipped", "upstream_failed", "removed")
 #: Generations on one page, by default and at most.
 PAGE_SIZE, PAGE_SIZE_CAP = 60, 500
 #: A kept video is streamed to the browser in pieces of this size.
@@ -112,7 +114,12 @@ def generations(
     query = (
         select(TaskInstance, DagRun.run_after)
         .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
-        .where(TaskInstance.operator == OPERATOR_NAME, TaskInstance.dag_id.in_(dag_ids))
+        .where(
+            TaskInstance.operator == OPERATOR_NAME,
+            TaskInstance.dag_id.in_(dag_ids),
+            TaskInstance.state.is_not(None),  # not yet scheduled
+            TaskInstance.state.not_in(NEVER_RAN),
+        )
         .order_by(DagRun.run_after.desc(), TaskInstance.task_id, TaskInstance.map_index)
         .limit(limit)
     )
@@ -240,6 +247,7 @@ video { width: 100%; border-radius: 6px; background: #000; aspect-ratio: 16 / 9;
 .none { display: flex; align-items: center; justify-content: center; aspect-ratio: 16 / 9;
         background: #edf2f7; border-radius: 6px; color: #718096; }
 .prompt { margin: 8px 0 4px; } .facts, .source { color: #4a5568; font-size: 12px; }
+.source { overflow-wrap: anywhere; }
 table { border-collapse: collapse; } td, th { padding: 4px 12px 4px 0; text-align: left; }
 td.n { text-align: right; } a { color: #2b6cb0; }
 """
