@@ -21,6 +21,7 @@ __all__ = [
     "HAS_TASK_STATE_STORE",
     "DagBag",
     "needs_task_state_store",
+    "run_fast",
     "task_instance",
     "task_logs_of",
     "xcoms",
@@ -57,3 +58,16 @@ def task_logs_of(home: Path, dag_id: str, run_id: str, tail: int = 3000) -> str:
     return "\n".join(
         f"== {log.relative_to(folder)}\n{log.read_text(errors='replace')[-tail:]}" for log in logs
     )
+
+
+def run_fast(dagbag: DagBag, dag_id: str, **task_overrides: Any) -> Any:
+    """Run a DAG with dag.test(), polling every 0.2 s instead of the examples' 10 s."""
+    dag = dagbag.dags[dag_id]
+    for task in dag.tasks:
+        overrides = {"poll_interval": 0.2, "poke_interval": 0.2, **task_overrides}
+        for name, value in overrides.items():
+            if name in getattr(task, "partial_kwargs", {}):
+                task.partial_kwargs[name] = value
+            elif hasattr(task, name) and not hasattr(task, "partial_kwargs"):
+                setattr(task, name, value)
+    return dag.test()

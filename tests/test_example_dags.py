@@ -9,26 +9,13 @@ import pytest
 from airflow.models.asset import AssetEvent, AssetModel
 from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState
-from dag_runs import HAS_TASK_STATE_STORE, DagBag, xcoms
+from dag_runs import HAS_TASK_STATE_STORE, DagBag, run_fast, xcoms
 from sqlalchemy import select
 
 from airflow_provider_kling.core.request import PRICES
 from airflow_provider_kling.emulator import KlingEmulator
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
-
-
-def run_fast(dagbag: DagBag, dag_id: str, **task_overrides: Any) -> Any:
-    """Run a DAG with dag.test(), polling every 0.2 s instead of the examples' 10 s."""
-    dag = dagbag.dags[dag_id]
-    for task in dag.tasks:
-        overrides = {"poll_interval": 0.2, "poke_interval": 0.2, **task_overrides}
-        for name, value in overrides.items():
-            if name in getattr(task, "partial_kwargs", {}):
-                task.partial_kwargs[name] = value
-            elif hasattr(task, name) and not hasattr(task, "partial_kwargs"):
-                setattr(task, name, value)
-    return dag.test()
 
 
 def test_example_dags_import_without_errors(example_dagbag: DagBag) -> None:

@@ -7,9 +7,21 @@ every supported Airflow, so the page's module imports and renders on the oldest 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
-from airflow_provider_kling.plugins.gallery_app import Generation, create_app, page
+import pytest
+from airflow.utils.session import create_session
+from dag_runs import DagBag, run_fast, xcoms
+
+from airflow_provider_kling.emulator import KlingEmulator
+from airflow_provider_kling.plugins.gallery_app import (
+    Generation,
+    create_app,
+    generations,
+    kling_dags,
+    page,
+    run_spend,
+)
 
 TAKE = Generation(
     dag_id="videos",
@@ -71,3 +83,33 @@ def test_a_mapped_generation_links_to_its_map_index() -> None:
 def test_the_app_serves_the_page_and_the_kept_videos() -> None:
     paths = {route.path for route in create_app().routes}
     assert {"/gallery", "/videos/{dag_id}/{run_id}/{task_id}/{map_index}"} <= paths
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_runs_generations_are_read_from_airflows_records_with_the_runs_spend(
+    example_dagbag: DagBag, emulator: KlingEmulator
+) -> None:
+    dag_run = run_fast(example_dagbag, "kling_bulk_generation")
+    results = xcoms(dag_run, "generate")
+    with create_session() as session:
+        assert "kling_bulk_generation" in kling_dags(session)
+        shown = [
+            g
+            for g in generations(session, {"kling_bulk_generation"}, None, None, 50)
+            if g.run_id == dag_run.run_id
+        ]
+        spend = run_spend(session, shown)
+    assert [g.map_index for g in shown] == [0, 1, 2]
+    assert [g.video_url for g in shown] == [r["video_url"] for r in results]
+    assert all(g.prompt and g.mode == "text_to_video" and g.state == "success" for g in shown)
+    assert spend[(dag_run.dag_id, dag_run.run_id)] == sum(job["credits_used"] for job in emulator.jobs())
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_runs_outside_the_dates_asked_for_are_not_shown(
+    example_dagbag: DagBag, emulator: KlingEmulator
+) -> None:
+    run_fast(example_dagbag, "kling_text_to_video")
+    with create_session() as session:
+        assert generations(session, {"kling_text_to_video"}, None, date(2000, 1, 1), 50) == []
+        assert generations(session, {"kling_text_to_video"}, datetime.now(timezone.utc).date(), None, 50)
