@@ -67,7 +67,7 @@ def wait_until(
         time.sleep(0.25)
     tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
     ended = f" (it exited with {process.returncode})" if process and process.poll() is not None else ""
-    said = f" {log.name} ends:\n{tail}" if tail else ""
+    said = f" {log.name} ends:\n{tail}" if log and tail else ""
     raise TimeoutError(f"Gave up waiting for {what} after {seconds} s{ended}.{said}")
 
 

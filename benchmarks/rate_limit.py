@@ -44,11 +44,12 @@ MODES = ("uncapped", "static_cap", "adaptive")
 
 
 def connection(url: str, mode: str, limit: float) -> str:
-    extra: dict[str, Any] = {
+    extras: dict[str, dict[str, Any]] = {
         "uncapped": {"adaptive_rate": False},
         "static_cap": {"adaptive_rate": False, "max_polls_per_second": limit},
         "adaptive": {},
-    }[mode]
+    }
+    extra = extras[mode]
     return json.dumps({"conn_type": "kling", "host": url, "password": API_KEY, "extra": extra})
 
 

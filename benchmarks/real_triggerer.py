@@ -254,7 +254,9 @@ async def defer_waits(waits: dict[int, str], arguments: argparse.Namespace) -> t
                         credits_used=submitted.credits_used,
                         credits_remaining=submitted.credits_remaining,
                     )
-                    job = Submission.accepted(request.fingerprint(), 0, submitted, submitted_at)
+                    job = Submission.accepted(
+                        request.fingerprint(), 0, submitted, submitted_at, paid_before=0
+                    )
                     next_kwargs = {"submission": job.to_json()}
                     defer(session, waits[index], trigger, next_kwargs, WAIT_TIMEOUT + DEFER_SAFETY_MARGIN)
             committed = time.time()
@@ -438,9 +440,13 @@ def measure(arguments: argparse.Namespace, home: Path) -> dict[str, Any]:
         deferrer.stdin.flush()
         sampler.start()
         budget = spread + 3 * JOB_SECONDS[1] / speed + arguments.deadline_margin
-        wait_until(
-            lambda: sampler.latest["ended"] >= waits, budget, f"all {waits} waits to end", log, triggerer
-        )
+
+        def all_ended() -> bool:
+            if deferrer.poll() not in (None, 0):  # the waits it failed to defer will never end
+                raise SystemExit(f"The deferrer failed:\n{(home / 'deferrer.log').read_text()[-3000:]}")
+            return bool(sampler.latest["ended"] >= waits)
+
+        wait_until(all_ended, budget, f"all {waits} waits to end", log, triggerer)
         ended = time.time()
         cpu_after = cpu_of(pids)
         emulator_stats = emulator.stats()

@@ -503,14 +503,14 @@ def print_tables(cells: list[dict[str, Any]], comparisons: list[dict[str, Any]])
     print("status requests a second at the emulator (busiest second), and how late each wait saw its job end")
     print(row("N", RATE_COLUMNS, RATE_WIDTHS))
     for cell in cells:
-        figures = (
+        rates = (
             cell["variant"],
             shown(cell["cap_per_second"], 0),
             str(cell["emulator_max_requests_per_second"]),
             shown(cell["detection_lag_median_s"], 2),
             shown(cell["detection_lag_p99_s"], 2),
         )
-        print(row(cell["size"], figures, RATE_WIDTHS))
+        print(row(cell["size"], rates, RATE_WIDTHS))
 
 
 def machine() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the tests need, then run the linters and the whole test suite on Airflow 3.3.2
-# (including the end-to-end run on a real `airflow standalone` and smoke runs of the benchmarks),
+# (including the end-to-end runs on a real Airflow and smoke runs of the benchmarks),
 # and the unit and DAG tests again on Airflow 3.1.8, the oldest version the package supports.
 # Both runs always run; each reports its own result, and the script fails at the end if either did.
 # Arguments go to pytest and skip the second Airflow (e.g. ./scripts/run-tests.sh -k hook).
