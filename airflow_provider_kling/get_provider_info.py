@@ -59,11 +59,7 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_kling.links.kling.KlingVideoLink"],
-        # The Kling gallery page (plugins/gallery.py), loaded through its airflow.plugins entry point.
-        "plugins": [
-            {
-                "name": "kling_gallery",
-                "plugin-class": "airflow_provider_kling.plugins.gallery.KlingGalleryPlugin",
-            }
-        ],
+        # The Kling gallery page (plugins/gallery.py) is not listed under "plugins": it loads through
+        # its airflow.plugins entry point, and a second listing here is a second registration that
+        # Airflow skips with a warning in every component's log.
     }

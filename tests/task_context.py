@@ -63,7 +63,7 @@ def logged(capfd: pytest.CaptureFixture[str]) -> str:
     return out + err
 
 
-def context_with(store: FakeStore, try_number: int = 1, max_tries: int = 0) -> Any:
+def context_with(store: FakeStore | None, try_number: int = 1, max_tries: int = 0) -> Any:
     return {
         "task_state_store": store,
         "ti": FakeTaskInstance(try_number=try_number, max_tries=max_tries),

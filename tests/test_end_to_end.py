@@ -106,6 +106,8 @@ def airflow(
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps(PASSWORDS))
     env |= {
+        # Where the gallery may read kept videos from: the review run keeps its video under it.
+        "AIRFLOW__KLING__GALLERY_VIDEO_ROOTS": str(tmp_path_factory.mktemp("kept-videos")),
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         # Users who log in, one of them kept from a DAG: what the gallery's access tests need.
         "AIRFLOW__CORE__AUTH_MANAGER": "restricted_auth_manager.RestrictedAuthManager",
@@ -500,7 +502,7 @@ def reviewed_run(
     airflow: LocalAirflow, emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """The review example, run once: the reviewer rejects take 1 with a note and approves take 2."""
-    videos = tmp_path_factory.mktemp("reviewed-videos")
+    videos = Path(airflow.env["AIRFLOW__KLING__GALLERY_VIDEO_ROOTS"]) / "reviewed"
     registered = lambda dag_id: bool(airflow.query("SELECT 1 FROM dag WHERE dag_id = ?", dag_id))  # noqa: E731
     run_id = airflow.trigger(REVIEW_DAG, registered, {"video_dir": str(videos)})
     reviewer = airflow.token("reviewer", PASSWORDS["reviewer"])
@@ -624,6 +626,27 @@ def test_an_anonymous_request_sees_no_video_and_no_prompt(
     )
     assert page.status_code == 401 and video.status_code == 401
     assert "lighthouse" not in page.text and b"ftyp" not in video.content
+
+
+def test_a_path_a_user_wrote_into_an_xcom_is_never_served(
+    airflow: LocalAirflow, reviewed_run: dict[str, Any]
+) -> None:
+    # A user allowed to edit XComs gives a task that is not a Kling one a result naming a secret file.
+    reviewer, admin = (
+        airflow.token("reviewer", PASSWORDS["reviewer"]),
+        airflow.token("admin", PASSWORDS["admin"]),
+    )
+    secret = str(airflow.home / "passwords.json")
+    run = f"/api/v2/dags/{REVIEW_DAG}/dagRuns/{quote(reviewed_run['run_id'], safe='')}"
+    forged = {"key": "return_value", "value": {"path": secret, "task_id": "generate_1"}}
+    created = airflow.api("POST", f"{run}/taskInstances/no_take_approved/xcomEntries", reviewer, json=forged)
+    assert created.status_code == 201, created.text
+    video = airflow.api(
+        "GET",
+        f"/kling/videos/{REVIEW_DAG}/{quote(reviewed_run['run_id'], safe='')}/no_take_approved/-1",
+        admin,
+    )
+    assert video.status_code == 404 and PASSWORDS["admin"] not in video.text
 
 
 def test_a_user_who_may_not_read_a_dag_sees_none_of_its_videos_or_prompts(

@@ -8,20 +8,31 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
+from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 from dag_runs import DagBag, run_fast, xcoms
+from sqlalchemy import delete
 
 from airflow_provider_kling.emulator import KlingEmulator
+from airflow_provider_kling.plugins import gallery_app
 from airflow_provider_kling.plugins.gallery_app import (
     Generation,
     create_app,
     generations,
     kling_dags,
+    open_kept_video,
     page,
+    readable_dags,
     run_spend,
+    under_roots,
 )
+
+#: The first bytes of an MP4 file: an ftyp box.
+MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(64)
 
 TAKE = Generation(
     dag_id="videos",
@@ -65,7 +76,10 @@ def test_a_video_url_that_is_not_http_is_never_played() -> None:
         assert "<video" not in text and url not in text and "no video" in text
 
 
-def test_a_kept_copy_plays_from_the_api_server_named_by_its_task_not_its_path() -> None:
+def test_a_kept_copy_plays_from_the_api_server_named_by_its_task_not_its_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIRFLOW__KLING__GALLERY_VIDEO_ROOTS", "/data/videos")
     kept = replace(TAKE, kept=("publish", 3, "file:///data/videos/fox.mp4"))
     text = render(kept)
     run = "manual__2026-12-02T03%3A00%3A00%2B00%3A00"
@@ -74,6 +88,87 @@ def test_a_kept_copy_plays_from_the_api_server_named_by_its_task_not_its_path() 
         and "the kept copy: file:///data/videos/fox.mp4" in text
     )
     assert "cdn.example.com" not in text
+
+
+def test_a_kept_copy_outside_the_video_roots_is_named_but_never_played(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIRFLOW__KLING__GALLERY_VIDEO_ROOTS", "/data/videos")
+    text = render(replace(TAKE, kept=("publish", 3, "/home/me/fox.mp4")))
+    assert 'src="videos/' not in text and 'src="https://cdn.example.com/v/abc.mp4"' in text
+    assert "kept at /home/me/fox.mp4, which is not under [kling] gallery_video_roots" in text
+
+
+@pytest.mark.parametrize(
+    ("path", "roots"),
+    [
+        ("/data/videos/fox.mp4", ["/data/videos"]),
+        ("file:///data/videos/2026/fox.mp4", ["/srv/other", "/data/videos/"]),
+        ("/data/videos/fox.mp4", ["file:///data/videos"]),
+        ("s3://aws_kling@media/videos/fox.mp4", ["s3://aws_kling@media/videos"]),
+    ],
+)
+def test_a_path_under_a_video_root_may_be_served(path: str, roots: list[str]) -> None:
+    assert under_roots(path, roots)
+
+
+@pytest.mark.parametrize(
+    ("path", "roots"),
+    [
+        ("/data/videos/fox.mp4", []),  # no roots configured: nothing is served
+        ("/etc/passwd", ["/data/videos"]),
+        ("/data/videos-private/fox.mp4", ["/data/videos"]),  # a prefix of the name, not a folder
+        ("/data/videos/../secrets/key.mp4", ["/data/videos"]),
+        ("file://elsewhere/data/videos/fox.mp4", ["/data/videos"]),
+        ("s3://aws_kling@media/videos/../private/fox.mp4", ["s3://aws_kling@media/videos"]),
+        ("s3://aws_other@media/videos/fox.mp4", ["s3://aws_kling@media/videos"]),  # another connection
+        ("s3://aws_kling@other-bucket/videos/fox.mp4", ["s3://aws_kling@media/videos"]),
+        ("gs://aws_kling@media/videos/fox.mp4", ["s3://aws_kling@media/videos"]),
+        ("s3://aws_kling@media/videos/fox.mp4?versionId=1", ["s3://aws_kling@media/videos"]),
+    ],
+)
+def test_a_path_outside_the_video_roots_is_never_served(path: str, roots: list[str]) -> None:
+    assert not under_roots(path, roots)
+
+
+def test_a_link_inside_a_video_root_to_a_file_outside_it_is_never_served(tmp_path: Path) -> None:
+    root, outside = tmp_path / "videos", tmp_path / "secret.mp4"
+    root.mkdir()
+    outside.write_bytes(MP4)
+    (root / "fox.mp4").symlink_to(outside)
+    assert not under_roots(str(root / "fox.mp4"), [str(root)])
+
+
+def test_a_kept_mp4_under_a_root_is_opened_whole(tmp_path: Path) -> None:
+    (tmp_path / "fox.mp4").write_bytes(MP4)
+    opened = open_kept_video(f"file://{tmp_path}/fox.mp4", [str(tmp_path)])
+    assert opened is not None
+    head, video = opened
+    with video:
+        assert head + video.read() == MP4
+
+
+def test_a_file_under_a_root_that_is_not_an_mp4_is_never_served(tmp_path: Path) -> None:
+    (tmp_path / "notes.mp4").write_bytes(b"api_key = secret\n")
+    assert open_kept_video(str(tmp_path / "notes.mp4"), [str(tmp_path)]) is None
+    assert open_kept_video(str(tmp_path / "missing.mp4"), [str(tmp_path)]) is None
+
+
+def test_each_dag_is_judged_with_its_team(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[Any] = []
+
+    class RecordingAuthManager:
+        def batch_is_authorized_dag(self, requests: list[Any], *, user: Any) -> bool:
+            asked.extend(requests)
+            return True
+
+    monkeypatch.setattr(gallery_app, "get_auth_manager", RecordingAuthManager)
+    monkeypatch.setattr(gallery_app.DagModel, "get_team_name", lambda dag_id, session: f"team_of_{dag_id}")
+    assert readable_dags(None, object(), {"videos"}) == {"videos"}  # type: ignore[arg-type]
+    assert {(r["access_entity"].name, r["details"].id, r["details"].team_name) for r in asked} == {
+        ("TASK_INSTANCE", "videos", "team_of_videos"),
+        ("XCOM", "videos", "team_of_videos"),
+    }
 
 
 def test_a_mapped_generation_links_to_its_map_index() -> None:
@@ -113,3 +208,30 @@ def test_runs_outside_the_dates_asked_for_are_not_shown(
     with create_session() as session:
         assert generations(session, {"kling_text_to_video"}, None, date(2000, 1, 1), 50) == []
         assert generations(session, {"kling_text_to_video"}, datetime.now(timezone.utc).date(), None, 50)
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_result_of_a_task_that_is_not_a_kling_one_never_names_a_kept_copy(
+    example_dagbag: DagBag, emulator: KlingEmulator
+) -> None:
+    # Users allowed to edit XComs can give any task a result that names any file.
+    dag_run = run_fast(example_dagbag, "kling_text_to_video")
+    [clip] = xcoms(dag_run, "generate_clip")
+    forged = {"path": "/etc/passwd", "task_id": clip["task_id"]}  # as a keeper's result names its job
+    with create_session() as session:
+        session.execute(
+            delete(XComModel).where(XComModel.run_id == dag_run.run_id, XComModel.task_id == "publish")
+        )
+        XComModel.set(
+            "return_value",
+            forged,
+            dag_id=dag_run.dag_id,
+            task_id="publish",
+            run_id=dag_run.run_id,
+            session=session,
+        )
+    with create_session() as session:
+        [shown] = [
+            g for g in generations(session, {dag_run.dag_id}, None, None, 50) if g.run_id == dag_run.run_id
+        ]
+    assert shown.kept is None

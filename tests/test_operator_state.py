@@ -422,6 +422,18 @@ def test_a_submit_refused_outright_withdraws_its_reservation(emulator: KlingEmul
 
 
 @needs_task_state_store
+def test_a_resubmit_refused_outright_leaves_only_the_earlier_jobs_charge(emulator: KlingEmulator) -> None:
+    emulator.inject("submit", "rate_limit", count=3, retry_after=0)
+    store = FakeStore(
+        {KEY: {"task_id": "gone", "fingerprint": fingerprint(), "credits_used": 55, "round": 0}}
+    )
+    context = context_with(store, try_number=2)
+    with pytest.raises(KlingRateLimitError):
+        operator(run_credit_limit=300).execute(context)
+    assert context["ti"].xcoms[LEDGER_KEY] == entry(spent=55)
+
+
+@needs_task_state_store
 def test_a_retry_that_reattaches_puts_its_paid_job_back_in_the_cleared_ledger(
     emulator: KlingEmulator,
 ) -> None:
@@ -443,6 +455,16 @@ def test_a_new_job_after_a_vanished_one_counts_both_in_the_runs_spend(emulator: 
     operator(run_credit_limit=300).execute(context)
     assert context["ti"].xcoms[LEDGER_KEY] == entry(spent=55 + DEFAULT_PRICE)
     assert store[KEY]["paid_before"] == 55
+
+
+def test_without_task_state_store_each_earlier_try_counts_as_paid(emulator: KlingEmulator) -> None:
+    # Nothing remembers what earlier tries paid (their XComs were cleared): each may have paid a job.
+    context = context_with(None, try_number=3)
+    context["ti"].others = [entry(spent=150)]
+    with pytest.raises(AirflowFailException, match="spent 260 credits"):
+        operator(run_credit_limit=300).execute(context)
+    assert emulator.stats()["requests"]["submit"] == 0
+    assert context["ti"].xcoms[LEDGER_KEY] == entry(spent=2 * DEFAULT_PRICE)
 
 
 @pytest.mark.parametrize("limit", [-1, "300", True, 2.5])

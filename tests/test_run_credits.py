@@ -120,6 +120,18 @@ def test_a_claim_contended_until_its_deadline_fails_withdrawn_and_retryable() ->
     assert not isinstance(KlingRunBudgetContendedError("x"), KlingRunBudgetError)
 
 
+def test_a_claim_whose_read_fails_withdraws_its_reservation() -> None:
+    # Left behind, the reservation would make every other claim of the run contended until it timed out.
+    class Unreadable(NamedLedger):
+        def read(self) -> Iterable[LedgerEntry]:
+            raise ConnectionError("the API server is away")
+
+    shared = SharedLedger({"b": LedgerEntry(spent=55)})
+    with pytest.raises(ConnectionError):
+        claim(Unreadable(shared, "a"), 10, 55, 300, deadline=time.time() + 60)
+    assert shared.entries["a"] == LedgerEntry(spent=10)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_concurrent_claims_never_pass_the_limit_together_and_fill_it(seed: int) -> None:
     """Twelve generations of 55 credits claim at once under a 300-credit limit: five go ahead."""

@@ -100,7 +100,11 @@ def claim(
     backoff = FIRST_BACKOFF
     while True:
         ledger.write(LedgerEntry(spent, estimate))
-        verdict, committed = judge(ledger.read(), estimate, limit)
+        try:
+            verdict, committed = judge(ledger.read(), estimate, limit)
+        except BaseException:  # a reservation left behind would hold up the run's other generations
+            ledger.write(LedgerEntry(spent))
+            raise
         if verdict is Verdict.FITS:
             ledger.write(LedgerEntry(spent, estimate, sending=True))
             return

@@ -280,9 +280,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                 "new Kling job, paying again, even if the previous try's job is still running."
             )
         self._ledger = _RunLedger(context["ti"], self._generation_task_ids())
-        if (stored := self._stored()) is not None:
+        if paid := self._paid_so_far(self._stored(), context):
             # Airflow cleared this task instance's XComs as the try began: what it paid goes back in.
-            self._enter(LedgerEntry(stored.spent(self._request.estimated_credits)))
+            self._ledger.write(LedgerEntry(paid))
         try:
             return self.execute_resumable(context)
         except FINAL_ERRORS as error:
@@ -304,7 +304,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         store = self._store
         previous = self._stored()
         self._check_unconfirmed(previous, request, context)
-        paid = previous.spent(request.estimated_credits) if previous is not None else 0
+        paid = self._paid_so_far(previous, context)
         claim(
             self._ledger,
             paid,
@@ -327,7 +327,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             submitted = self.hook.submit(request)
         except Exception as error:
             if created_no_job(error):  # nothing was created: a retry may send it again
-                self._enter(LedgerEntry(paid))
+                self._ledger.write(LedgerEntry(paid))
                 if store is not None:
                     self._restore(store, previous)
             raise
@@ -351,6 +351,16 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         """The record task_state_store keeps of this task instance's submission, if any."""
         return None if self._store is None else Submission.from_json(self._store.get(self.external_id_key))
 
+    def _paid_so_far(self, previous: Submission | None, context: Context) -> int:
+        """Credits this task instance's earlier tries in this DAG run paid, as far as can be known: the
+        stored record's count; without task_state_store, the estimate once per earlier try, since each
+        may have paid for a job and nothing else remembers (the run's credit limit errs safe)."""
+        if previous is not None:
+            return previous.spent(self._request.estimated_credits)
+        if self._store is None:
+            return (context["ti"].try_number - 1) * self._request.estimated_credits
+        return 0
+
     def _restore(self, store: Any, previous: Submission | None) -> None:
         """Put back the record a submit that created no job replaced, keeping what was paid before."""
         if previous is None:
@@ -367,12 +377,6 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             for task in tasks
             if issubclass(getattr(task, "operator_class", type(task)), KlingGenerateOperator)
         ]
-
-    def _enter(self, entry: LedgerEntry) -> None:
-        """Write this generation's ledger entry, unless it already says so."""
-        if getattr(self, "_entered", None) != entry:
-            self._ledger.write(entry)
-            self._entered = entry
 
     def _check_unconfirmed(
         self, previous: Submission | None, request: GenerationRequest, context: Context
@@ -461,7 +465,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         job = self._job(external_id)
         task_id = str(job.task_id)
         self._announce(context, task_id)
-        self._enter(LedgerEntry(job.spent(self._request.estimated_credits)))
+        self._ledger.write(LedgerEntry(job.spent(self._request.estimated_credits)))
         if not self.wait_for_completion:
             return task_id
         deadline = time.time() + _seconds(self.timeout)
@@ -645,9 +649,13 @@ class _RunLedger:
 
     def __init__(self, ti: Any, task_ids: list[str]) -> None:
         self._ti, self._task_ids = ti, task_ids
+        self._written: LedgerEntry | None = None
 
     def write(self, entry: LedgerEntry) -> None:
-        self._ti.xcom_push(key=LEDGER_KEY, value=entry.to_json())
+        """Write this task instance's entry, unless it already says so."""
+        if entry != self._written:
+            self._ti.xcom_push(key=LEDGER_KEY, value=entry.to_json())
+            self._written = entry
 
     def read(self) -> list[LedgerEntry]:
         values = self._ti.xcom_pull(task_ids=self._task_ids, key=LEDGER_KEY)  # every map index

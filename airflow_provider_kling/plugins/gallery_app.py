@@ -5,21 +5,29 @@ What it shows comes from Airflow's own records of each KlingGenerateOperator tas
 result (XCom ``return_value``), its rendered prompt, and its DAG run's credit ledger (XCom
 ``kling_credits``). Access is Airflow's auth manager's: a DAG's generations are listed only to a
 user allowed to read both its task instances and its XComs.
+
+A kept copy is read from where a task wrote it, and the path comes from an XCom, which users allowed
+to edit XComs can rewrite: so a copy is served only from a Kling task's result, only from under the
+locations listed in ``[kling] gallery_video_roots``, and only if it begins as an MP4 file does.
 """
 
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Annotated, Any
+from pathlib import PurePosixPath
+from typing import IO, Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import GetUserDep
+from airflow.configuration import conf
+from airflow.models.dag import DagModel
 from airflow.models.dagrun import DagRun
 from airflow.models.renderedtifields import RenderedTaskInstanceFields
 from airflow.models.taskinstance import TaskInstance
@@ -30,10 +38,12 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from airflow_provider_kling.core.run_credits import LedgerEntry
-from airflow_provider_kling.operators.kling import LEDGER_KEY, KlingGenerateOperator
+from airflow_provider_kling.operators.kling import LEDGER_KEY, KlingGenerateOperator, KlingKeepVideoOperator
 
 #: What Airflow records as the operator of a generation task instance.
 OPERATOR_NAME = KlingGenerateOperator.__name__
+#: The operators whose results may name a kept copy of a video.
+KEEPERS = (OPERATOR_NAME, KlingKeepVideoOperator.__name__)
 RESULT_KEY = "return_value"
 #: States of a generation that never ran, and has nothing to show.
 NEVER_RAN = ("skipped", "upstream_failed", "removed")
@@ -41,6 +51,8 @@ NEVER_RAN = ("skipped", "upstream_failed", "removed")
 PAGE_SIZE, PAGE_SIZE_CAP = 60, 500
 #: A kept video is streamed to the browser in pieces of this size.
 CHUNK_BYTES = 1024 * 1024
+#: An MP4 file (ISO base media) begins with a box's 4-byte size, then its type, "ftyp".
+MP4_HEAD = slice(4, 8), b"ftyp"
 
 
 @dataclass(frozen=True)
@@ -68,19 +80,72 @@ class Generation:
         return self.dag_id, self.run_id
 
 
-def readable_dags(user: Any, dag_ids: set[str]) -> set[str]:
-    """Those of ``dag_ids`` whose task instances and XComs ``user`` may read."""
+def readable_dags(session: Session, user: Any, dag_ids: set[str]) -> set[str]:
+    """Those of ``dag_ids`` whose task instances and XComs ``user`` may read. Each DAG is named with
+    its team, as Airflow's own API routes name it, so a multi-team auth manager judges it rightly."""
     auth = get_auth_manager()
-    return {
-        dag_id
-        for dag_id in dag_ids
-        if all(
-            auth.is_authorized_dag(
-                method="GET", user=user, access_entity=entity, details=DagDetails(id=dag_id)
-            )
-            for entity in (DagAccessEntity.TASK_INSTANCE, DagAccessEntity.XCOM)
+
+    def readable(dag_id: str) -> bool:
+        details = DagDetails(id=dag_id, team_name=DagModel.get_team_name(dag_id, session=session))
+        return auth.batch_is_authorized_dag(
+            [
+                {"method": "GET", "access_entity": entity, "details": details}
+                for entity in (DagAccessEntity.TASK_INSTANCE, DagAccessEntity.XCOM)
+            ],
+            user=user,
         )
-    }
+
+    return {dag_id for dag_id in dag_ids if readable(dag_id)}
+
+
+def video_roots() -> list[str]:
+    """The locations kept copies may be served from: ``[kling] gallery_video_roots``, comma-separated."""
+    listed = conf.get("kling", "gallery_video_roots", fallback="") or ""
+    return [root.strip() for root in listed.split(",") if root.strip()]
+
+
+def _location(path: str) -> tuple[str, str, PurePosixPath] | None:
+    """(scheme, bucket and connection, path) of a local path or an object storage URL; a local one
+    with its symlinks and ``..`` resolved. None for a remote one that is not a plain path."""
+    split = urlsplit(path)
+    if split.scheme in ("", "file"):
+        if split.netloc not in ("", "localhost"):
+            return None
+        return "file", "", PurePosixPath(os.path.realpath(split.path))
+    where = PurePosixPath(split.path)
+    if split.query or split.fragment or ".." in where.parts or not where.is_absolute():
+        return None
+    return split.scheme, split.netloc, where
+
+
+def under_roots(path: str, roots: list[str]) -> bool:
+    """Whether ``path`` lies under one of ``roots``, by whole path segments."""
+    where = _location(path)
+    return where is not None and any(
+        (allowed := _location(root)) is not None
+        and where[:2] == allowed[:2]
+        and where[2].is_relative_to(allowed[2])
+        for root in roots
+    )
+
+
+def open_kept_video(path: str, roots: list[str]) -> tuple[bytes, IO[bytes]] | None:
+    """The first bytes and the open file of the MP4 at ``path``, if it may be served: under ``roots``,
+    readable, and an MP4. None otherwise (why is not said: the answer would map the server's files)."""
+    if not under_roots(path, roots):
+        return None
+    from airflow.sdk import ObjectStoragePath
+
+    try:
+        video = ObjectStoragePath(path).open("rb")
+    except Exception:  # not there, not readable, no such connection: all the same to the browser
+        return None
+    head = video.read(8)
+    at, brand = MP4_HEAD
+    if head[at] != brand:
+        video.close()
+        return None
+    return head, video
 
 
 def kling_dags(session: Session) -> set[str]:
@@ -89,14 +154,30 @@ def kling_dags(session: Session) -> set[str]:
     return set(session.scalars(query))
 
 
-def _xcoms(session: Session, runs: set[tuple[str, str]], key: str) -> dict[tuple[str, str, str, int], Any]:
-    """The XComs under ``key`` of the task instances of ``runs``, by (dag, run, task, map index)."""
+def _xcoms(
+    session: Session, runs: set[tuple[str, str]], key: str, operators: tuple[str, ...]
+) -> dict[tuple[str, str, str, int], Any]:
+    """The XComs under ``key`` of the task instances of ``runs`` run by ``operators``, by (dag, run,
+    task, map index)."""
     if not runs:
         return {}
-    query = select(XComModel).where(
-        XComModel.key == key,
-        XComModel.dag_id.in_({dag_id for dag_id, _ in runs}),
-        XComModel.run_id.in_({run_id for _, run_id in runs}),
+    query = (
+        select(XComModel)
+        .join(
+            TaskInstance,
+            and_(
+                TaskInstance.dag_id == XComModel.dag_id,
+                TaskInstance.run_id == XComModel.run_id,
+                TaskInstance.task_id == XComModel.task_id,
+                TaskInstance.map_index == XComModel.map_index,
+            ),
+        )
+        .where(
+            XComModel.key == key,
+            XComModel.dag_id.in_({dag_id for dag_id, _ in runs}),
+            XComModel.run_id.in_({run_id for _, run_id in runs}),
+            TaskInstance.operator.in_(operators),
+        )
     )
     return {
         (row.dag_id, row.run_id, row.task_id, row.map_index): XComModel.deserialize_value(row)
@@ -131,7 +212,7 @@ def generations(
         )
     rows = session.execute(query).all()
     runs = {(ti.dag_id, ti.run_id) for ti, _ in rows}
-    results = _xcoms(session, runs, RESULT_KEY)
+    results = _xcoms(session, runs, RESULT_KEY, KEEPERS)
     kept_copies = {
         (dag_id, run_id, result["task_id"]): (task_id, map_index, path)
         for (dag_id, run_id, task_id, map_index), result in results.items()
@@ -182,7 +263,7 @@ def run_spend(session: Session, shown: list[Generation]) -> dict[tuple[str, str]
     every generation of the run (refused and failed ones too); else the shown results' charges."""
     runs = {generation.run for generation in shown}
     spent: dict[tuple[str, str], int] = {}
-    for (dag_id, run_id, _, _), value in _xcoms(session, runs, LEDGER_KEY).items():
+    for (dag_id, run_id, _, _), value in _xcoms(session, runs, LEDGER_KEY, (OPERATOR_NAME,)).items():
         if (entry := LedgerEntry.from_json(value)) is not None:
             charged = entry.spent + (entry.pending if entry.sending else 0)
             spent[(dag_id, run_id)] = spent.get((dag_id, run_id), 0) + charged
@@ -204,7 +285,7 @@ def create_app() -> FastAPI:
         until: date | None = None,
         limit: Annotated[int, Query(ge=1, le=PAGE_SIZE_CAP)] = PAGE_SIZE,
     ) -> str:
-        dags = readable_dags(user, kling_dags(session))
+        dags = readable_dags(session, user, kling_dags(session))
         chosen = dags & {dag_id} if dag_id else dags
         shown = generations(session, chosen, since, until, limit)
         return page(shown, run_spend(session, shown), sorted(dags), dag_id, since, until)
@@ -213,19 +294,21 @@ def create_app() -> FastAPI:
     def kept_video(
         dag_id: str, run_id: str, task_id: str, map_index: int, user: GetUserDep, session: SessionDep
     ) -> StreamingResponse:
-        """The copy of a video a task instance kept (``output_path``, or KlingKeepVideoOperator), read
-        from where it wrote it. The path comes from the task's own result, never from the request."""
-        if not readable_dags(user, {dag_id}):
+        """The copy of a video a Kling task instance kept (``output_path``, or KlingKeepVideoOperator),
+        read from where its result says it wrote it. The request names the task, never a path."""
+        if not readable_dags(session, user, {dag_id}):
             raise HTTPException(404, "No such video")
-        runs = {(dag_id, run_id)}
-        result = _xcoms(session, runs, RESULT_KEY).get((dag_id, run_id, task_id, map_index))
+        results = _xcoms(session, {(dag_id, run_id)}, RESULT_KEY, KEEPERS)
+        result = results.get((dag_id, run_id, task_id, map_index))
         kept = _text(result.get("path")) if isinstance(result, dict) else None
-        if kept is None:
+        opened = open_kept_video(kept, video_roots()) if kept is not None else None
+        if opened is None:
             raise HTTPException(404, "No such video")
-        from airflow.sdk import ObjectStoragePath
+        head, video = opened
 
         def chunks() -> Iterator[bytes]:
-            with ObjectStoragePath(kept).open("rb") as video:
+            with video:
+                yield head
                 while chunk := video.read(CHUNK_BYTES):
                     yield chunk
 
@@ -272,19 +355,26 @@ def _ui_link(generation: Generation, task: bool) -> str:
 
 
 def _video(generation: Generation) -> str:
+    """The kept copy if the api-server may serve it, else the vendor's link, else nothing."""
+    kept_note = ""
     if generation.kept:
         task_id, map_index, path = generation.kept
-        source = _path(generation.dag_id, generation.run_id, task_id, str(map_index))
-        return (
-            f'<video controls preload="metadata" src="videos/{_e(source)}"></video>'
-            f'<div class="source">the kept copy: {_e(path)}</div>'
+        if under_roots(path, video_roots()):
+            source = _path(generation.dag_id, generation.run_id, task_id, str(map_index))
+            return (
+                f'<video controls preload="metadata" src="videos/{_e(source)}"></video>'
+                f'<div class="source">the kept copy: {_e(path)}</div>'
+            )
+        kept_note = (
+            f'<div class="source">kept at {_e(path)}, which is not under [kling] gallery_video_roots: '
+            "the gallery does not serve it</div>"
         )
     if generation.video_url and urlsplit(generation.video_url).scheme in ("http", "https"):
         return (
             f'<video controls preload="metadata" src="{_e(generation.video_url)}"></video>'
-            '<div class="source">the vendor\'s link (it may expire)</div>'
+            '<div class="source">the vendor\'s link (it may expire)</div>' + kept_note
         )
-    return '<div class="none">no video</div>'
+    return '<div class="none">no video</div>' + kept_note
 
 
 def _card(generation: Generation) -> str:
