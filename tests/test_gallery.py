@@ -106,6 +106,7 @@ def test_a_kept_copy_outside_the_video_roots_is_named_but_never_played(
         ("file:///data/videos/2026/fox.mp4", ["/srv/other", "/data/videos/"]),
         ("/data/videos/fox.mp4", ["file:///data/videos"]),
         ("s3://aws_kling@media/videos/fox.mp4", ["s3://aws_kling@media/videos"]),
+        ("s3://aws_kling@media/fox.mp4", ["s3://aws_kling@media"]),  # a whole bucket
     ],
 )
 def test_a_path_under_a_video_root_may_be_served(path: str, roots: list[str]) -> None:
@@ -120,6 +121,15 @@ def test_a_path_under_a_video_root_may_be_served(path: str, roots: list[str]) ->
         ("/data/videos-private/fox.mp4", ["/data/videos"]),  # a prefix of the name, not a folder
         ("/data/videos/../secrets/key.mp4", ["/data/videos"]),
         ("file://elsewhere/data/videos/fox.mp4", ["/data/videos"]),
+        ("file://localhost/data/videos/fox.mp4", ["/data/videos"]),  # fsspec reads <cwd>/localhost/...
+        ("data/videos/fox.mp4", ["/data/videos"]),  # relative: to whichever folder the server is in
+        ("~/data/videos/fox.mp4", ["/data/videos"]),
+        # fsspec opens what comes before "::", and keeps what urlsplit cuts at "?" and "#"
+        ("file:///srv/private/secret.mp4::/../../../data/videos/fox.mp4", ["/data/videos"]),
+        ("/srv/private/secret.mp4::file:///../../data/videos/fox.mp4", ["/data/videos"]),
+        ("/data/videos/a#/../../../srv/fox.mp4", ["/data/videos"]),
+        ("/data/videos/a?/../../../srv/fox.mp4", ["/data/videos"]),
+        ("simplecache::s3://aws_kling@media/videos/fox.mp4", ["s3://aws_kling@media/videos"]),
         ("s3://aws_kling@media/videos/../private/fox.mp4", ["s3://aws_kling@media/videos"]),
         ("s3://aws_other@media/videos/fox.mp4", ["s3://aws_kling@media/videos"]),  # another connection
         ("s3://aws_kling@other-bucket/videos/fox.mp4", ["s3://aws_kling@media/videos"]),
@@ -146,6 +156,14 @@ def test_a_kept_mp4_under_a_root_is_opened_whole(tmp_path: Path) -> None:
     head, video = opened
     with video:
         assert head + video.read() == MP4
+
+
+def test_a_chained_url_naming_a_root_opens_nothing_outside_it(tmp_path: Path) -> None:
+    root, private = tmp_path / "videos", tmp_path / "private"
+    root.mkdir(), private.mkdir()
+    (private / "secret.mp4").write_bytes(MP4)
+    chained = f"file://{private}/secret.mp4::/../../videos/fox.mp4"
+    assert open_kept_video(chained, [str(root)]) is None
 
 
 def test_a_file_under_a_root_that_is_not_an_mp4_is_never_served(tmp_path: Path) -> None:

@@ -277,7 +277,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         if self._store is None and context["ti"].try_number > 1:
             self.log.warning(
                 "No task_state_store here (it needs Airflow 3.3 and durable=True): this retry submits a "
-                "new Kling job, paying again, even if the previous try's job is still running."
+                "new Kling job, paying again, even if the previous try's job is still running; the DAG "
+                "run's credit ledger counts each earlier try at its estimate."
             )
         self._ledger = _RunLedger(context["ti"], self._generation_task_ids())
         if paid := self._paid_so_far(self._stored(), context):
@@ -327,9 +328,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             submitted = self.hook.submit(request)
         except Exception as error:
             if created_no_job(error):  # nothing was created: a retry may send it again
-                self._ledger.write(LedgerEntry(paid))
-                if store is not None:
+                if store is not None:  # first: a mark left behind would make a retry fear a paid job
                     self._restore(store, previous)
+                self._ledger.write(LedgerEntry(paid))
             raise
         # submitted_at after any retries: the job's age counts from its answer.
         submission = Submission.accepted(

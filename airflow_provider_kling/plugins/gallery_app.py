@@ -104,16 +104,23 @@ def video_roots() -> list[str]:
     return [root.strip() for root in listed.split(",") if root.strip()]
 
 
+#: What makes fsspec read a path differently from a plain URL: chained URLs ("::"), and a query,
+#: fragment or home folder it keeps where urlsplit cuts or leaves them.
+UNPLAIN = ("::", "?", "#")
+
+
 def _location(path: str) -> tuple[str, str, PurePosixPath] | None:
-    """(scheme, bucket and connection, path) of a local path or an object storage URL; a local one
-    with its symlinks and ``..`` resolved. None for a remote one that is not a plain path."""
+    """(scheme, bucket and connection, path) of a plain local path or object storage URL; a local
+    one with its symlinks and ``..`` resolved. None for anything a reader could take for another."""
+    if any(mark in path for mark in UNPLAIN) or path.startswith("~"):
+        return None
     split = urlsplit(path)
     if split.scheme in ("", "file"):
-        if split.netloc not in ("", "localhost"):
+        if split.netloc or not split.path.startswith("/"):
             return None
         return "file", "", PurePosixPath(os.path.realpath(split.path))
-    where = PurePosixPath(split.path)
-    if split.query or split.fragment or ".." in where.parts or not where.is_absolute():
+    where = PurePosixPath(split.path or "/")
+    if ".." in where.parts or not where.is_absolute():
         return None
     return split.scheme, split.netloc, where
 
@@ -131,13 +138,15 @@ def under_roots(path: str, roots: list[str]) -> bool:
 
 def open_kept_video(path: str, roots: list[str]) -> tuple[bytes, IO[bytes]] | None:
     """The first bytes and the open file of the MP4 at ``path``, if it may be served: under ``roots``,
-    readable, and an MP4. None otherwise (why is not said: the answer would map the server's files)."""
-    if not under_roots(path, roots):
+    readable, and an MP4. None otherwise (why is not said: the answer would map the server's files).
+    A local file is opened at the very path judged, not through fsspec, which may read it otherwise."""
+    where = _location(path)
+    if where is None or not under_roots(path, roots):
         return None
     from airflow.sdk import ObjectStoragePath
 
     try:
-        video = ObjectStoragePath(path).open("rb")
+        video = open(where[2], "rb") if where[0] == "file" else ObjectStoragePath(path).open("rb")  # noqa: SIM115
     except Exception:  # not there, not readable, no such connection: all the same to the browser
         return None
     head = video.read(8)
