@@ -580,6 +580,11 @@ def test_a_rejection_regenerates_with_the_reviewers_note_and_an_approval_publish
 GALLERY = "/kling/gallery"
 
 
+def kept_video(reviewed_run: dict[str, Any], task_id: str) -> str:
+    """The gallery's address of the video a task of the review run kept."""
+    return f"/kling/videos/{REVIEW_DAG}/{quote(reviewed_run['run_id'], safe='')}/{task_id}/-1"
+
+
 def test_installing_the_package_registers_the_gallery_plugin(airflow: LocalAirflow) -> None:
     token = airflow.token("admin", PASSWORDS["admin"])
     plugins = airflow.api("GET", "/api/v2/plugins", token).json()["plugins"]
@@ -611,8 +616,9 @@ def test_the_gallery_streams_the_kept_copy_of_a_video(
     airflow: LocalAirflow, reviewed_run: dict[str, Any]
 ) -> None:
     [video] = list(reviewed_run["videos"].glob("*.mp4"))
-    path = f"/kling/videos/{REVIEW_DAG}/{quote(reviewed_run['run_id'], safe='')}/publish_2/-1"
-    answer = airflow.api("GET", path, airflow.token("admin", PASSWORDS["admin"]))
+    answer = airflow.api(
+        "GET", kept_video(reviewed_run, "publish_2"), airflow.token("admin", PASSWORDS["admin"])
+    )
     assert answer.status_code == 200 and answer.content == video.read_bytes()
     assert answer.headers["content-type"] == "video/mp4"
 
@@ -621,9 +627,7 @@ def test_an_anonymous_request_sees_no_video_and_no_prompt(
     airflow: LocalAirflow, reviewed_run: dict[str, Any]
 ) -> None:
     page = airflow.api("GET", GALLERY)
-    video = airflow.api(
-        "GET", f"/kling/videos/{REVIEW_DAG}/{quote(reviewed_run['run_id'], safe='')}/publish_2/-1"
-    )
+    video = airflow.api("GET", kept_video(reviewed_run, "publish_2"))
     assert page.status_code == 401 and video.status_code == 401
     assert "lighthouse" not in page.text and b"ftyp" not in video.content
 
@@ -641,11 +645,7 @@ def test_a_path_a_user_wrote_into_an_xcom_is_never_served(
     forged = {"key": "return_value", "value": {"path": secret, "task_id": "generate_1"}}
     created = airflow.api("POST", f"{run}/taskInstances/no_take_approved/xcomEntries", reviewer, json=forged)
     assert created.status_code == 201, created.text
-    video = airflow.api(
-        "GET",
-        f"/kling/videos/{REVIEW_DAG}/{quote(reviewed_run['run_id'], safe='')}/no_take_approved/-1",
-        admin,
-    )
+    video = airflow.api("GET", kept_video(reviewed_run, "no_take_approved"), admin)
     assert video.status_code == 404 and PASSWORDS["admin"] not in video.text
 
 
@@ -663,8 +663,7 @@ def test_a_user_who_may_not_read_a_dag_sees_none_of_its_videos_or_prompts(
     assert html.escape(clip["request"]["prompt"], quote=True) in text  # what they may read, they see
     assert "lighthouse" not in text and REVIEW_DAG not in text
     assert all(job["task_id"] not in text for job in review_jobs(emulator))
-    path = f"/kling/videos/{REVIEW_DAG}/{quote(reviewed_run['run_id'], safe='')}/publish_2/-1"
-    assert airflow.api("GET", path, outsider).status_code == 404
+    assert airflow.api("GET", kept_video(reviewed_run, "publish_2"), outsider).status_code == 404
     asked_for = airflow.api("GET", f"{GALLERY}?dag_id={REVIEW_DAG}", outsider).text
     assert "lighthouse" not in asked_for
 
