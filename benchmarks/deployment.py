@@ -269,7 +269,7 @@ class Deployment:
 
     def api(self, method: str, path: str, token: str | None = None, **arguments: Any) -> requests.Response:
         """A request to the api-server, as the holder of ``token`` (None: anonymous)."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = ({"Authorization": f"Bearer {token}"} if token else {}) | arguments.pop("headers", {})
         return requests.request(method, f"{self.api_url}{path}", headers=headers, timeout=60, **arguments)
 
     def wait_for_api(self) -> None:

@@ -623,6 +623,17 @@ def test_the_gallery_streams_the_kept_copy_of_a_video(
     assert answer.headers["content-type"] == "video/mp4"
 
 
+def test_the_gallery_sends_a_kept_video_in_byte_ranges_so_players_can_seek(
+    airflow: LocalAirflow, reviewed_run: dict[str, Any]
+) -> None:
+    [video] = list(reviewed_run["videos"].glob("*.mp4"))
+    token = airflow.token("admin", PASSWORDS["admin"])
+    part = airflow.api(
+        "GET", kept_video(reviewed_run, "publish_2"), token, headers={"Range": "bytes=100-199"}
+    )
+    assert part.status_code == 206 and part.content == video.read_bytes()[100:200]
+
+
 def test_an_anonymous_request_sees_no_video_and_no_prompt(
     airflow: LocalAirflow, reviewed_run: dict[str, Any]
 ) -> None:

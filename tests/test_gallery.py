@@ -15,6 +15,7 @@ import pytest
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
 from dag_runs import DagBag, run_fast, xcoms
+from fastapi.responses import FileResponse
 from sqlalchemy import delete
 
 from airflow_provider_kling.emulator import KlingEmulator
@@ -23,8 +24,8 @@ from airflow_provider_kling.plugins.gallery_app import (
     Generation,
     create_app,
     generations,
+    kept_video_response,
     kling_dags,
-    open_kept_video,
     page,
     readable_dags,
     run_spend,
@@ -149,13 +150,11 @@ def test_a_link_inside_a_video_root_to_a_file_outside_it_is_never_served(tmp_pat
     assert not under_roots(str(root / "fox.mp4"), [str(root)])
 
 
-def test_a_kept_mp4_under_a_root_is_opened_whole(tmp_path: Path) -> None:
+def test_a_kept_mp4_under_a_root_is_sent_as_the_file_judged(tmp_path: Path) -> None:
     (tmp_path / "fox.mp4").write_bytes(MP4)
-    opened = open_kept_video(f"file://{tmp_path}/fox.mp4", [str(tmp_path)])
-    assert opened is not None
-    head, video = opened
-    with video:
-        assert head + video.read() == MP4
+    response = kept_video_response(f"file://{tmp_path}/fox.mp4", [str(tmp_path)])
+    assert isinstance(response, FileResponse) and response.media_type == "video/mp4"
+    assert Path(response.path) == (tmp_path / "fox.mp4").resolve()
 
 
 def test_a_chained_url_naming_a_root_opens_nothing_outside_it(tmp_path: Path) -> None:
@@ -163,13 +162,13 @@ def test_a_chained_url_naming_a_root_opens_nothing_outside_it(tmp_path: Path) ->
     root.mkdir(), private.mkdir()
     (private / "secret.mp4").write_bytes(MP4)
     chained = f"file://{private}/secret.mp4::/../../videos/fox.mp4"
-    assert open_kept_video(chained, [str(root)]) is None
+    assert kept_video_response(chained, [str(root)]) is None
 
 
 def test_a_file_under_a_root_that_is_not_an_mp4_is_never_served(tmp_path: Path) -> None:
     (tmp_path / "notes.mp4").write_bytes(b"api_key = secret\n")
-    assert open_kept_video(str(tmp_path / "notes.mp4"), [str(tmp_path)]) is None
-    assert open_kept_video(str(tmp_path / "missing.mp4"), [str(tmp_path)]) is None
+    assert kept_video_response(str(tmp_path / "notes.mp4"), [str(tmp_path)]) is None
+    assert kept_video_response(str(tmp_path / "missing.mp4"), [str(tmp_path)]) is None
 
 
 def test_each_dag_is_judged_with_its_team(monkeypatch: pytest.MonkeyPatch) -> None:

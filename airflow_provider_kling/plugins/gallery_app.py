@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import PurePosixPath
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from airflow.api_fastapi.app import get_auth_manager
@@ -33,7 +33,7 @@ from airflow.models.renderedtifields import RenderedTaskInstanceFields
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.xcom import XComModel
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
@@ -53,6 +53,7 @@ PAGE_SIZE, PAGE_SIZE_CAP = 60, 500
 CHUNK_BYTES = 1024 * 1024
 #: An MP4 file (ISO base media) begins with a box's 4-byte size, then its type, "ftyp".
 MP4_HEAD = slice(4, 8), b"ftyp"
+VIDEO_TYPE = "video/mp4"
 
 
 @dataclass(frozen=True)
@@ -136,17 +137,19 @@ def under_roots(path: str, roots: list[str]) -> bool:
     )
 
 
-def open_kept_video(path: str, roots: list[str]) -> tuple[bytes, IO[bytes]] | None:
-    """The first bytes and the open file of the MP4 at ``path``, if it may be served: under ``roots``,
-    readable, and an MP4. None otherwise (why is not said: the answer would map the server's files).
-    A local file is opened at the very path judged, not through fsspec, which may read it otherwise."""
+def kept_video_response(path: str, roots: list[str]) -> Response | None:
+    """What plays the MP4 at ``path``, if it may be served: under ``roots``, readable, and an MP4.
+    A local file is sent as a file (its size and byte ranges, so a player can seek), opened at the
+    very path judged, not through fsspec, which may read it otherwise; a remote one is streamed.
+    None otherwise (why is not said: the answer would map the server's files)."""
     where = _location(path)
     if where is None or not under_roots(path, roots):
         return None
     from airflow.sdk import ObjectStoragePath
 
+    local = where[0] == "file"
     try:
-        video = open(where[2], "rb") if where[0] == "file" else ObjectStoragePath(path).open("rb")  # noqa: SIM115
+        video = open(where[2], "rb") if local else ObjectStoragePath(path).open("rb")  # noqa: SIM115
     except Exception:  # not there, not readable, no such connection: all the same to the browser
         return None
     head = video.read(8)
@@ -154,7 +157,17 @@ def open_kept_video(path: str, roots: list[str]) -> tuple[bytes, IO[bytes]] | No
     if head[at] != brand:
         video.close()
         return None
-    return head, video
+    if local:  # Starlette's FileResponse answers byte ranges
+        video.close()
+        return FileResponse(where[2], media_type=VIDEO_TYPE)
+
+    def chunks() -> Iterator[bytes]:
+        with video:
+            yield head
+            while chunk := video.read(CHUNK_BYTES):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type=VIDEO_TYPE)
 
 
 def kling_dags(session: Session) -> set[str]:
@@ -302,7 +315,7 @@ def create_app() -> FastAPI:
     @app.get("/videos/{dag_id}/{run_id}/{task_id}/{map_index}")
     def kept_video(
         dag_id: str, run_id: str, task_id: str, map_index: int, user: GetUserDep, session: SessionDep
-    ) -> StreamingResponse:
+    ) -> Response:
         """The copy of a video a Kling task instance kept (``output_path``, or KlingKeepVideoOperator),
         read from where its result says it wrote it. The request names the task, never a path."""
         if not readable_dags(session, user, {dag_id}):
@@ -310,18 +323,10 @@ def create_app() -> FastAPI:
         results = _xcoms(session, {(dag_id, run_id)}, RESULT_KEY, KEEPERS)
         result = results.get((dag_id, run_id, task_id, map_index))
         kept = _text(result.get("path")) if isinstance(result, dict) else None
-        opened = open_kept_video(kept, video_roots()) if kept is not None else None
-        if opened is None:
+        response = kept_video_response(kept, video_roots()) if kept is not None else None
+        if response is None:
             raise HTTPException(404, "No such video")
-        head, video = opened
-
-        def chunks() -> Iterator[bytes]:
-            with video:
-                yield head
-                while chunk := video.read(CHUNK_BYTES):
-                    yield chunk
-
-        return StreamingResponse(chunks(), media_type="video/mp4")
+        return response
 
     return app
 
