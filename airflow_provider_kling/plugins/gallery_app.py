@@ -51,8 +51,8 @@ NEVER_RAN = ("skipped", "upstream_failed", "removed")
 PAGE_SIZE, PAGE_SIZE_CAP = 60, 500
 #: A kept video is streamed to the browser in pieces of this size.
 CHUNK_BYTES = 1024 * 1024
-#: An MP4 file (ISO base media) begins with a box's 4-byte size, then its type, "ftyp".
-MP4_HEAD = slice(4, 8), b"ftyp"
+#: An MP4 file (ISO base media) begins with a box's 4-byte size, then its type: this.
+MP4_BOX_TYPE = b"ftyp"
 VIDEO_TYPE = "video/mp4"
 
 
@@ -128,7 +128,10 @@ def _location(path: str) -> tuple[str, str, PurePosixPath] | None:
 
 def under_roots(path: str, roots: list[str]) -> bool:
     """Whether ``path`` lies under one of ``roots``, by whole path segments."""
-    where = _location(path)
+    return _within(_location(path), roots)
+
+
+def _within(where: tuple[str, str, PurePosixPath] | None, roots: list[str]) -> bool:
     return where is not None and any(
         (allowed := _location(root)) is not None
         and where[:2] == allowed[:2]
@@ -143,7 +146,7 @@ def kept_video_response(path: str, roots: list[str]) -> Response | None:
     very path judged, not through fsspec, which may read it otherwise; a remote one is streamed.
     None otherwise (why is not said: the answer would map the server's files)."""
     where = _location(path)
-    if where is None or not under_roots(path, roots):
+    if where is None or not _within(where, roots):
         return None
     from airflow.sdk import ObjectStoragePath
 
@@ -153,8 +156,7 @@ def kept_video_response(path: str, roots: list[str]) -> Response | None:
     except Exception:  # not there, not readable, no such connection: all the same to the browser
         return None
     head = video.read(8)
-    at, brand = MP4_HEAD
-    if head[at] != brand:
+    if head[4:8] != MP4_BOX_TYPE:
         video.close()
         return None
     if local:  # Starlette's FileResponse answers byte ranges
