@@ -25,6 +25,7 @@ class FakeTaskInstance:
     dag_id: str = "videos"
     run_id: str = "manual_1"
     task_id: str = "generate"
+    map_index: int = -1
     stats_tags: dict[str, str] = field(default_factory=dict)
     xcoms: dict[str, Any] = field(default_factory=dict)
     others: list[Any] = field(default_factory=list)

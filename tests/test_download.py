@@ -11,10 +11,12 @@ from typing import Any
 import fsspec
 import pytest
 import requests
+import urllib3
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io.store import attach
 from hook_setup import connect, quick_hook
 
+from airflow_provider_kling.core.api import SpeedFloor, SpeedWatch
 from airflow_provider_kling.core.errors import KlingDownloadError, KlingTransportError
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobState
@@ -77,11 +79,14 @@ def test_video_is_saved_to_an_fsspec_filesystem(
 def test_a_download_cut_short_leaves_nothing_at_the_final_path(
     hook: KlingHook, video_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def one_chunk_then_reset(self: requests.Response, chunk_size: int = 1) -> Iterator[bytes]:
-        yield b"\x00\x00\x00\x18ftypmp42"
-        raise requests.ConnectionError("connection reset by peer")
+    chunks = iter([b"\x00\x00\x00\x18ftypmp42"])
 
-    monkeypatch.setattr(requests.Response, "iter_content", one_chunk_then_reset)
+    def one_chunk_then_reset(self: Any, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+        for chunk in chunks:
+            return chunk
+        raise urllib3.exceptions.ProtocolError("Connection broken: connection reset by peer")
+
+    monkeypatch.setattr(urllib3.response.HTTPResponse, "read1", one_chunk_then_reset)
     with pytest.raises(KlingTransportError):
         hook.download_video(video_url, ObjectStoragePath(f"file://{tmp_path}/clip.mp4"))
     assert list(tmp_path.iterdir()) == []
@@ -167,3 +172,43 @@ def test_the_api_key_is_not_sent_to_the_video_host(monkeypatch: pytest.MonkeyPat
     headers = [f"{name}: {value}" for name, value in request["headers"]]
     assert [header for header in headers if header.lower().startswith("authorization:")] == []
     assert [header for header in headers if any(leak.lower() in header.lower() for leak in leaks)] == []
+
+
+# -- the speed floor --------------------------------------------------------------------------------
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_download_at_the_floor_or_faster_never_stalls() -> None:
+    clock = Clock()
+    watch = SpeedWatch(SpeedFloor(bytes_per_second=100, seconds=10), clock)
+    for _ in range(30):
+        clock.now += 1
+        assert watch.stalled(100) is None
+
+
+def test_a_window_below_the_floor_is_a_stall_with_its_rate() -> None:
+    clock = Clock()
+    watch = SpeedWatch(SpeedFloor(bytes_per_second=100, seconds=10), clock)
+    clock.now = 5
+    assert watch.stalled(500) is None  # the window has not passed yet
+    clock.now = 10
+    assert watch.stalled(490) == 99.0
+
+
+def test_each_window_is_judged_afresh() -> None:
+    # A slow start is forgiven once a window ends above the floor; a later slow window is not.
+    clock = Clock()
+    watch = SpeedWatch(SpeedFloor(bytes_per_second=100, seconds=10), clock)
+    clock.now = 10
+    assert watch.stalled(5_000) is None
+    clock.now = 20
+    assert watch.stalled(10) == 1.0

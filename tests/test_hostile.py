@@ -11,13 +11,24 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from hook_setup import ONE_TRY, SECRET, TIGHT_BUDGETS, VIDEO, quick_hook, resolving, use_connection
+from hook_setup import (
+    ONE_TRY,
+    QUICK_RETRIES,
+    ROOMY_BUDGETS,
+    SECRET,
+    TIGHT_BUDGETS,
+    VIDEO,
+    quick_hook,
+    resolving,
+    use_connection,
+)
 from hostile_servers import (
     STATUS_COMPLETED,
     STATUS_PROCESSING,
@@ -28,7 +39,7 @@ from hostile_servers import (
 )
 
 from airflow_provider_kling.core.addresses import AddressPolicy, KlingVideoAddressError, parse_allowed
-from airflow_provider_kling.core.api import BUDGETS, RetryPolicy
+from airflow_provider_kling.core.api import BUDGETS, RetryPolicy, SpeedFloor
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingDownloadError,
@@ -39,6 +50,8 @@ from airflow_provider_kling.core.errors import (
     KlingServerError,
     KlingSubmitUncertainError,
     KlingTimeoutError,
+    KlingTransportError,
+    is_transient,
 )
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import SubmitResult
@@ -126,6 +139,49 @@ def test_a_trickled_video_is_cut_at_the_download_budget_and_nothing_is_kept(
         )
     assert list(tmp_path.iterdir()) == []
     assert not sent_through(trickle, 200)
+
+
+#: Ten megabytes that begin like an MP4: a real clip's size, so only the pace can end its download.
+TEN_MB_VIDEO = VIDEO[:64] + bytes(10 * 1024 * 1024 - 64)
+
+
+def test_a_video_dripped_a_byte_a_second_ends_at_the_speed_floors_window(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The default floor (64 KiB/s over 30 s) under a download budget of 60 s: the drip ends at the
+    # floor's window, well before the budget (at 1 byte a second, before the 45th byte).
+    trickle = Trickle(TEN_MB_VIDEO, gap=1.0, content_type="video/mp4")
+    server = serve(trickle)
+    use_connection(monkeypatch, server.url)
+    budgets = replace(ROOMY_BUDGETS, download=60.0)
+    assert budgets.download_floor == SpeedFloor(bytes_per_second=64 * 1024, seconds=30.0)
+    expected = r"127\.0\.0\.1:\d+ sent the video at 1 bytes/s, below the floor of 64 KiB/s over 30 s"
+    with pytest.raises(KlingTransportError, match=expected) as stalled:
+        quick_hook(budgets, ONE_TRY).download_video(
+            f"{server.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/clip.mp4")
+        )
+    assert is_transient(stalled.value)  # the download's retries try again, within its budget
+    assert list(tmp_path.iterdir()) == []
+    assert not sent_through(trickle, 45)
+
+
+def test_a_stalled_download_is_tried_again_within_the_download_budget(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tries: list[Trickle] = []
+
+    def drip(request: bytes, sock: socket.socket) -> None:
+        tries.append(Trickle(TEN_MB_VIDEO, gap=0.1, content_type="video/mp4"))
+        tries[-1](request, sock)
+
+    server = serve(drip)
+    use_connection(monkeypatch, server.url)
+    budgets = replace(ROOMY_BUDGETS, download_floor=SpeedFloor(bytes_per_second=1024, seconds=0.5))
+    with pytest.raises(KlingTransportError, match="the download stalled; cut off"):
+        quick_hook(budgets).download_video(
+            f"{server.url}/v.mp4", ObjectStoragePath(f"file://{tmp_path}/v.mp4")
+        )
+    assert len(tries) == QUICK_RETRIES.attempts
 
 
 # -- answers bounded in shape -------------------------------------------------------------------

@@ -27,6 +27,7 @@ from airflow_provider_kling.core.waiting import TASK_ENDED_EVENT
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.operators.kling import KlingGenerateOperator
 from airflow_provider_kling.sensors.kling import KlingStatusSensor
+from airflow_provider_kling.task_end import left_for_worker
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
 #: Airflow renders a trigger's templated arguments in the triggerer from 3.3 on.
@@ -71,7 +72,8 @@ def recreated(trigger: KlingStatusTrigger, **changes: Any) -> KlingStatusTrigger
 
 @pytest.fixture
 def pushed(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The XComs pushed through the Task SDK's comms (as the triggerer's runner carries them), by key."""
+    """The XComs pushed through the Task SDK's comms (as the triggerer's runner carries them), by key,
+    in the order they were pushed."""
     from airflow.sdk.execution_time import task_runner
 
     received: dict[str, Any] = {}
@@ -106,19 +108,69 @@ def test_a_ready_video_ends_the_generation_in_the_triggerer_with_what_the_worker
     returned = operator.execute_complete(context, plain.payload, **resume_kwargs)
 
     assert isinstance(ended, TaskSuccessEvent)
-    assert pushed == {"return_value": returned}
-    assert ended.xcoms == {LINK_KEY: returned["video_url"]}
+    assert pushed == {"return_value": returned, LINK_KEY: returned["video_url"]}
+    assert list(pushed) == ["return_value", LINK_KEY]  # the order a worker's end pushes them in
     assert returned["credits_used"] is not None and returned["video_url"].startswith("http")
     assert emulator.stats()["jobs_created"] == 1
 
 
-def test_the_result_is_not_among_the_end_events_xcoms(
-    emulator: KlingEmulator, pushed: dict[str, Any]
-) -> None:
+def test_nothing_rides_among_the_end_events_xcoms(emulator: KlingEmulator, pushed: dict[str, Any]) -> None:
     # Airflow stores an end event's XComs JSON-encoded twice: downstream tasks would read a string.
     trigger, _ = deferral(generation(), context_with(FakeStore()))
     [ended] = events_of(in_triggerer(trigger))
-    assert isinstance(ended, TaskSuccessEvent) and "return_value" not in (ended.xcoms or {})
+    assert isinstance(ended, TaskSuccessEvent) and not ended.xcoms
+
+
+def test_with_multiple_outputs_the_trigger_pushes_each_key_then_the_result(
+    emulator: KlingEmulator, pushed: dict[str, Any]
+) -> None:
+    trigger, _ = deferral(generation(multiple_outputs=True), context_with(FakeStore()))
+    assert trigger.end_from_trigger is True
+    [ended] = events_of(in_triggerer(trigger))
+    result = pushed["return_value"]
+    assert isinstance(ended, TaskSuccessEvent)
+    assert list(pushed) == [*result, "return_value", LINK_KEY]
+    assert {key: pushed[key] for key in result} == result
+
+
+def test_a_generation_marked_as_its_dags_result_resumes_on_a_worker() -> None:
+    generate = generation()
+    generate.returns_dag_result = True  # as TaskFlow's returns_dag_result=True sets it
+    assert left_for_worker(generate, mapped=False) == [
+        "the result marked as the DAG's result (returns_dag_result)"
+    ]
+
+
+def test_a_generation_whose_result_a_downstream_task_maps_over_resumes_on_a_worker(
+    emulator: KlingEmulator,
+) -> None:
+    # The worker records how many items the downstream task maps over (its task map).
+    with DAG("mapped_downstream", schedule=None):
+        generate = generation()
+        KlingStatusSensor.partial(task_id="each").expand(kling_task_id=generate.output)
+    trigger, _ = deferral(generate, context_with(FakeStore()))
+    assert trigger.end_from_trigger is False
+
+
+def test_a_mapped_generation_with_a_mapped_downstream_task_ends_in_the_triggerer() -> None:
+    # A mapped task's downstream maps over its map indexes: the worker records no task map for it.
+    with DAG("mapped_both", schedule=None):
+        generate = generation()
+        KlingStatusSensor.partial(task_id="each").expand(kling_task_id=generate.output)
+    assert left_for_worker(generate, mapped=True) == []
+    assert left_for_worker(generate, mapped=False) == [
+        "the task map that a downstream .expand() or .map() over the result reads"
+    ]
+
+
+@pytest.mark.skipif(not RENDERS_IN_TRIGGERER, reason="Airflow renders trigger templates from 3.3 on")
+def test_a_sensor_started_in_the_triggerer_is_judged_once_its_dag_is_whole() -> None:
+    with DAG("sensor_then_map", schedule=None):
+        waiting = sensor()
+        assert waiting.start_trigger_args is not None
+        assert (waiting.start_trigger_args.trigger_kwargs or {})["end_from_trigger"] is True
+        KlingStatusSensor.partial(task_id="each").expand(kling_task_id=waiting.output)
+    assert (waiting.start_trigger_args.trigger_kwargs or {})["end_from_trigger"] is False
 
 
 @pytest.mark.parametrize(
@@ -127,8 +179,11 @@ def test_the_result_is_not_among_the_end_events_xcoms(
         {"output_path": "file:///tmp/kling-task-end/fox.mp4"},
         {"outlets": [Asset("s3://videos/fox.mp4")]},
         {"do_xcom_push": False},
+        {"on_success_callback": lambda context: None},
+        {"post_execute": lambda context, result: None},
+        {"map_index_template": "{{ task.prompt }}"},
     ],
-    ids=["output_path", "outlets", "no_xcom_push"],
+    ids=["output_path", "outlets", "no_xcom_push", "callback", "post_execute", "map_index_template"],
 )
 def test_a_generation_with_work_left_for_the_worker_resumes_there(
     emulator: KlingEmulator, settings: dict[str, Any]
@@ -253,11 +308,30 @@ def test_a_sensor_that_is_not_deferrable_starts_on_a_worker(mode: str) -> None:
     assert sensor(deferrable=False, mode=mode).start_from_trigger is False
 
 
-def test_with_openlineage_on_a_generation_resumes_on_the_worker_to_report_its_lineage(
-    emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from airflow.providers.openlineage import conf as openlineage_conf
+@pytest.fixture
+def openlineage_listening() -> Any:
+    """OpenLineage's listener registered with the task runner's listeners, as its plugin does when on."""
+    from airflow.providers.openlineage.plugins.listener import get_openlineage_listener
 
-    monkeypatch.setattr(openlineage_conf, "is_disabled", lambda: False)
+    try:
+        from airflow.sdk.listener import get_listener_manager
+    except ImportError:  # Airflow 3.1
+        from airflow.listeners.listener import get_listener_manager  # type: ignore[no-redef]
+    manager = get_listener_manager()
+    listener = get_openlineage_listener()
+    manager.add_listener(listener)
+    yield listener
+    manager.pm.unregister(listener)
+
+
+def test_with_openlineage_on_a_generation_resumes_on_the_worker_to_report_its_lineage(
+    emulator: KlingEmulator, openlineage_listening: Any
+) -> None:
     trigger, _ = deferral(generation(), context_with(FakeStore()))
     assert trigger.end_from_trigger is False
+
+
+def test_with_openlineage_on_a_sensor_resumes_on_the_worker(openlineage_listening: Any) -> None:
+    assert left_for_worker(sensor(), mapped=False) == [
+        "listeners told of the task's success (on_task_instance_success: OpenLineage and others)"
+    ]

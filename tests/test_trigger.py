@@ -115,6 +115,7 @@ def test_serialised_kwargs_hold_no_key_and_only_primitives(emulator: KlingEmulat
         "end_from_trigger",
         "credits_used",
         "credits_remaining",
+        "multiple_outputs",
     }
     assert emulator.api_key not in repr(kwargs)
     assert json.loads(json.dumps(kwargs)) == kwargs

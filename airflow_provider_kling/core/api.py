@@ -30,6 +30,45 @@ STATUS_PATH = "/kling26/api/status/{task_id}/"
 
 
 @dataclass(frozen=True)
+class SpeedFloor:
+    """A download moving fewer than ``bytes_per_second`` on average over ``seconds`` has stalled, as
+    curl's ``--speed-limit``/``--speed-time`` judge it: a host that sends its headers, then a byte a
+    second, would otherwise hold a worker slot for the whole download budget.
+
+    The defaults leave a wide margin below what a video CDN delivers (megabytes a second to a data
+    centre): at 64 KiB/s a 5 s clip (a few MB) still arrives in about a minute and the largest
+    10 s clips (~30 MB) within the budget; 30 s, the longest silence one read may already take,
+    lets a brief stall (a CDN fetching from its origin, a lost packet) pass.
+    """
+
+    bytes_per_second: int = 64 * 1024
+    seconds: float = 30.0
+
+    def describe(self) -> str:
+        return f"{self.bytes_per_second / 1024:g} KiB/s over {self.seconds:g} s"
+
+
+class SpeedWatch:
+    """A download's pace against a :class:`SpeedFloor`, judged afresh each ``floor.seconds``."""
+
+    def __init__(self, floor: SpeedFloor, clock: Callable[[], float] = time.monotonic) -> None:
+        self.floor, self._clock = floor, clock
+        self._since, self._moved = clock(), 0
+
+    def stalled(self, count: int) -> float | None:
+        """Count ``count`` more bytes; once a window has passed, its rate (bytes a second) if that
+        was below the floor, else None."""
+        self._moved += count
+        now = self._clock()
+        elapsed = now - self._since
+        if elapsed < self.floor.seconds:
+            return None
+        rate = self._moved / elapsed
+        self._since, self._moved = now, 0
+        return rate if rate < self.floor.bytes_per_second else None
+
+
+@dataclass(frozen=True)
 class Budgets:
     """How long calls may take, in seconds. Each *total* counts connect, headers and the whole
     body, so a server that drips its answer a byte at a time is cut off at the total, not kept
@@ -46,6 +85,8 @@ class Budgets:
     call: float = 180.0
     #: One video download with its retries: 512 MiB at about 1 MB/s.
     download: float = 900.0
+    #: The slowest a download may go before it counts as stalled (the budget bounds its total).
+    download_floor: SpeedFloor = SpeedFloor()
 
 
 BUDGETS = Budgets()

@@ -19,6 +19,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.sdk import BaseHook, Connection, ObjectStoragePath
+from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import NewConnectionError
 
 from airflow_provider_kling import DEFAULT_CONN_ID, metrics
@@ -212,6 +213,33 @@ def _check_video_response(response: requests.Response, video_url: str, max_bytes
         raise KlingDownloadError(
             f"{video_url} is {declared} bytes, larger than the {max_bytes} allowed; not kept"
         )
+
+
+def _paced_chunks(response: requests.Response, url: str, watch: api.SpeedWatch) -> Iterator[bytes]:
+    """The body as it arrives (each read returns what came, not a full chunk), ended with a
+    transient error, which the download's retries try again, once it stalls below ``watch``'s floor."""
+    while chunk := _read1(response):
+        if (rate := watch.stalled(len(chunk))) is not None:
+            raise KlingTransportError(
+                f"Kling: {origin_of(url)} sent the video at {rate:,.0f} bytes/s, below the floor of "
+                f"{watch.floor.describe()}: the download stalled; cut off"
+            )
+        yield chunk
+
+
+def _read1(response: requests.Response) -> bytes:
+    """What the body has brought since the last read (b"" at its end), its failures as requests'
+    own ``iter_content`` raises them."""
+    try:
+        return bytes(response.raw.read1(api.DOWNLOAD_CHUNK_BYTES, decode_content=True))
+    except urllib3_errors.ProtocolError as error:
+        raise requests.exceptions.ChunkedEncodingError(error) from error
+    except urllib3_errors.DecodeError as error:
+        raise requests.exceptions.ContentDecodingError(error) from error
+    except urllib3_errors.ReadTimeoutError as error:
+        raise requests.exceptions.ConnectionError(error) from error
+    except urllib3_errors.SSLError as error:
+        raise requests.exceptions.SSLError(error) from error
 
 
 def _complete(response: requests.Response, size: int) -> bool:
@@ -552,7 +580,7 @@ class KlingHook(BaseHook):
         budget: str,
     ) -> SavedVideo:
         _check_video_response(response, url, max_bytes)
-        chunks = response.iter_content(api.DOWNLOAD_CHUNK_BYTES)
+        chunks = _paced_chunks(response, url, api.SpeedWatch(self.budgets.download_floor))
         head = _first_bytes(chunks, videos.SIGNATURE_BYTES)
         if guard.expired:
             raise _out_of_time(url, "video", budget)

@@ -472,11 +472,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         deadline = time.time() + _seconds(self.timeout)
         if self.deferrable:
             # Not at DAG-parse time:
-            from airflow_provider_kling.triggers.kling import (
-                KlingStatusTrigger,
-                nothing_left_for_worker,
-                openlineage_on,
-            )
+            from airflow_provider_kling.task_end import trigger_ending
+            from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
             self.defer(
                 trigger=KlingStatusTrigger(
@@ -486,10 +483,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                     kling_conn_id=self.kling_conn_id,
                     submitted_at=job.submitted_at,
                     expected_seconds=job.expected_seconds,
-                    # Without output_path (whose download and asset event need a worker), a ready
-                    # video ends the task in the triggerer: one task start per generation.
-                    # With OpenLineage on, a worker's end reports the lineage (lineage.py).
-                    end_from_trigger=nothing_left_for_worker(self) and not openlineage_on(),
+                    # A ready video ends the task in the triggerer (one task start per generation)
+                    # unless the task needs more of a worker's end: output_path's download and
+                    # asset event, a callback, OpenLineage... (task_end.py).
+                    **trigger_ending(self, context["ti"], self.log),
                     credits_used=job.credits_used,
                     credits_remaining=job.credits_remaining,
                 ),

@@ -29,6 +29,7 @@ from airflow_provider_kling.links.kling import VIDEO_URL_ATTRIBUTE, KlingVideoLi
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.triggers.base import StartTriggerArgs
 
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.triggers.kling import KlingStatusTrigger
@@ -81,21 +82,22 @@ class KlingStatusSensor(BaseSensorOperator):
         if start_from_trigger and deferrable and isinstance(kling_task_id, str):
             self._start_in_triggerer(kling_task_id)
 
-    def _trigger(self, deadline: float | None) -> KlingStatusTrigger:
-        from airflow_provider_kling.triggers.kling import KlingStatusTrigger, nothing_left_for_worker
+    def _trigger(self, deadline: float | None, ti: Any, log: Any = None) -> KlingStatusTrigger:
+        from airflow_provider_kling.task_end import trigger_ending
+        from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
         return KlingStatusTrigger(
             kling_task_id=self.kling_task_id,
             deadline=deadline,
             poll_interval=self.poke_interval,
             kling_conn_id=self.kling_conn_id,
-            end_from_trigger=nothing_left_for_worker(self),
+            **trigger_ending(self, ti, log),
         )
 
     def _start_in_triggerer(self, kling_task_id: str) -> None:
         """Have the scheduler hand the wait straight to the triggerer, where Airflow renders templated
         trigger arguments there (3.3+); elsewhere ``execute`` defers from a worker, as before."""
-        from airflow.triggers.base import BaseTrigger, StartTriggerArgs
+        from airflow.triggers.base import BaseTrigger
 
         if not hasattr(BaseTrigger, "render_template_fields"):
             return
@@ -105,17 +107,26 @@ class KlingStatusSensor(BaseSensorOperator):
                 "name map_indexes (e.g. map_indexes=-1), since Airflow's triggerer does not answer a read "
                 f"of all map indexes and the wait would hang; got {kling_task_id!r}"
             )
+        self.start_from_trigger = True
+
+    @property
+    def start_trigger_args(self) -> StartTriggerArgs | None:  # type: ignore[override]
+        """The trigger the scheduler starts the sensor with, made when the DAG is serialized, once it
+        is whole: whether the task may end in the triggerer depends on its downstream tasks too."""
+        if not self.start_from_trigger:
+            return None
+        from airflow.triggers.base import StartTriggerArgs
+
         # No deadline of the trigger's own: none is known before the task starts, so Airflow's
         # trigger timeout (the sensor's) bounds the wait, and the worker resumes to raise it.
-        classpath, trigger_kwargs = self._trigger(deadline=None).serialize()
-        self.start_trigger_args = StartTriggerArgs(
+        classpath, trigger_kwargs = self._trigger(deadline=None, ti=None).serialize()
+        return StartTriggerArgs(
             trigger_cls=classpath,
             trigger_kwargs=trigger_kwargs,
             next_method="execute_complete",
             next_kwargs=None,
             timeout=timedelta(seconds=self.timeout),
         )
-        self.start_from_trigger = True
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -127,7 +138,8 @@ class KlingStatusSensor(BaseSensorOperator):
         if not self.deferrable:
             self._started = time.monotonic()
             return super().execute(context)
-        self.defer(trigger=self._trigger(deadline=time.time() + self.timeout), method_name="execute_complete")
+        trigger = self._trigger(time.time() + self.timeout, context["ti"], self.log)
+        self.defer(trigger=trigger, method_name="execute_complete")
 
     def _time_left(self) -> float | None:
         """What is left of ``timeout`` since this execution began: a poke may not outlast it.

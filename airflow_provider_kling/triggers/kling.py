@@ -30,25 +30,8 @@ from airflow_provider_kling.links.kling import KlingVideoLink, link_to
 
 if TYPE_CHECKING:
     from airflow.models.taskinstance import TaskInstance
-    from airflow.sdk import BaseOperator
 
     from airflow_provider_kling.hooks.kling import KlingHook
-
-
-def nothing_left_for_worker(task: BaseOperator) -> bool:
-    """Whether ``task`` can end in the triggerer once its video is ready: the trigger pushes its
-    result, so it must want it pushed, and only a worker emits the asset events of its outlets."""
-    return bool(task.do_xcom_push) and not task.outlets
-
-
-def openlineage_on() -> bool:
-    """Whether OpenLineage reports tasks here: then only a worker's end gives it a task's lineage.
-    Read where the task runs (a worker), not where the DAG is parsed."""
-    try:
-        from airflow.providers.openlineage.conf import is_disabled
-    except ImportError:  # the openlineage extra is not installed
-        return False
-    return not is_disabled()
 
 
 class KlingStatusTrigger(BaseTrigger):
@@ -70,8 +53,12 @@ class KlingStatusTrigger(BaseTrigger):
     :param expected_seconds: the submit's announced duration range (low, high) in seconds; the
         vendor's 60-90 s when not given.
     :param end_from_trigger: end the task here once the video is ready, returning the result
-        (``return_value`` XCom) and the "Kling video" link without a worker. Every other ending
-        (failed, timeout, error) still resumes the task on a worker, which raises as before.
+        (``return_value`` XCom) and the "Kling video" link without a worker, for a task that needs
+        nothing else of a worker's end (:func:`~airflow_provider_kling.task_end.left_for_worker`).
+        Every other ending (failed, timeout, error) still resumes the task on a worker, which
+        raises as before.
+    :param multiple_outputs: with ``end_from_trigger``, also push each key of the result as an XCom
+        of its own, as a worker does for a task with ``multiple_outputs``.
     :param credits_used: what the job cost, for the result and the kill warning.
     :param credits_remaining: the account's credits after the submit, for the result.
     """
@@ -87,6 +74,7 @@ class KlingStatusTrigger(BaseTrigger):
         end_from_trigger: bool = False,
         credits_used: int | None = None,
         credits_remaining: int | None = None,
+        multiple_outputs: bool = False,
     ):
         super().__init__()
         # Not ``task_id``: BaseTrigger keeps the Airflow task's id there, set by the triggerer.
@@ -99,6 +87,7 @@ class KlingStatusTrigger(BaseTrigger):
         self.end_from_trigger = end_from_trigger
         self.credits_used = credits_used
         self.credits_remaining = credits_remaining
+        self.multiple_outputs = multiple_outputs
         check_poll_interval(poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -114,6 +103,7 @@ class KlingStatusTrigger(BaseTrigger):
                 "end_from_trigger": self.end_from_trigger,
                 "credits_used": self.credits_used,
                 "credits_remaining": self.credits_remaining,
+                "multiple_outputs": self.multiple_outputs,
             },
         )
 
@@ -125,31 +115,33 @@ class KlingStatusTrigger(BaseTrigger):
             result = video_result(result_from_event(event), self.credits_used, self.credits_remaining)
             self.log.info("Kling video ready: %s (the task ends in the triggerer)", result["video_url"])
             if self.task_instance is not None:  # None where dag.test() runs it inline, then resumes the task
-                await self._push_result(result, self.task_instance)
-            yield TaskSuccessEvent(xcoms={KlingVideoLink().xcom_key: link_to(result["video_url"])})
+                await self._push_result(result, self.task_instance, self.multiple_outputs)
+            yield TaskSuccessEvent()
         else:
             yield TriggerEvent(event)
 
     @staticmethod
-    async def _push_result(result: dict[str, Any], ti: TaskInstance) -> None:
-        """Push the result as a worker would: through the Task SDK's XCom (and any XCom backend).
+    async def _push_result(result: dict[str, Any], ti: TaskInstance, multiple_outputs: bool) -> None:
+        """Push what a worker's end pushes, as it pushes it: with ``multiple_outputs`` each key, then
+        ``return_value``, through the Task SDK's XCom (and any XCom backend); then the "Kling video"
+        link, straight to Airflow's database (``task_end.WORKER_END``).
 
-        Not among the end event's XComs: Airflow 3.1-3.3 store those JSON-encoded twice, and a
-        downstream task would read the result as a string. The link can go there (Airflow decodes a
-        link's XCom once more when it shows it), saving the supervisor one XCom call per video.
+        None among the end event's XComs: Airflow 3.1-3.3 store those JSON-encoded twice, so a
+        downstream task would read a string where a worker's end leaves the value.
         """
         from airflow.sdk.execution_time.xcom import XCom
         from asgiref.sync import sync_to_async
 
+        where = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
         # Not asgiref's one shared thread (thread_sensitive): a push waits on the triggerer's busy
         # supervisor, and in that thread it delayed other waits' polls (p99 seen late 1 s -> 33 s).
-        await sync_to_async(XCom.set, thread_sensitive=False)(
-            "return_value",
-            result,
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=ti.map_index,
+        push = sync_to_async(XCom.set, thread_sensitive=False)
+        for key, value in result.items() if multiple_outputs else ():
+            await push(key, value, **where)
+        await push("return_value", result, **where)
+        link = KlingVideoLink()
+        await sync_to_async(XCom._set_xcom_in_db, thread_sensitive=False)(
+            link.xcom_key, link_to(result["video_url"]), **where
         )
 
     async def on_kill(self) -> None:

@@ -1,0 +1,246 @@
+"""The same result whichever process ends the task, on a real Airflow.
+
+Each case of tests/task_end_dags runs twice: its Kling wait ending where the triggerer may end it,
+and ending on a worker. Everything the two runs leave behind must be the same: task states and
+rendered map indexes, XComs (as stored), task map rows, asset events, and what callbacks and
+listeners were told; only the vendor's job ids and the account's balance differ. Each case also
+says where its wait ended (counted from the task processes a worker started), so that a case meant
+to end in the triggerer cannot pass by ending on a worker.
+
+Listeners are a setting of the whole deployment, so one with a listener plugin runs the ``plain``
+case on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dag_runs import task_logs_of
+from deployment import Deployment, airflow_env, free_port, wait_until
+from emulator_process import EmulatorProcess
+
+TESTS = Path(__file__).resolve().parent
+DAGS = TESTS / "task_end_dags"
+API_KEY = "task-end-differential-key"
+#: Worker starts of the waiting task in the ``_triggerer`` run: a generation starts once to submit
+#: and again to end; a sensor started in the triggerer starts only to end. One fewer is the triggerer
+#: ending it. The ``_worker`` runs wait on a worker and start it once.
+STARTS = {
+    "multiple_outputs": ("generate", 1),
+    "key_access": ("generate", 1),
+    "expand": ("generate", 2),  # the worker records the task map the downstream maps over
+    "map_result": ("generate", 2),  # two map indexes, each started once
+    "mapped_generations": ("generate", 2),  # two map indexes, each started once
+    "labelled_generations": ("generate", 4),  # the map index is rendered again after execution
+    "callback": ("generate", 2),
+    "outlets": ("generate", 2),
+    "sensor_multiple_outputs": ("wait", 0),
+    "sensor_expand": ("wait", 1),
+}
+LISTENED = {"plain": ("generate", 2)}  # a listener is told of each task's success on a worker
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorProcess]:
+    # The vendor's 60-90 s jobs in 6-9 s. Not faster: a trigger that fires within a second or two of
+    # its deferral can meet Airflow 3.3.2's scheduler still holding the deferring process's exit,
+    # which then fails the requeued task ("finished with state success, but ... queued").
+    with EmulatorProcess("--speed", "10", "--api-key", API_KEY) as running:
+        yield running
+
+
+def deployment(home: Path, emulator: EmulatorProcess, **settings: str) -> Deployment:
+    """Airflow's components, each a process, running tests/task_end_dags against ``emulator``."""
+    env = airflow_env(home, DAGS, free_port(), emulator.url, API_KEY)
+    records = home / "records"
+    records.mkdir()
+    env |= {
+        "KLING_TASK_END_RECORDS": str(records),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # the REST API needs no token
+    }
+    airflow = Deployment(home, env | settings)
+    airflow.cli("db", "migrate")
+    for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        airflow.start_airflow(component, component)
+    airflow.wait_for_api()
+    return airflow
+
+
+def run_all(airflow: Deployment, cases: dict[str, Any]) -> dict[str, str]:
+    """Trigger both runs of every case at once; the run ids by DAG id, once every run has ended."""
+    dag_ids = [f"{case}_{where}" for case in cases for where in ("triggerer", "worker")]
+    marks = ", ".join("?" * len(dag_ids))
+    wait_until(
+        lambda: (
+            len(airflow.query(f"SELECT dag_id FROM dag WHERE dag_id IN ({marks})", *dag_ids)) == len(dag_ids)
+        ),
+        180,
+        "the dag-processor to register the cases",
+        airflow.home / "dag-processor.log",
+    )
+    runs = {}
+    for dag_id in dag_ids:
+        answer = airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})
+        assert answer.status_code == 200, answer.text
+        runs[dag_id] = answer.json()["dag_run_id"]
+
+    def all_ended() -> bool:
+        states = [run_state(airflow, dag_id, run_id) for dag_id, run_id in runs.items()]
+        return all(state in ("success", "failed") for state in states)
+
+    wait_until(all_ended, 420, "every run to end", airflow.home / "scheduler.log")
+    return runs
+
+
+def run_state(airflow: Deployment, dag_id: str, run_id: str) -> str | None:
+    rows = airflow.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
+    return rows[0][0] if rows else None
+
+
+@pytest.fixture(scope="module")
+def airflow(
+    emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Deployment, dict[str, str]]]:
+    running = deployment(tmp_path_factory.mktemp("task-end-airflow"), emulator)
+    try:
+        yield running, run_all(running, STARTS)
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def listening_airflow(
+    emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Deployment, dict[str, str]]]:
+    plugins = str(TESTS / "task_end_plugins")
+    running = deployment(
+        tmp_path_factory.mktemp("task-end-listening-airflow"), emulator, AIRFLOW__CORE__PLUGINS_FOLDER=plugins
+    )
+    try:
+        yield running, run_all(running, LISTENED)
+    finally:
+        running.stop()
+
+
+def anonymous(value: Any, jobs: set[str], balances: set[int]) -> Any:
+    """``value`` with what differs between two jobs of one request left out: the vendor's job ids
+    (in any string) and the account's balance after each submit."""
+    if isinstance(value, dict):
+        return {key: anonymous(item, jobs, balances) for key, item in value.items()}
+    if isinstance(value, list):
+        return [anonymous(item, jobs, balances) for item in value]
+    if isinstance(value, str) and jobs:
+        return re.sub("|".join(map(re.escape, jobs)), "<job>", value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in balances:
+        return "<balance>"
+    return value
+
+
+def stored(column: Any) -> Any:
+    """A JSON column's value as SQLite returns it (its text, or a number as a number)."""
+    return json.loads(column) if isinstance(column, (str, bytes)) else column
+
+
+def records(airflow: Deployment, kind: str, dag_id: str) -> list[dict[str, Any]]:
+    """What callbacks or listeners recorded of ``dag_id``'s tasks, in a stable order."""
+    path = airflow.home / "records" / f"{kind}.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    entries = [json.loads(line) for line in lines]
+    kept = [
+        {k: v for k, v in entry.items() if k != "dag_id"} for entry in entries if entry["dag_id"] == dag_id
+    ]
+    return sorted(kept, key=json.dumps)
+
+
+def what_the_run_left(airflow: Deployment, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Everything of one run a user or a downstream task can see, with job ids left out."""
+    where = "dag_id = ? AND run_id = ?"
+    xcoms = airflow.query(f"SELECT task_id, map_index, key, value FROM xcom WHERE {where}", dag_id, run_id)
+    jobs = {stored(value) for _, _, key, value in xcoms if key == "task_id"}
+    results = [stored(value) for _, _, key, value in xcoms if key == "return_value"]
+    balances = {result.get("credits_remaining") for result in results if isinstance(result, dict)} - {None}
+    events = airflow.query(
+        "SELECT asset.uri, source_task_id, source_map_index, asset_event.extra FROM asset_event "
+        "JOIN asset ON asset.id = asset_event.asset_id WHERE source_dag_id = ? AND source_run_id = ?",
+        dag_id,
+        run_id,
+    )
+    return {
+        "run": run_state(airflow, dag_id, run_id),
+        "tasks": sorted(
+            airflow.query(
+                f"SELECT task_id, map_index, state, rendered_map_index FROM task_instance WHERE {where}",
+                dag_id,
+                run_id,
+            )
+        ),
+        "xcoms": sorted(
+            (task, index, key, json.dumps(anonymous(stored(value), jobs, balances)))
+            for task, index, key, value in xcoms
+        ),
+        "task_map": sorted(
+            airflow.query(
+                f"SELECT task_id, map_index, length, keys FROM task_map WHERE {where}", dag_id, run_id
+            )
+        ),
+        "asset_events": sorted(
+            (uri, task, index, json.dumps(anonymous(stored(extra), jobs, balances)))
+            for uri, task, index, extra in events
+        ),
+        "callbacks": records(airflow, "callbacks", dag_id),
+        "listener": records(airflow, "listener", dag_id),
+    }
+
+
+def worker_starts(airflow: Deployment, dag_id: str, run_id: str, task_id: str) -> int:
+    """How many times a worker started the task's process (every map index), first run or resumption."""
+    [(count,)] = airflow.query(
+        "SELECT COUNT(*) FROM log WHERE dag_id = ? AND run_id = ? AND task_id = ? AND event = 'running'",
+        dag_id,
+        run_id,
+        task_id,
+    )
+    return int(count)
+
+
+def compare(airflow: Deployment, runs: dict[str, str], case: str, task_id: str, starts: int) -> None:
+    """Both runs of ``case`` left the same behind, and the triggerer's ended where it should."""
+    by_triggerer, on_worker = f"{case}_triggerer", f"{case}_worker"
+    ended_by_triggerer = what_the_run_left(airflow, by_triggerer, runs[by_triggerer])
+    ended_on_worker = what_the_run_left(airflow, on_worker, runs[on_worker])
+    assert ended_on_worker["run"] == "success", task_logs_of(airflow.home, on_worker, runs[on_worker])
+    for part, expected in ended_on_worker.items():
+        found = ended_by_triggerer[part]
+        if isinstance(expected, list):
+            only_triggerer = [item for item in found if item not in expected]
+            only_worker = [item for item in expected if item not in found]
+            difference = (
+                f"only where the triggerer ended it: {only_triggerer}; only on a worker: {only_worker}"  # noqa: E501
+            )
+        else:
+            difference = f"{found!r} where the triggerer ended it, {expected!r} on a worker"
+        assert found == expected, f"{case}: the runs' {part} differ: {difference}"
+    assert worker_starts(airflow, by_triggerer, runs[by_triggerer], task_id) == starts, task_logs_of(
+        airflow.home, by_triggerer, runs[by_triggerer]
+    )
+
+
+@pytest.mark.parametrize("case", list(STARTS))
+def test_the_same_result_whichever_process_ends_the_task(
+    airflow: tuple[Deployment, dict[str, str]], case: str
+) -> None:
+    compare(*airflow, case, *STARTS[case])
+
+
+def test_with_a_listener_the_generation_ends_on_a_worker_and_the_listener_hears_of_it(
+    listening_airflow: tuple[Deployment, dict[str, str]],
+) -> None:
+    compare(*listening_airflow, "plain", *LISTENED["plain"])
+    deployed, _ = listening_airflow
+    assert {"task_id": "generate", "map_index": -1} in records(deployed, "listener", "plain_triggerer")
