@@ -303,6 +303,22 @@ def test_a_sensor_waiting_on_an_upstream_output_defers_from_a_worker() -> None:
     assert waiting.start_from_trigger is False
 
 
+@pytest.mark.parametrize("start_from_trigger", [True, False])
+def test_a_dag_with_a_mapped_sensor_serializes(start_from_trigger: bool) -> None:
+    # partial() reads the sensor class's start_trigger_args: None there, as BaseOperator's.
+    try:
+        from airflow.serialization.serialized_objects import DagSerialization as dags
+    except ImportError:  # Airflow 3.1
+        from airflow.serialization.serialized_objects import SerializedDAG as dags
+
+    with DAG("mapped_sensor", schedule=None) as dag:
+        KlingStatusSensor.partial(
+            task_id="each", deferrable=True, start_from_trigger=start_from_trigger
+        ).expand(kling_task_id=["kling-1", "kling-2"])
+    [serialized] = dags.to_dict(dag)["dag"]["tasks"]
+    assert "start_trigger_args" not in serialized["__var"]
+
+
 @pytest.mark.parametrize("mode", ["poke", "reschedule"])
 def test_a_sensor_that_is_not_deferrable_starts_on_a_worker(mode: str) -> None:
     assert sensor(deferrable=False, mode=mode).start_from_trigger is False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.triggers.kling import KlingStatusTrigger
+
+
+class _MadeWhenAsked:
+    """An attribute each instance computes when it is read; read on the class (as ``partial()``
+    reads a mapped sensor's defaults), it is None, as BaseOperator's own default."""
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        self.make = make
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        return None if instance is None else self.make(instance)
 
 
 class KlingStatusSensor(BaseSensorOperator):
@@ -109,10 +120,10 @@ class KlingStatusSensor(BaseSensorOperator):
             )
         self.start_from_trigger = True
 
-    @property
-    def start_trigger_args(self) -> StartTriggerArgs | None:  # type: ignore[override]
-        """The trigger the scheduler starts the sensor with, made when the DAG is serialized, once it
-        is whole: whether the task may end in the triggerer depends on its downstream tasks too."""
+    def _start_trigger_args(self) -> StartTriggerArgs | None:
+        """The trigger the scheduler starts the sensor with. Made when asked, which Airflow does as it
+        serializes the DAG, once the DAG is whole: whether the task may end in the triggerer depends
+        on its downstream tasks too."""
         if not self.start_from_trigger:
             return None
         from airflow.triggers.base import StartTriggerArgs
@@ -127,6 +138,8 @@ class KlingStatusSensor(BaseSensorOperator):
             next_kwargs=None,
             timeout=timedelta(seconds=self.timeout),
         )
+
+    start_trigger_args = _MadeWhenAsked(_start_trigger_args)
 
     @cached_property
     def hook(self) -> KlingHook:
