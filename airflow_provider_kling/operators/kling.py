@@ -34,7 +34,7 @@ from airflow_provider_kling.core.request import (
     PROMPT_DIRECTORY_DISCOUNT,
     GenerationRequest,
 )
-from airflow_provider_kling.core.responses import JobState, job_state
+from airflow_provider_kling.core.responses import JobState, SubmitResult, job_state
 from airflow_provider_kling.core.run_credits import LedgerEntry, claim
 from airflow_provider_kling.core.submission import Submission
 from airflow_provider_kling.core.waiting import (
@@ -102,6 +102,19 @@ def _round(context: Context) -> int:
     """Which run of the task instance this is: Airflow sets ``max_tries = try_number + retries`` on
     every clear, so it changes when the task is cleared and stays the same across its retries."""
     return int(context["ti"].max_tries)
+
+
+def _check_settings(run_credit_limit: Any, on_unconfirmed_submit: Any, poll_interval: Any) -> None:
+    """Refuse, when the DAG is parsed, settings that are not templated and can never work."""
+    if run_credit_limit is not None and (
+        isinstance(run_credit_limit, bool) or not isinstance(run_credit_limit, int) or run_credit_limit < 0
+    ):
+        raise ValueError(
+            f"run_credit_limit must be a whole number of credits or None, got {run_credit_limit!r}"
+        )
+    if on_unconfirmed_submit not in ("fail", "resubmit"):
+        raise ValueError(f"on_unconfirmed_submit must be 'fail' or 'resubmit', got {on_unconfirmed_submit!r}")
+    check_poll_interval(poll_interval)
 
 
 def _prompt_sharing(request: GenerationRequest) -> str:
@@ -214,19 +227,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if run_credit_limit is not None and (
-            isinstance(run_credit_limit, bool)
-            or not isinstance(run_credit_limit, int)
-            or run_credit_limit < 0
-        ):
-            raise ValueError(
-                f"run_credit_limit must be a whole number of credits or None, got {run_credit_limit!r}"
-            )
-        if on_unconfirmed_submit not in ("fail", "resubmit"):
-            raise ValueError(
-                f"on_unconfirmed_submit must be 'fail' or 'resubmit', got {on_unconfirmed_submit!r}"
-            )
-        check_poll_interval(poll_interval)
+        _check_settings(run_credit_limit, on_unconfirmed_submit, poll_interval)
         self.prompt = prompt
         self.generation_mode = generation_mode
         self.image_urls = image_urls
@@ -302,7 +303,6 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         # Read the connection before marking the request as sent: an unusable one (no key, a bad
         # extra) fails here, leaving no mark that would make a retry fear a paid job.
         _ = self.hook.base_url
-        store = self._store
         previous = self._stored()
         self._check_unconfirmed(previous, request, context)
         paid = self._paid_so_far(previous, context)
@@ -313,25 +313,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             self.run_credit_limit,
             deadline=time.time() + self._time_left(),
         )
-        if store is not None:  # marked as sent: a retry that finds only this mark fears a paid job
+        if self._store is not None:  # marked as sent: a retry that finds only this mark fears a paid job
             sent = Submission(fingerprint=request.fingerprint(), round=_round(context), paid_before=paid)
-            store.set(self.external_id_key, sent.to_json())
-        self.log.info(
-            "Submitting Kling %s, %s s%s (estimated %d credits). %s",
-            request.generation_mode.value,
-            request.duration,
-            " with sound" if request.sound else "",
-            request.estimated_credits,
-            _prompt_sharing(request),
-        )
-        try:
-            submitted = self.hook.submit(request)
-        except Exception as error:
-            if created_no_job(error):  # nothing was created: a retry may send it again
-                if store is not None:  # first: a mark left behind would make a retry fear a paid job
-                    self._restore(store, previous)
-                self._ledger.write(LedgerEntry(paid))
-            raise
+            self._store.set(self.external_id_key, sent.to_json())
+        submitted = self._send(request, previous, paid)
         # submitted_at after any retries: the job's age counts from its answer.
         submission = Submission.accepted(
             request.fingerprint(), _round(context), submitted, time.time(), paid_before=paid
@@ -347,6 +332,26 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         tags = metrics.task_tags(self.kling_conn_id, context["ti"])
         metrics.submitted(tags, submitted.credits_used, submitted.credits_remaining)
         return submission.to_json()
+
+    def _send(self, request: GenerationRequest, previous: Submission | None, paid: int) -> SubmitResult:
+        """Submit ``request``; when that provably created no job, take back the sent mark and the
+        run ledger's reservation, so a retry may send it again."""
+        self.log.info(
+            "Submitting Kling %s, %s s%s (estimated %d credits). %s",
+            request.generation_mode.value,
+            request.duration,
+            " with sound" if request.sound else "",
+            request.estimated_credits,
+            _prompt_sharing(request),
+        )
+        try:
+            return self.hook.submit(request)
+        except Exception as error:
+            if created_no_job(error):
+                if self._store is not None:  # first: a mark left behind would make a retry fear a paid job
+                    self._restore(self._store, previous)
+                self._ledger.write(LedgerEntry(paid))
+            raise
 
     def _stored(self) -> Submission | None:
         """The record task_state_store keeps of this task instance's submission, if any."""

@@ -216,6 +216,23 @@ def generations(
     """The newest generation task instances of ``dag_ids``, of runs between ``since`` and ``until``."""
     if not dag_ids:
         return []
+    rows = session.execute(_generations_query(dag_ids, since, until, limit)).all()
+    runs = {(ti.dag_id, ti.run_id) for ti, _ in rows}
+    results = _xcoms(session, runs, RESULT_KEY, KEEPERS)
+    kept_copies = _kept_copies(results)
+    rendered = _rendered_fields(session, dag_ids, {run_id for _, run_id in runs})
+    shown = []
+    for ti, run_after in rows:
+        key = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+        result = results.get(key)
+        result = result if isinstance(result, dict) else {}
+        fields = rendered.get(key) or {}
+        kept = kept_copies.get((ti.dag_id, ti.run_id, result.get("task_id")))
+        shown.append(_generation(ti, run_after, result, fields, kept))
+    return shown
+
+
+def _generations_query(dag_ids: set[str], since: date | None, until: date | None, limit: int) -> Any:
     query = (
         select(TaskInstance, DagRun.run_after)
         .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
@@ -234,48 +251,58 @@ def generations(
         query = query.where(
             DagRun.run_after < datetime.combine(until + timedelta(days=1), time(), timezone.utc)
         )
-    rows = session.execute(query).all()
-    runs = {(ti.dag_id, ti.run_id) for ti, _ in rows}
-    results = _xcoms(session, runs, RESULT_KEY, KEEPERS)
-    kept_copies = {
+    return query
+
+
+def _kept_copies(
+    results: dict[tuple[str, str, str, int], Any],
+) -> dict[tuple[str, str, Any], tuple[str, int, str]]:
+    """Where a keeper task kept each vendor job's video: (its task_id, map index, path), by the
+    (dag_id, run_id, vendor task_id) of the job."""
+    return {
         (dag_id, run_id, result["task_id"]): (task_id, map_index, path)
         for (dag_id, run_id, task_id, map_index), result in results.items()
         if isinstance(result, dict) and (path := _text(result.get("path"))) and _text(result.get("task_id"))
     }
-    rendered = {
+
+
+def _rendered_fields(session: Session, dag_ids: set[str], run_ids: set[str]) -> dict[Any, Any]:
+    """The rendered template fields of the runs' task instances, by (dag_id, run_id, task_id, map_index)."""
+    return {
         (row.dag_id, row.run_id, row.task_id, row.map_index): row.rendered_fields
         for row in session.scalars(
             select(RenderedTaskInstanceFields).where(
                 RenderedTaskInstanceFields.dag_id.in_(dag_ids),
-                RenderedTaskInstanceFields.run_id.in_({run_id for _, run_id in runs}),
+                RenderedTaskInstanceFields.run_id.in_(run_ids),
             )
         )
     }
-    shown = []
-    for ti, run_after in rows:
-        key = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
-        result = results.get(key)
-        result = result if isinstance(result, dict) else {}
-        fields = rendered.get(key) or {}
-        shown.append(
-            Generation(
-                dag_id=ti.dag_id,
-                run_id=ti.run_id,
-                task_id=ti.task_id,
-                map_index=ti.map_index,
-                state=ti.state,
-                run_after=run_after,
-                prompt=_text(fields.get("prompt")),
-                mode=_text(fields.get("generation_mode"))
-                or ("image_to_video" if fields.get("image_urls") else "text_to_video"),
-                duration=result.get("duration", fields.get("duration")),
-                sound=result.get("has_audio"),
-                credits=result.get("credits_used"),
-                video_url=_text(result.get("video_url")),
-                kept=kept_copies.get((ti.dag_id, ti.run_id, result.get("task_id"))),
-            )
-        )
-    return shown
+
+
+def _generation(
+    ti: TaskInstance,
+    run_after: datetime,
+    result: dict[str, Any],
+    fields: dict[str, Any],
+    kept: tuple[str, int, str] | None,
+) -> Generation:
+    """One card's facts: the request from the rendered fields, the outcome from the result."""
+    return Generation(
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        map_index=ti.map_index,
+        state=ti.state,
+        run_after=run_after,
+        prompt=_text(fields.get("prompt")),
+        mode=_text(fields.get("generation_mode"))
+        or ("image_to_video" if fields.get("image_urls") else "text_to_video"),
+        duration=result.get("duration", fields.get("duration")),
+        sound=result.get("has_audio"),
+        credits=result.get("credits_used"),
+        video_url=_text(result.get("video_url")),
+        kept=kept,
+    )
 
 
 def _text(value: Any) -> str | None:
