@@ -34,7 +34,7 @@ from typing import Any
 import requests
 from deployment import production_airflow, wait_until
 from emulator_process import EmulatorProcess
-from figures import percentile
+from figures import percentile, publish
 
 from airflow_provider_kling.core.api import SUBMIT_PATH, auth_headers
 
@@ -209,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=30, help="seconds before 'after settling' counts")
     parser.add_argument("--json", help="also write the figures to this file")
     arguments = parser.parse_args(argv)
-    report = benchmark(arguments)
-    print_report(report)
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(report, indent=2))
-    return 0
+    return publish(benchmark(arguments), print_report, arguments.json)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -79,7 +78,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -712,20 +710,17 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.helper:
         return helper(arguments)
 
-    started = time.monotonic()
-    load = os.getloadavg()[0]
+    from figures import command, machine, publish
+
+    started, about = time.monotonic(), machine()  # the load average at the start
     with tempfile.TemporaryDirectory(prefix="kling-real-triggerer-") as folder:
         home = arguments.keep or Path(folder)
         home.mkdir(parents=True, exist_ok=True)
         real = measure(arguments, home)
         beside = None if arguments.no_density else density(arguments.waits, arguments.density_interval, home)
     report: dict[str, Any] = {
-        "machine": (
-            f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}, "
-            f"Airflow {version('apache-airflow')}, Task SDK {version('apache-airflow-task-sdk')}, "
-            f"aiohttp {version('aiohttp')}, load average {load:.2f} at the start"
-        ),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": about,
+        "command": command(),
         "real": real,
         "benchmark_1": beside,
         "targets": {"rss_bytes_per_wait": RSS_TARGET_BYTES, "lag_p99_ms": LAG_P99_TARGET_MS},
@@ -737,10 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "benchmark_seconds": time.monotonic() - started,
     }
-    print_report(report)
-    if arguments.json:
-        arguments.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return publish(report, print_report, arguments.json)
 
 
 if __name__ == "__main__":

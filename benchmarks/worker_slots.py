@@ -46,23 +46,18 @@ api-server and SQLite for CPU: per-generation seconds are this machine's, not a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import requests
-from deployment import airflow_env, answers, free_port, stop, wait_until
+from deployment import Deployment, airflow_env, answers, free_port, wait_until
 from emulator_process import EmulatorProcess
+from figures import command, machine, publish
 
 from airflow_provider_kling.core.api import SUBMIT_PATH, auth_headers
 from airflow_provider_kling.core.request import GenerationRequest
@@ -160,27 +155,22 @@ def busy_spells(samples: list[Sample], ids: set[str]) -> dict[str, list[list[flo
     return spells
 
 
-@dataclass
-class Airflow:
-    home: Path
-    api_url: str
-    process: subprocess.Popen[bytes]
+class Airflow(Deployment):
+    """``airflow standalone`` on the harness's deployment, and what the benchmark asks of it."""
 
     @property
     def log(self) -> Path:
         return self.home / "standalone.log"
 
-    def query(self, sql: str, *parameters: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=10) as db:
-            return db.execute(sql, parameters).fetchall()
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.processes["standalone"]
 
     def run(self, sampler: SlotSampler, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Trigger a run (with ``conf``), wait for it to end and for the workers to go idle; its run_id."""
         # With simple_auth_manager_all_admins the API needs no token.
-        answer = requests.post(
-            f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns",
-            json={"logical_date": None, "conf": conf or {}},
-            timeout=30,
+        answer = self.api(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
         )
         answer.raise_for_status()
         run_id = str(answer.json()["dag_run_id"])
@@ -267,9 +257,7 @@ class Airflow:
 
 
 def start_airflow(home: Path, emulator_url: str, arguments: argparse.Namespace) -> Airflow:
-    api_port = free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
-    env = airflow_env(home, DAGS, api_port, emulator_url, API_KEY) | {
+    env = airflow_env(home, DAGS, free_port(), emulator_url, API_KEY) | {
         "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in benchmarks/dags
         "AIRFLOW__CORE__PARALLELISM": str(arguments.slots),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -278,14 +266,9 @@ def start_airflow(home: Path, emulator_url: str, arguments: argparse.Namespace) 
     }
     if arguments.min_heartbeat_interval is not None:
         env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = str(arguments.min_heartbeat_interval)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "airflow", "standalone"],
-        env=env,
-        stdout=(home / "standalone.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return Airflow(home, api_url, process)
+    airflow = Airflow(home, env)
+    airflow.start_airflow("standalone", "standalone")
+    return airflow
 
 
 def submit_jobs(emulator: EmulatorProcess, count: int) -> list[str]:
@@ -351,7 +334,7 @@ def benchmark(arguments: argparse.Namespace) -> dict[str, Any]:
             if sampler is not None:
                 sampler.stopping.set()
             if airflow is not None:
-                stop(airflow.process)
+                airflow.stop()
             emulator.stop()
     measured = sum(seconds * len(busy) for _, seconds, busy in samples)
     attributed = sum(figures["worker_slot_seconds"] for figures in (warm_up, *modes.values()))
@@ -438,15 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     report = benchmark(arguments)
     report["benchmark_seconds"] = time.monotonic() - started
-    report["machine"] = (
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, Airflow {version('apache-airflow')}, "
-        f"Task SDK {version('apache-airflow-task-sdk')}"
-    )
-    report["command"] = " ".join([Path(sys.executable).name, *sys.argv])
-    print_report(report)
-    if arguments.json:
-        arguments.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    report["machine"], report["command"] = machine(), command()
+    return publish(report, print_report, arguments.json)
 
 
 if __name__ == "__main__":
