@@ -33,13 +33,13 @@ class WorkerEndStep:
     :param source: where Airflow does it (a function of the task runner).
     :param done_by_trigger: how the trigger does the same, or None: then a task that ``needs`` it
         goes back to a worker.
-    :param needs: whether a task, mapped or not, needs it.
+    :param needs: for a step the trigger does not do, whether a task (mapped or not) needs it.
     """
 
     what: str
     source: str
     done_by_trigger: str | None
-    needs: Callable[[Any, bool], bool]
+    needs: Callable[[Any, bool], bool] | None = None
 
 
 def _has_post_execute(task: Any, mapped: bool) -> bool:
@@ -107,13 +107,11 @@ WORKER_END = (
         "an XCom per key of the result (multiple_outputs)",
         "_push_xcom_if_needed",
         "pushed through the Task SDK's XCom, each key before return_value",
-        lambda task, mapped: bool(task.multiple_outputs),
     ),
     WorkerEndStep(
         "the return_value XCom",
         "_push_xcom_if_needed",
         "pushed through the Task SDK's XCom (and any XCom backend), as the worker pushes it",
-        lambda task, mapped: bool(task.do_xcom_push),
     ),
     WorkerEndStep(
         "asset events for the task's outlets",
@@ -130,8 +128,7 @@ WORKER_END = (
     WorkerEndStep(
         "an XCom per operator extra link (the Kling video link)",
         "finalize",
-        "among the task-end event's XComs",
-        lambda task, mapped: bool(task.operator_extra_links),
+        "pushed straight to Airflow's database (XCom._set_xcom_in_db), as the worker pushes it",
     ),
     WorkerEndStep(
         "the rendered template fields written again (overwrite_rtif_after_execution)",
@@ -162,7 +159,7 @@ def left_for_worker(task: Any, mapped: bool) -> list[str]:
     :param task: the operator or sensor, as the worker or the DAG parser has it.
     :param mapped: whether this task instance is one of a mapped task's.
     """
-    return [step.what for step in WORKER_END if step.done_by_trigger is None and step.needs(task, mapped)]
+    return [step.what for step in WORKER_END if step.needs is not None and step.needs(task, mapped)]
 
 
 def trigger_ending(task: Any, ti: Any, log: Any = None) -> dict[str, Any]:
