@@ -71,10 +71,26 @@ def wait_until(
     raise TimeoutError(f"Gave up waiting for {what} after {seconds} s{ended}.{said}")
 
 
+BENCHMARKS = Path(__file__).resolve().parent
+#: What Airflow connects to its metadata database with (``[database] sql_alchemy_connect_args``
+#: names this, read in each component): on SQLite, a write waits up to a minute for another's lock
+#: instead of SQLite's 5 s, past which a busy machine's api-server answered 500 ("database is
+#: locked") to a task's start or a triggered run. Nothing on PostgreSQL.
+SQLITE_CONNECT_ARGS = (
+    {"timeout": 60.0}
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite")
+    else {}
+)
+
+
 def airflow_env(home: Path, dags: Path, api_port: int, kling_url: str, api_key: str) -> dict[str, str]:
     """The environment of a throwaway Airflow on loopback, with kling_default pointing at ``kling_url``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     return env | {
+        # This folder's modules (SQLITE_CONNECT_ARGS) importable in every component.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCHMARKS), os.environ.get("PYTHONPATH")])),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "deployment.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "deployment.SQLITE_CONNECT_ARGS",
         # Airflow starts its components as `airflow ...` commands: find this environment's first.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),

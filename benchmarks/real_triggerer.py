@@ -387,7 +387,6 @@ def measure(arguments: argparse.Namespace, home: Path) -> dict[str, Any]:
             "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": str(arguments.select_per_loop),
             "KLING_BENCH_WAITS": str(waits),
             "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in benchmarks/
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCHMARKS), os.environ.get("PYTHONPATH")])),
         }
         airflow = Deployment(home, env)
         setup_started = time.monotonic()

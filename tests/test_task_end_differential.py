@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,8 @@ def run_all(airflow: Deployment, cases: dict[str, Any]) -> dict[str, str]:
         "the dag-processor to register the cases",
         airflow.home / "dag-processor.log",
     )
-    token, runs = airflow.token("admin", ADMIN_PASSWORD), {}
-    for dag_id in dag_ids:
-        answer = airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", token, json={"logical_date": None})
-        assert answer.status_code == 200, answer.text
-        runs[dag_id] = answer.json()["dag_run_id"]
+    token = airflow.token("admin", ADMIN_PASSWORD)
+    runs = {dag_id: trigger_once(airflow, token, dag_id) for dag_id in dag_ids}
 
     def all_ended() -> bool:
         states = [run_state(airflow, dag_id, run_id) for dag_id, run_id in runs.items()]
@@ -101,6 +99,20 @@ def run_all(airflow: Deployment, cases: dict[str, Any]) -> dict[str, str]:
 
     wait_until(all_ended, 420, "every run to end", airflow.home / "scheduler.log")
     return runs
+
+
+def trigger_once(airflow: Deployment, token: str, dag_id: str) -> str:
+    """Trigger one run of ``dag_id``; its run_id. SQLite, written by every component at once, can
+    refuse the api-server's write on a busy machine ("database is locked", a 500): then the run is
+    looked for, and triggered again only if it does not exist."""
+    for _ in range(5):
+        answer = airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", token, json={"logical_date": None})
+        if answer.status_code == 200:
+            return str(answer.json()["dag_run_id"])
+        if existing := airflow.query("SELECT run_id FROM dag_run WHERE dag_id = ?", dag_id):
+            return str(existing[0][0])
+        time.sleep(1)
+    raise AssertionError(f"Could not trigger {dag_id}: HTTP {answer.status_code}: {answer.text}")
 
 
 def run_state(airflow: Deployment, dag_id: str, run_id: str) -> str | None:
