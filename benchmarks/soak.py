@@ -115,7 +115,9 @@ async def soak(generations: int, emulator: KlingEmulator, concurrency: int) -> S
     return report
 
 
-def run_soak(generations: int, concurrency: int = 200, seed: int = 2026) -> SoakReport:
+def run_soak(
+    generations: int, concurrency: int = 200, seed: int = 2026, account_rate_limit: float = ACCOUNT_RATE_LIMIT
+) -> SoakReport:
     """Start a faulty emulator, point kling_default at it, and run the generations."""
     config = EmulatorConfig(
         speed=60,
@@ -126,7 +128,7 @@ def run_soak(generations: int, concurrency: int = 200, seed: int = 2026) -> Soak
         submit_faults=SUBMIT_FAULTS,
         slow_seconds=0.5,
         retry_after=0.2,
-        rate_limit=ACCOUNT_RATE_LIMIT,
+        rate_limit=account_rate_limit,
     )
     with KlingEmulator(config) as emulator:
         os.environ["AIRFLOW_CONN_KLING_DEFAULT"] = json.dumps(
