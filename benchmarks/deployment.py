@@ -83,8 +83,14 @@ SQLITE_CONNECT_ARGS = (
 )
 
 
-def airflow_env(home: Path, dags: Path, api_port: int, kling_url: str, api_key: str) -> dict[str, str]:
-    """The environment of a throwaway Airflow on loopback, with kling_default pointing at ``kling_url``."""
+def connection_env(kling_url: str, api_key: str, conn_id: str = "kling_default") -> dict[str, str]:
+    """The environment variable that defines ``conn_id``: Kling at ``kling_url`` with ``api_key``."""
+    connection = {"conn_type": "kling", "host": kling_url, "password": api_key}
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
+
+
+def airflow_env(home: Path, dags: Path, api_port: int) -> dict[str, str]:
+    """The environment of a throwaway Airflow on loopback (its connections: ``connection_env``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     return env | {
         # This folder's modules (SQLITE_CONNECT_ARGS) importable in every component.
@@ -105,9 +111,6 @@ def airflow_env(home: Path, dags: Path, api_port: int, kling_url: str, api_key: 
         # Log servers on free ports too: two deployments at once must not share one.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
-            {"conn_type": "kling", "host": kling_url, "password": api_key}
-        ),
     }
 
 
@@ -335,15 +338,19 @@ def production_airflow(
     A killed worker's task or triggerer's waits are noticed within 20 s and 10 s."""
     database = Postgres()
     broker = Redis(home / "redis")
-    env = airflow_env(home, dags, free_port(), kling_url, api_key) | {
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database.url(),
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CELERY__BROKER_URL": broker.url,
-        "AIRFLOW__CELERY__RESULT_BACKEND": database.url("db+postgresql+psycopg2"),
-        "AIRFLOW__CORE__PARALLELISM": "16",
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
-        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
-    }
+    env = (
+        airflow_env(home, dags, free_port())
+        | connection_env(kling_url, api_key)
+        | {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database.url(),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": broker.url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": database.url("db+postgresql+psycopg2"),
+            "AIRFLOW__CORE__PARALLELISM": "16",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+        }
+    )
     airflow = Deployment(home, env | settings)
     try:
         airflow.cli("db", "migrate")

@@ -363,7 +363,16 @@ def percentile_or_none(values: list[float], share: float) -> float | None:
 
 
 def measure(arguments: argparse.Namespace, home: Path) -> dict[str, Any]:
-    from deployment import Deployment, Postgres, airflow_env, free_port, session_pids, stop, wait_until
+    from deployment import (
+        Deployment,
+        Postgres,
+        airflow_env,
+        connection_env,
+        free_port,
+        session_pids,
+        stop,
+        wait_until,
+    )
     from emulator_process import EmulatorProcess
 
     waits, speed = arguments.waits, arguments.speed
@@ -381,13 +390,17 @@ def measure(arguments: argparse.Namespace, home: Path) -> dict[str, Any]:
     probe_folder.mkdir()
     try:
         database = Postgres()
-        env = airflow_env(home, DAGS, free_port(), emulator.url, API_KEY) | {
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database.url(),
-            "AIRFLOW__TRIGGERER__CAPACITY": str(waits + 1),  # and the probe
-            "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": str(arguments.select_per_loop),
-            "KLING_BENCH_WAITS": str(waits),
-            "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in benchmarks/
-        }
+        env = (
+            airflow_env(home, DAGS, free_port())
+            | connection_env(emulator.url, API_KEY)
+            | {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database.url(),
+                "AIRFLOW__TRIGGERER__CAPACITY": str(waits + 1),  # and the probe
+                "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": str(arguments.select_per_loop),
+                "KLING_BENCH_WAITS": str(waits),
+                "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in benchmarks/
+            }
+        )
         airflow = Deployment(home, env)
         setup_started = time.monotonic()
         airflow.cli("db", "migrate")

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from deployment import Deployment, airflow_env, answers, free_port, wait_until
+from deployment import Deployment, airflow_env, answers, connection_env, free_port, wait_until
 from emulator_process import EmulatorProcess
 from figures import command, machine, publish
 
@@ -257,13 +257,17 @@ class Airflow(Deployment):
 
 
 def start_airflow(home: Path, emulator_url: str, arguments: argparse.Namespace) -> Airflow:
-    env = airflow_env(home, DAGS, free_port(), emulator_url, API_KEY) | {
-        "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in benchmarks/dags
-        "AIRFLOW__CORE__PARALLELISM": str(arguments.slots),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "KLING_BENCH_GENERATIONS": str(arguments.generations),
-        "KLING_BENCH_SLOTS": str(arguments.slots),
-    }
+    env = (
+        airflow_env(home, DAGS, free_port())
+        | connection_env(emulator_url, API_KEY)
+        | {
+            "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in benchmarks/dags
+            "AIRFLOW__CORE__PARALLELISM": str(arguments.slots),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "KLING_BENCH_GENERATIONS": str(arguments.generations),
+            "KLING_BENCH_SLOTS": str(arguments.slots),
+        }
+    )
     if arguments.min_heartbeat_interval is not None:
         env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = str(arguments.min_heartbeat_interval)
     airflow = Airflow(home, env)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,23 +18,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from hook_setup import connect  # noqa: E402
 from hostile_servers import Answer, ScriptedServer  # noqa: E402
+from standalone import Standalone, StatsdListener, bundle_config, started  # noqa: E402
 
 EXAMPLE_DAGS = REPO / "example_dags"
 TEST_DAGS = REPO / "tests" / "dags"
-LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 # Never touch the developer's own Airflow: every test session gets its own home and SQLite database.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="kling-tests-airflow-home-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
-    [
-        {
-            "name": name,
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(path)},
-        }
-        for name, path in (("kling_examples", EXAMPLE_DAGS), ("kling_test_cases", TEST_DAGS))
-    ]
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = bundle_config(
+    {"kling_examples": EXAMPLE_DAGS, "kling_test_cases": TEST_DAGS}
 )
 
 pytest_plugins = ["airflow_provider_kling.emulator.pytest_plugin"]
@@ -57,10 +49,40 @@ LONGEST_FILES_FIRST = (
 )
 
 
+#: The files whose tests use the real Airflow they share (``standalone_airflow``): one test process
+#: runs them all, so that it starts once.
+SHARED_AIRFLOW_FILES = ("test_end_to_end.py", "test_task_end_differential.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the files longest first (run with xdist's ``--no-loadscope-reorder``)."""
+    """Order the files longest first (xdist keeps the order with ``--no-loadscope-reorder``), and
+    refuse a test on the shared Airflow in a file not listed with those that share it."""
     rank = {name: place for place, name in enumerate(LONGEST_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    for item in items:
+        if (
+            "standalone_airflow" in getattr(item, "fixturenames", ())
+            and item.path.name not in SHARED_AIRFLOW_FILES
+        ):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses standalone_airflow: add its file to SHARED_AIRFLOW_FILES"
+            )
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadfile``: each file whole in one test process, and the files on the shared
+    Airflow together in one. (xdist's own ``loadgroup`` cannot do it on pytest 9.2: it renames test
+    ids through an attribute pytest no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "standalone_airflow" if Path(path).name in SHARED_AIRFLOW_FILES else path
+
+    return FilesTogether(config, log)
 
 
 @pytest.fixture
@@ -83,6 +105,23 @@ def serve() -> Iterator[Callable[..., ScriptedServer]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def statsd() -> Iterator[StatsdListener]:
+    """A StatsD server on loopback: what the shared Airflow's components send it."""
+    listener = StatsdListener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="session")
+def standalone_airflow(
+    statsd: StatsdListener, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Standalone]:
+    """The real Airflow the end-to-end tests share (tests/standalone.py), started once a test process."""
+    with started(tmp_path_factory.mktemp("standalone-airflow"), statsd.port) as airflow:
+        yield airflow
 
 
 @pytest.fixture(scope="session")

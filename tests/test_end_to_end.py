@@ -13,132 +13,45 @@ from __future__ import annotations
 import html
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import EXAMPLE_DAGS
 from dag_runs import task_logs_of
-from deployment import Deployment, airflow_env, answers, free_port, wait_until
+from deployment import wait_until
 from emulator_process import EmulatorProcess
+from standalone import API_KEYS, Standalone, StatsdListener
 
 DAG_ID = "kling_text_to_video"
-#: A key no other part of the setup could produce, so finding it anywhere means it leaked.
-API_KEY = f"e2e-secret-{uuid.uuid4().hex}"
+#: The examples' connection is kling_default; its key, found anywhere, has leaked.
+API_KEY = API_KEYS["kling_default"]
 TASK_ID = "generate_clip"
-#: The deployment's users (simple auth manager roles). The outsider may not see kling_review
-#: (tests/restricted_auth_manager.py); the reviewer answers its reviews.
-USERS = {"admin": "admin", "reviewer": "user", "outsider": "viewer"}
-PASSWORDS = {user: f"{user}-{uuid.uuid4().hex[:12]}" for user in USERS}
-TESTS = Path(__file__).resolve().parent
-
-
-class LocalAirflow(Deployment):
-    """Airflow on SQLite and the LocalExecutor, its components started one by one."""
-
-    COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-
-    @property
-    def scheduler_log(self) -> Path:
-        return self.home / "scheduler.log"
-
-
-def wait_for(condition: Any, seconds: float, what: str, airflow: LocalAirflow) -> None:
-    wait_until(condition, seconds, what, airflow.scheduler_log, airflow.processes["scheduler"])
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorProcess]:
-    # The vendor's 60-90 s jobs run 10x faster: 6-9 s, long enough to watch the task wait deferred.
-    with EmulatorProcess("--speed", "10", "--seed", "7", "--api-key", API_KEY) as running:
-        yield running
-
-
-class StatsdListener:
-    """A UDP socket on loopback that keeps every StatsD line Airflow sends it."""
-
-    def __init__(self) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                datagram = self.socket.recv(65536)
-            except OSError:  # closed
-                return
-            self.lines.extend(datagram.decode().splitlines())
-
-    def kling(self) -> dict[str, str]:
-        """The provider's metrics by name with tags (``name,tag=value,...``): their last value."""
-        return dict(line.rsplit(":", 1) for line in list(self.lines) if line.startswith("airflow.kling."))
-
-    def close(self) -> None:
-        self.socket.close()
+def airflow(standalone_airflow: Standalone) -> Standalone:
+    """The Airflow the end-to-end tests share (tests/standalone.py)."""
+    return standalone_airflow
 
 
 @pytest.fixture(scope="module")
-def statsd() -> Iterator[StatsdListener]:
-    listener = StatsdListener()
-    yield listener
-    listener.close()
+def emulator(standalone_airflow: Standalone) -> EmulatorProcess:
+    """The emulator behind the examples' kling_default: this file's alone."""
+    return standalone_airflow.emulators["kling_default"]
 
 
 @pytest.fixture(scope="module")
-def airflow(
-    emulator: EmulatorProcess, statsd: StatsdListener, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalAirflow]:
-    home = tmp_path_factory.mktemp("airflow-home")
-    api_port = free_port()
-    env = airflow_env(home, EXAMPLE_DAGS, api_port, emulator.url, API_KEY)
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps(PASSWORDS))
-    env |= {
-        # Where the gallery may read kept videos from: the review run keeps its video under it.
-        "AIRFLOW__KLING__GALLERY_VIDEO_ROOTS": str(tmp_path_factory.mktemp("kept-videos")),
-        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-        # Users who log in, one of them kept from a DAG: what the gallery's access tests need.
-        "AIRFLOW__CORE__AUTH_MANAGER": "restricted_auth_manager.RestrictedAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{role}" for u, role in USERS.items()),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "PYTHONPATH": os.pathsep.join([str(TESTS), env["PYTHONPATH"]]),
-        # Airflow's StatsD metrics, with tags in InfluxDB's line form so the test can read them.
-        "AIRFLOW__METRICS__STATSD_ON": "True",
-        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
-        "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
-    }
-    running = LocalAirflow(home, env)
-    try:
-        running.cli("db", "migrate")
-        for component in LocalAirflow.COMPONENTS:
-            running.start_airflow(component, component)
-        wait_for(lambda: answers(f"{running.api_url}/api/v2/monitor/health"), 180, "the api-server", running)
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def finished_run(airflow: LocalAirflow, emulator: EmulatorProcess) -> dict[str, Any]:
+def finished_run(airflow: Standalone, emulator: EmulatorProcess) -> dict[str, Any]:
     """Trigger the example once and watch its generate task's state until the run ends."""
-    wait_for(
+    airflow.wait_for(
         lambda: airflow.query("SELECT 1 FROM dag WHERE dag_id = ?", DAG_ID),
         180,
         f"the dag-processor to register {DAG_ID}",
-        airflow,
     )
     airflow.cli("dags", "unpause", DAG_ID)  # only this one: the other examples stay paused
     run_id = f"e2e_{int(time.time())}"
@@ -157,11 +70,11 @@ def finished_run(airflow: LocalAirflow, emulator: EmulatorProcess) -> dict[str, 
         observed_states.append((time.time(), task_rows[0][0] if task_rows else None))
         return rows[0][0] if rows else None
 
-    wait_for(lambda: run_state() in ("success", "failed"), 240, f"the {DAG_ID} run to end", airflow)
+    airflow.wait_for(lambda: run_state() in ("success", "failed"), 240, f"the {DAG_ID} run to end")
     return {"run_id": run_id, "state": run_state(), "observed_states": observed_states}
 
 
-def test_example_dag_run_succeeds(finished_run: dict[str, Any], airflow: LocalAirflow) -> None:
+def test_example_dag_run_succeeds(finished_run: dict[str, Any], airflow: Standalone) -> None:
     assert finished_run["state"] == "success", task_logs_of(airflow.home, DAG_ID, finished_run["run_id"])
 
 
@@ -179,8 +92,11 @@ def test_statsd_receives_the_generations_credits_polls_and_times(
         f"airflow.kling.generation.duration,{tags}",
         f"airflow.kling.generation.detection_lag,{tags}",
     ]
-    wait_until(lambda: set(expected) <= statsd.kling().keys(), 30, f"StatsD lines {expected}")
-    received = statsd.kling()
+    try:
+        wait_until(lambda: set(expected) <= statsd.kling().keys(), 30, "the StatsD lines")
+    finally:
+        received = statsd.kling()
+        assert set(expected) <= received.keys(), f"missing {set(expected) - received.keys()} of {received}"
     assert received[f"airflow.kling.generation.submitted,{tags}"] == "1|c"
     assert received[f"airflow.kling.generation.credits_used,{tags}"] == f"{job['credits_used']}|c"
     assert received["airflow.kling.account.credits_remaining,conn_id=kling_default"].endswith("|g")
@@ -191,13 +107,13 @@ def test_statsd_receives_the_generations_credits_polls_and_times(
 
 
 def test_generate_task_waited_in_the_deferred_state(
-    finished_run: dict[str, Any], airflow: LocalAirflow
+    finished_run: dict[str, Any], airflow: Standalone
 ) -> None:
     assert "deferred" in [state for _, state in finished_run["observed_states"]]
 
 
 def test_the_triggerer_did_the_polling(
-    finished_run: dict[str, Any], airflow: LocalAirflow, emulator: EmulatorProcess
+    finished_run: dict[str, Any], airflow: Standalone, emulator: EmulatorProcess
 ) -> None:
     states = finished_run["observed_states"]
     deferred_at = [i for i, (_, state) in enumerate(states) if state == "deferred"]
@@ -217,7 +133,7 @@ def test_exactly_one_job_was_created(finished_run: dict[str, Any], emulator: Emu
     assert emulator.stats()["jobs_created"] == 1
 
 
-def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow: LocalAirflow) -> None:
+def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow: Standalone) -> None:
     logs = [
         path.read_text(errors="replace")
         for path in (airflow.home / "logs").rglob("*")
@@ -226,18 +142,18 @@ def test_progress_lines_reach_the_task_log(finished_run: dict[str, Any], airflow
     assert any("Kling job" in text and "progress" in text for text in logs)
 
 
-def test_example_dags_have_no_import_errors(airflow: LocalAirflow) -> None:
+def test_example_dags_have_no_import_errors(airflow: Standalone) -> None:
     listed = airflow.cli("dags", "list-import-errors", "--output", "json")
     [json_line] = [line for line in listed.splitlines() if line.startswith("[")]  # after any warnings
     assert json.loads(json_line) == []
 
 
-def test_airflow_lists_the_provider(airflow: LocalAirflow) -> None:
+def test_airflow_lists_the_provider(airflow: Standalone) -> None:
     assert "airflow-provider-kling" in airflow.cli("providers", "list", "--output", "json")
 
 
 def test_connection_added_with_the_cli_passes_airflow_connection_test(
-    airflow: LocalAirflow, emulator: EmulatorProcess
+    airflow: Standalone, emulator: EmulatorProcess
 ) -> None:
     airflow.cli(
         "connections", "add", "kling_from_cli",
@@ -251,7 +167,7 @@ def test_connection_added_with_the_cli_passes_airflow_connection_test(
     assert after["jobs_created"] == before["jobs_created"]
 
 
-def test_connection_test_reports_a_wrong_key(airflow: LocalAirflow, emulator: EmulatorProcess) -> None:
+def test_connection_test_reports_a_wrong_key(airflow: Standalone, emulator: EmulatorProcess) -> None:
     airflow.cli(
         "connections", "add", "kling_wrong_key",
         "--conn-type", "kling", "--conn-host", emulator.url, "--conn-password", "not-the-key",
@@ -279,7 +195,7 @@ SCREENSHOTS = os.environ.get("KLING_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
-def browser_page(airflow: LocalAirflow) -> Iterator[Any]:
+def browser_page(airflow: Standalone) -> Iterator[Any]:
     """A Chromium page logged into Airflow as the admin (with the token the login page would set)."""
     from playwright.sync_api import sync_playwright
 
@@ -287,7 +203,7 @@ def browser_page(airflow: LocalAirflow) -> Iterator[Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        token = airflow.token("admin", PASSWORDS["admin"])
+        token = airflow.as_user("admin")
         page.context.add_cookies([{"name": "_token", "value": token, "url": airflow.api_url}])
         page.set_default_timeout(30_000)
         yield page
@@ -334,7 +250,7 @@ def no_toast_left(page: Any) -> None:
 
 
 def add_kling_connection(
-    page: Any, airflow: LocalAirflow, conn_id: str, emulator: EmulatorProcess, api_key: str
+    page: Any, airflow: Standalone, conn_id: str, emulator: EmulatorProcess, api_key: str
 ) -> None:
     """Fill the Add Connection form as a person would, and save it."""
     emulator_port = emulator.url.rsplit(":", 1)[1]
@@ -363,7 +279,7 @@ def click_test(page: Any, conn_id: str) -> dict[str, Any]:
 
 
 def test_add_connection_form_offers_kling_with_its_labels(
-    browser_page: Any, airflow: LocalAirflow, tmp_path_factory: pytest.TempPathFactory
+    browser_page: Any, airflow: Standalone, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     from airflow_provider_kling.get_provider_info import get_provider_info
 
@@ -405,7 +321,7 @@ def test_add_connection_form_offers_kling_with_its_labels(
 
 def test_test_button_reports_success_against_the_emulator(
     browser_page: Any,
-    airflow: LocalAirflow,
+    airflow: Standalone,
     emulator: EmulatorProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -431,7 +347,7 @@ def test_test_button_reports_success_against_the_emulator(
 
 def test_test_button_reports_a_wrong_key(
     browser_page: Any,
-    airflow: LocalAirflow,
+    airflow: Standalone,
     emulator: EmulatorProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -452,7 +368,7 @@ def test_test_button_reports_a_wrong_key(
 
 def test_task_page_links_to_the_finished_video(
     browser_page: Any,
-    airflow: LocalAirflow,
+    airflow: Standalone,
     emulator: EmulatorProcess,
     finished_run: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
@@ -478,7 +394,7 @@ def hitl_path(run_id: str, task_id: str) -> str:
     return f"/api/v2/dags/{REVIEW_DAG}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
 
 
-def awaiting_review(airflow: LocalAirflow, run_id: str, task_id: str, token: str) -> dict[str, Any]:
+def awaiting_review(airflow: Standalone, run_id: str, task_id: str, token: str) -> dict[str, Any]:
     """The review ``task_id`` asks of a reviewer, once it waits for the answer and the scheduler has
     seen its process end. (Airflow 3.3.2 fails a review answered before then: the executor's late
     report of the paused process finds the task queued again. A person is never that quick.)"""
@@ -493,19 +409,19 @@ def awaiting_review(airflow: LocalAirflow, run_id: str, task_id: str, token: str
             paused in line and "state=awaiting_input" in line for line in log.splitlines()
         )
 
-    wait_for(asking, 180, f"{task_id} to ask for a review", airflow)
+    airflow.wait_for(asking, 180, f"{task_id} to ask for a review")
     return seen
 
 
 @pytest.fixture(scope="module")
 def reviewed_run(
-    airflow: LocalAirflow, emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
+    airflow: Standalone, emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """The review example, run once: the reviewer rejects take 1 with a note and approves take 2."""
-    videos = Path(airflow.env["AIRFLOW__KLING__GALLERY_VIDEO_ROOTS"]) / "reviewed"
+    videos = airflow.kept_videos / "reviewed"
     registered = lambda dag_id: bool(airflow.query("SELECT 1 FROM dag WHERE dag_id = ?", dag_id))  # noqa: E731
     run_id = airflow.trigger(REVIEW_DAG, registered, {"video_dir": str(videos)})
-    reviewer = airflow.token("reviewer", PASSWORDS["reviewer"])
+    reviewer = airflow.as_user("reviewer")
     first = awaiting_review(airflow, run_id, "review_1", reviewer)
     rejected = airflow.api(
         "PATCH", hitl_path(run_id, "review_1"), reviewer,
@@ -518,7 +434,7 @@ def reviewed_run(
     state = lambda: airflow.query(  # noqa: E731
         "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", REVIEW_DAG, run_id
     )[0][0]
-    wait_for(lambda: state() in ("success", "failed"), 180, f"the {REVIEW_DAG} run to end", airflow)
+    airflow.wait_for(lambda: state() in ("success", "failed"), 180, f"the {REVIEW_DAG} run to end")
     return {
         "run_id": run_id,
         "state": state(),
@@ -551,7 +467,7 @@ def test_the_reviewer_sees_the_prompt_the_video_and_its_credits(
 
 
 def test_a_rejection_regenerates_with_the_reviewers_note_and_an_approval_publishes_that_take(
-    reviewed_run: dict[str, Any], airflow: LocalAirflow, emulator: EmulatorProcess
+    reviewed_run: dict[str, Any], airflow: Standalone, emulator: EmulatorProcess
 ) -> None:
     assert reviewed_run["answers"] == (200, 200)
     assert reviewed_run["state"] == "success", task_logs_of(airflow.home, REVIEW_DAG, reviewed_run["run_id"])
@@ -578,6 +494,9 @@ def test_a_rejection_regenerates_with_the_reviewers_note_and_an_approval_publish
 # -- the Kling gallery (airflow_provider_kling/plugins): a page in the api-server, behind its auth ----
 
 GALLERY = "/kling/gallery"
+#: The gallery at its longest page: other files' runs share the deployment, and none may push this
+#: file's generations off the page.
+WHOLE_GALLERY = f"{GALLERY}?limit=500"
 
 
 def kept_video(reviewed_run: dict[str, Any], task_id: str) -> str:
@@ -585,8 +504,8 @@ def kept_video(reviewed_run: dict[str, Any], task_id: str) -> str:
     return f"/kling/videos/{REVIEW_DAG}/{quote(reviewed_run['run_id'], safe='')}/{task_id}/-1"
 
 
-def test_installing_the_package_registers_the_gallery_plugin(airflow: LocalAirflow) -> None:
-    token = airflow.token("admin", PASSWORDS["admin"])
+def test_installing_the_package_registers_the_gallery_plugin(airflow: Standalone) -> None:
+    token = airflow.as_user("admin")
     plugins = airflow.api("GET", "/api/v2/plugins", token).json()["plugins"]
     [gallery] = [plugin for plugin in plugins if plugin["name"] == "kling_gallery"]
     assert [view["href"] for view in gallery["external_views"]] == [GALLERY]
@@ -594,12 +513,12 @@ def test_installing_the_package_registers_the_gallery_plugin(airflow: LocalAirfl
 
 
 def test_the_gallery_shows_each_generation_its_video_prompt_and_the_runs_credits(
-    airflow: LocalAirflow,
+    airflow: Standalone,
     emulator: EmulatorProcess,
     finished_run: dict[str, Any],
     reviewed_run: dict[str, Any],
 ) -> None:
-    page = airflow.api("GET", GALLERY, airflow.token("admin", PASSWORDS["admin"]))
+    page = airflow.api("GET", WHOLE_GALLERY, airflow.as_user("admin"))
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     text = page.text
     clip = clip_job(emulator)
@@ -613,21 +532,19 @@ def test_the_gallery_shows_each_generation_its_video_prompt_and_the_runs_credits
 
 
 def test_the_gallery_streams_the_kept_copy_of_a_video(
-    airflow: LocalAirflow, reviewed_run: dict[str, Any]
+    airflow: Standalone, reviewed_run: dict[str, Any]
 ) -> None:
     [video] = list(reviewed_run["videos"].glob("*.mp4"))
-    answer = airflow.api(
-        "GET", kept_video(reviewed_run, "publish_2"), airflow.token("admin", PASSWORDS["admin"])
-    )
+    answer = airflow.api("GET", kept_video(reviewed_run, "publish_2"), airflow.as_user("admin"))
     assert answer.status_code == 200 and answer.content == video.read_bytes()
     assert answer.headers["content-type"] == "video/mp4"
 
 
 def test_the_gallery_sends_a_kept_video_in_byte_ranges_so_players_can_seek(
-    airflow: LocalAirflow, reviewed_run: dict[str, Any]
+    airflow: Standalone, reviewed_run: dict[str, Any]
 ) -> None:
     [video] = list(reviewed_run["videos"].glob("*.mp4"))
-    token = airflow.token("admin", PASSWORDS["admin"])
+    token = airflow.as_user("admin")
     part = airflow.api(
         "GET", kept_video(reviewed_run, "publish_2"), token, headers={"Range": "bytes=100-199"}
     )
@@ -635,7 +552,7 @@ def test_the_gallery_sends_a_kept_video_in_byte_ranges_so_players_can_seek(
 
 
 def test_an_anonymous_request_sees_no_video_and_no_prompt(
-    airflow: LocalAirflow, reviewed_run: dict[str, Any]
+    airflow: Standalone, reviewed_run: dict[str, Any]
 ) -> None:
     page = airflow.api("GET", GALLERY)
     video = airflow.api("GET", kept_video(reviewed_run, "publish_2"))
@@ -644,12 +561,12 @@ def test_an_anonymous_request_sees_no_video_and_no_prompt(
 
 
 def test_a_path_a_user_wrote_into_an_xcom_is_never_served(
-    airflow: LocalAirflow, reviewed_run: dict[str, Any]
+    airflow: Standalone, reviewed_run: dict[str, Any]
 ) -> None:
     # A user allowed to edit XComs gives a task that is not a Kling one a result naming a secret file.
     reviewer, admin = (
-        airflow.token("reviewer", PASSWORDS["reviewer"]),
-        airflow.token("admin", PASSWORDS["admin"]),
+        airflow.as_user("reviewer"),
+        airflow.as_user("admin"),
     )
     secret = str(airflow.home / "passwords.json")
     run = f"/api/v2/dags/{REVIEW_DAG}/dagRuns/{quote(reviewed_run['run_id'], safe='')}"
@@ -657,19 +574,19 @@ def test_a_path_a_user_wrote_into_an_xcom_is_never_served(
     created = airflow.api("POST", f"{run}/taskInstances/no_take_approved/xcomEntries", reviewer, json=forged)
     assert created.status_code == 201, created.text
     video = airflow.api("GET", kept_video(reviewed_run, "no_take_approved"), admin)
-    assert video.status_code == 404 and PASSWORDS["admin"] not in video.text
+    assert video.status_code == 404 and airflow.passwords["admin"] not in video.text
 
 
 def test_a_user_who_may_not_read_a_dag_sees_none_of_its_videos_or_prompts(
-    airflow: LocalAirflow,
+    airflow: Standalone,
     emulator: EmulatorProcess,
     finished_run: dict[str, Any],
     reviewed_run: dict[str, Any],
 ) -> None:
-    outsider = airflow.token("outsider", PASSWORDS["outsider"])
+    outsider = airflow.as_user("outsider")
     dags = [dag["dag_id"] for dag in airflow.api("GET", "/api/v2/dags", outsider).json()["dags"]]
     assert DAG_ID in dags and REVIEW_DAG not in dags  # Airflow's own API hides it from them too
-    text = airflow.api("GET", GALLERY, outsider).text
+    text = airflow.api("GET", WHOLE_GALLERY, outsider).text
     clip = clip_job(emulator)
     assert html.escape(clip["request"]["prompt"], quote=True) in text  # what they may read, they see
     assert "lighthouse" not in text and REVIEW_DAG not in text
@@ -681,7 +598,8 @@ def test_a_user_who_may_not_read_a_dag_sees_none_of_its_videos_or_prompts(
 
 def test_the_gallery_in_the_airflow_ui_plays_the_videos(
     browser_page: Any,
-    airflow: LocalAirflow,
+    airflow: Standalone,
+    emulator: EmulatorProcess,
     finished_run: dict[str, Any],
     reviewed_run: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
@@ -691,7 +609,9 @@ def test_the_gallery_in_the_airflow_ui_plays_the_videos(
     page.goto(f"{airflow.api_url}/plugin/kling-gallery")
     gallery = page.frame_locator("iframe").first
     gallery.get_by_role("heading", name="Kling gallery").wait_for()
-    videos = gallery.locator("video")
+    # This file's videos: its emulator's, and the copies the review kept (other files' runs share the
+    # deployment).
+    videos = gallery.locator(f'video[src^="{emulator.url}/"], video[src^="videos/{REVIEW_DAG}/"]')
     assert videos.count() >= 3
     for index in range(videos.count()):  # each one's first frame loaded: the source plays
         videos.nth(index).evaluate(
@@ -702,10 +622,10 @@ def test_the_gallery_in_the_airflow_ui_plays_the_videos(
 
 
 def test_the_api_key_appears_in_no_log_xcom_trigger_or_rendered_field(
-    finished_run: dict[str, Any], airflow: LocalAirflow, emulator: EmulatorProcess
+    finished_run: dict[str, Any], airflow: Standalone, emulator: EmulatorProcess
 ) -> None:
     """Searched after everything above ran: task, trigger and component logs, and the metadata DB."""
-    components = [airflow.home / f"{name}.log" for name in LocalAirflow.COMPONENTS]
+    components = [airflow.home / f"{name}.log" for name in Standalone.COMPONENTS]
     logs = [*components, *(p for p in (airflow.home / "logs").rglob("*") if p.is_file())]
     leaking_logs = [str(path) for path in logs if API_KEY in path.read_text(errors="replace")]
     assert leaking_logs == []

@@ -72,8 +72,10 @@ def test_a_status_answer_trickled_a_byte_at_a_time_is_cut_at_the_budget(
 ) -> None:
     trickle = Trickle(STATUS_PROCESSING)
     use_connection(monkeypatch, serve(trickle).url)
-    with pytest.raises(KlingTimeoutError, match=r"127\.0\.0\.1.*status answer within .*1(\.5)? s budget"):
-        quick_hook(TIGHT_BUDGETS).get_status("t")
+    # One try: with a retry, a busy machine can spend the call's budget before the second is sent,
+    # and that try is then never made ("no time left"): test_a_status_call_retries_within_... .
+    with pytest.raises(KlingTimeoutError, match=r"127\.0\.0\.1.*status answer within .*1 s budget"):
+        quick_hook(TIGHT_BUDGETS, ONE_TRY).get_status("t")
     assert not sent_through(trickle, len(STATUS_PROCESSING))
 
 
@@ -91,7 +93,7 @@ def test_a_status_call_retries_within_its_total_budget_only(
 ) -> None:
     server = serve(Trickle(STATUS_PROCESSING))
     use_connection(monkeypatch, server.url)
-    # 1 s a request, 1.5 s a call: room for a second try, cut short
+    # 1 s a request, 1.5 s a call: room for a second try, cut short (or, on a busy machine, not made)
     with pytest.raises(KlingTimeoutError):
         quick_hook(TIGHT_BUDGETS).get_status("t")
     assert 1 <= len(server.requests) <= 2

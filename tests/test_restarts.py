@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 from dag_runs import task_logs_of
-from deployment import Deployment, airflow_env, free_port, stop, wait_until
+from deployment import Deployment, airflow_env, connection_env, free_port, stop, wait_until
 
 DAGS = Path(__file__).resolve().parent / "restart_dags"
 API_KEY = "restart-test-key"
@@ -99,7 +99,7 @@ class Restarts(Deployment):
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
     home = tmp_path_factory.mktemp("restart-airflow-home")
     emulator_port = free_port()
-    env = airflow_env(home, DAGS, free_port(), f"http://127.0.0.1:{emulator_port}", API_KEY)
+    env = airflow_env(home, DAGS, free_port()) | connection_env(f"http://127.0.0.1:{emulator_port}", API_KEY)
     env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
     env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"  # the REST API needs no token
     running = Restarts(home, env, emulator_port)

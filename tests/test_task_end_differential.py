@@ -7,8 +7,8 @@ listeners were told; only the vendor's job ids and the account's balance differ.
 says where its wait ended (from the trigger's log), so that a case meant to end in the triggerer
 cannot pass by ending on a worker.
 
-Listeners are a setting of the whole deployment, so one with a listener plugin runs the ``plain``
-case on its own.
+The cases run on the Airflow the end-to-end tests share (tests/standalone.py). Listeners are a
+setting of the whole deployment, so one of its own, with a listener plugin, runs the ``plain`` case.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from typing import Any
 
 import pytest
 from dag_runs import task_logs_of
-from deployment import Deployment, airflow_env, free_port, wait_until
+from deployment import Deployment, airflow_env, connection_env, free_port, wait_until
 from emulator_process import EmulatorProcess
+from standalone import Standalone
 
 TESTS = Path(__file__).resolve().parent
 DAGS = TESTS / "task_end_dags"
 API_KEY = "task-end-differential-key"
 ADMIN_PASSWORD = "task-end-admin"
+#: The connection the cases' DAGs use.
+CONN_ID = "kling_task_end"
 #: How many of each case's waiting task instances (map indexes) the triggerer ended in the
 #: ``_triggerer`` run; the others went back to a worker (task_end.WORKER_END says why).
 ENDED_IN_TRIGGERER = {
@@ -50,27 +53,24 @@ ENDED_HERE = "(the task ends in the triggerer)"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorProcess]:
-    # The vendor's 60-90 s jobs in 6-9 s. Not faster: a trigger that fires within a second or two of
-    # its deferral can meet Airflow 3.3.2's scheduler still holding the deferring process's exit,
-    # which then fails the requeued task ("finished with state success, but ... queued").
+    """The listening deployment's emulator (the shared one has its own), as fast as the shared one's."""
     with EmulatorProcess("--speed", "10", "--api-key", API_KEY) as running:
         yield running
 
 
-def deployment(home: Path, emulator: EmulatorProcess, **settings: str) -> Deployment:
-    """Airflow's components, each a process, running tests/task_end_dags against ``emulator``."""
-    env = airflow_env(home, DAGS, free_port(), emulator.url, API_KEY)
-    records = home / "records"
-    records.mkdir()
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({"admin": ADMIN_PASSWORD}))
+def listening_deployment(home: Path, emulator: EmulatorProcess) -> Deployment:
+    """Airflow's components, each a process, running tests/task_end_dags against ``emulator``, with
+    the listener plugin of tests/task_end_plugins."""
+    (home / "records").mkdir()
+    (home / "passwords.json").write_text(json.dumps({"admin": ADMIN_PASSWORD}))
+    env = airflow_env(home, DAGS, free_port()) | connection_env(emulator.url, API_KEY, CONN_ID)
     env |= {
-        "KLING_TASK_END_RECORDS": str(records),
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "KLING_TASK_END_RECORDS": str(home / "records"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(TESTS / "task_end_plugins"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
     }
-    airflow = Deployment(home, env | settings)
+    airflow = Deployment(home, env)
     airflow.cli("db", "migrate")
     for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
         airflow.start_airflow(component, component)
@@ -78,8 +78,9 @@ def deployment(home: Path, emulator: EmulatorProcess, **settings: str) -> Deploy
     return airflow
 
 
-def run_all(airflow: Deployment, cases: dict[str, Any]) -> dict[str, str]:
-    """Trigger both runs of every case at once; the run ids by DAG id, once every run has ended."""
+def run_all(airflow: Deployment, cases: dict[str, Any], token: str) -> dict[str, str]:
+    """Unpause and trigger both runs of every case at once (as the holder of ``token``); the run ids
+    by DAG id, once every run has ended."""
     dag_ids = [f"{case}_{where}" for case in cases for where in ("triggerer", "worker")]
     marks = ", ".join("?" * len(dag_ids))
     wait_until(
@@ -90,7 +91,9 @@ def run_all(airflow: Deployment, cases: dict[str, Any]) -> dict[str, str]:
         "the dag-processor to register the cases",
         airflow.home / "dag-processor.log",
     )
-    token = airflow.token("admin", ADMIN_PASSWORD)
+    for dag_id in dag_ids:
+        unpaused = airflow.api("PATCH", f"/api/v2/dags/{dag_id}", token, json={"is_paused": False})
+        assert unpaused.status_code == 200, unpaused.text
     runs = {dag_id: trigger_once(airflow, token, dag_id) for dag_id in dag_ids}
 
     def all_ended() -> bool:
@@ -121,26 +124,19 @@ def run_state(airflow: Deployment, dag_id: str, run_id: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def airflow(
-    emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Deployment, dict[str, str]]]:
-    running = deployment(tmp_path_factory.mktemp("task-end-airflow"), emulator)
-    try:
-        yield running, run_all(running, ENDED_IN_TRIGGERER)
-    finally:
-        running.stop()
+def airflow(standalone_airflow: Standalone) -> tuple[Deployment, dict[str, str]]:
+    return standalone_airflow, run_all(
+        standalone_airflow, ENDED_IN_TRIGGERER, standalone_airflow.as_user("admin")
+    )
 
 
 @pytest.fixture(scope="module")
 def listening_airflow(
     emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Deployment, dict[str, str]]]:
-    plugins = str(TESTS / "task_end_plugins")
-    running = deployment(
-        tmp_path_factory.mktemp("task-end-listening-airflow"), emulator, AIRFLOW__CORE__PLUGINS_FOLDER=plugins
-    )
+    running = listening_deployment(tmp_path_factory.mktemp("task-end-listening-airflow"), emulator)
     try:
-        yield running, run_all(running, LISTENED)
+        yield running, run_all(running, LISTENED, running.token("admin", ADMIN_PASSWORD))
     finally:
         running.stop()
 

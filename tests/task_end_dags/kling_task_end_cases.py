@@ -19,6 +19,8 @@ from airflow_provider_kling.operators.kling import KlingGenerateOperator
 from airflow_provider_kling.sensors.kling import KlingStatusSensor
 
 WHERE = ("triggerer", "worker")
+#: The connection to the emulator the test starts for these DAGs.
+CONN_ID = "kling_task_end"
 #: The vendor task_id the sensor cases wait on, read in the triggerer: it must name its map index.
 SUBMITTED = "{{ ti.xcom_pull(task_ids='submit', key='task_id', map_indexes=-1) }}"
 
@@ -60,7 +62,7 @@ def video_url_of(result: Any) -> Any:
 
 def generation(where: str, **settings: Any) -> Any:
     """A generation ending where ``where`` says; ``.partial`` when ``settings`` map it."""
-    wait = {"deferrable": where == "triggerer", "poll_interval": 0.5}
+    wait = {"deferrable": where == "triggerer", "poll_interval": 0.5, "kling_conn_id": CONN_ID}
     if "prompts" in settings:
         prompts = settings.pop("prompts")
         return KlingGenerateOperator.partial(task_id="generate", **wait, **settings).expand(prompt=prompts)
@@ -69,13 +71,21 @@ def generation(where: str, **settings: Any) -> Any:
 
 def sensor(where: str, **settings: Any) -> Any:
     """A sensor on a job submitted upstream: started in the triggerer, or poking on a worker."""
-    submit = KlingGenerateOperator(task_id="submit", prompt="a fox in the snow", wait_for_completion=False)
+    submit = KlingGenerateOperator(
+        task_id="submit", prompt="a fox in the snow", wait_for_completion=False, kling_conn_id=CONN_ID
+    )
     if where == "triggerer":
         mode: dict[str, Any] = {"deferrable": True, "start_from_trigger": True}
     else:
         mode = {"deferrable": False, "mode": "poke"}
     waiting = KlingStatusSensor(
-        task_id="wait", kling_task_id=SUBMITTED, poke_interval=0.5, timeout=300, **mode, **settings
+        task_id="wait",
+        kling_task_id=SUBMITTED,
+        kling_conn_id=CONN_ID,
+        poke_interval=0.5,
+        timeout=300,
+        **mode,
+        **settings,
     )
     submit >> waiting
     return waiting
