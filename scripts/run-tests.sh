@@ -26,9 +26,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Most tests wait on emulators and Airflow, not on the CPU: test processes run the files side by side,
-# each file whole in one process (its deployment starts once) and the tests on the shared real
-# Airflow together in one, the longest files first (tests/conftest.py groups and orders them).
-PARALLEL=(--dist loadfile --no-loadscope-reorder)
+# each file whole in one process (its deployment starts once), and the files on the shared real
+# Airflow together in one (tests/conftest.py). Longest files first was slower: their deployments
+# started at once and starved each other of the two cores (docs/benchmarks.md).
+PARALLEL=(--dist loadfile)
 # The real-Airflow deployments, the benchmarks' smoke runs and the README's example (which runs in
 # .venv) run once, on the newest Airflow; the differential task-end test runs on both.
 NEWEST_ONLY=(

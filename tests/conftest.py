@@ -32,33 +32,14 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = bundle_config(
 
 pytest_plugins = ["airflow_provider_kling.emulator.pytest_plugin"]
 
-#: The files that take longest, longest first (each waits on a real Airflow it starts; measured with
-#: `pytest -n 3 --dist loadfile --durations=0`, their setup, call and teardown times added up). The
-#: suite's processes take them first, so that the short files fill the gaps while they wait instead
-#: of leaving one of them to end alone. A stale order is only slower, never wrong.
-LONGEST_FILES_FIRST = (
-    "test_restarts.py",
-    "test_production.py",
-    "test_end_to_end.py",
-    "test_benchmark_rate_limit.py",
-    "test_task_end_differential.py",
-    "test_readme.py",
-    "test_benchmark_worker_slots.py",
-    "test_benchmark_real_triggerer.py",
-    "test_hostile.py",
-)
-
-
 #: The files whose tests use the real Airflow they share (``standalone_airflow``): one test process
 #: runs them all, so that it starts once.
 SHARED_AIRFLOW_FILES = ("test_end_to_end.py", "test_task_end_differential.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the files longest first (xdist keeps the order with ``--no-loadscope-reorder``), and
-    refuse a test on the shared Airflow in a file not listed with those that share it."""
-    rank = {name: place for place, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    """Refuse a test on the shared Airflow in a file not listed with those that share it: it would
+    start a second one in another test process."""
     for item in items:
         if (
             "standalone_airflow" in getattr(item, "fixturenames", ())

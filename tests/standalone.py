@@ -125,12 +125,13 @@ def started(home: Path, statsd_port: int) -> Iterator[Standalone]:
     for folder in ("kept-videos", "records"):
         (home / folder).mkdir()
     with ExitStack() as running:
-        # The vendor's 60-90 s jobs in 6-9 s: long enough to watch a task wait deferred. Not faster: a
-        # trigger that fires within a second or two of its deferral can meet Airflow 3.3.2's scheduler
-        # still holding the deferring process's exit, which then fails the requeued task ("finished
-        # with state success, but ... queued").
+        # The vendor's 60-90 s jobs in 15-22.5 s. Not faster: a task that resumes on a worker after a
+        # trigger fires before the scheduler has taken in the deferring process's exit is failed by
+        # Airflow 3.3.2's scheduler ("finished with state success, but the task instance's state
+        # attribute is queued"), and with the test files beside it a busy machine's scheduler was
+        # seen 8 s behind. The first poll comes 12 s after the submit.
         emulators = {
-            conn_id: running.enter_context(EmulatorProcess("--speed", "10", "--seed", "7", "--api-key", key))
+            conn_id: running.enter_context(EmulatorProcess("--speed", "4", "--seed", "7", "--api-key", key))
             for conn_id, key in API_KEYS.items()
         }
         env = airflow_env(home, BUNDLES["kling_examples"], free_port()) | {

@@ -53,8 +53,9 @@ ENDED_HERE = "(the task ends in the triggerer)"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorProcess]:
-    """The listening deployment's emulator (the shared one has its own), as fast as the shared one's."""
-    with EmulatorProcess("--speed", "10", "--api-key", API_KEY) as running:
+    """The listening deployment's emulator (the shared one has its own), as slow as the shared one's
+    and for the same reason (tests/standalone.py): its task resumes on a worker."""
+    with EmulatorProcess("--speed", "4", "--api-key", API_KEY) as running:
         yield running
 
 
