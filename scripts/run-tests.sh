@@ -28,7 +28,7 @@ fi
 # Most tests wait on emulators and Airflow, not on the CPU: test processes run the files side by side,
 # each file whole in one process (its deployment starts once), and the files on the shared real
 # Airflow together in one (tests/conftest.py). Longest files first was slower: their deployments
-# started at once and starved each other of the two cores (docs/benchmarks.md).
+# started at once and starved each other of the two cores (docs/benchmarks.md, section 7).
 PARALLEL=(--dist loadfile)
 # The real-Airflow deployments, the benchmarks' smoke runs and the README's example (which runs in
 # .venv) run once, on the newest Airflow; the differential task-end test runs on both.
@@ -42,8 +42,8 @@ NEWEST_ONLY=(
 failed=()
 # Each run is a subshell with `set -e` of its own; its status is read with errexit off here, since a
 # subshell tested by `if` or `||` would run with errexit ignored and hide a failing step. The runs
-# take turns: on two cores, the oldest Airflow's run beside the newest's took 19.5 minutes where
-# one after the other took 17 (docs/benchmarks.md).
+# take turns: on two cores, the oldest Airflow's run beside the newest's saved 2% and doubled the
+# load every test meets (docs/benchmarks.md, section 7).
 set +e
 (
   set -e
