@@ -29,7 +29,7 @@ fi
 # each file whole in one process (its deployment starts once), and the files on the shared real
 # Airflow together in one (tests/conftest.py). Longest files first was slower: their deployments
 # started at once and starved each other of the two cores (docs/benchmarks.md, section 7).
-PARALLEL=(--dist loadfile)
+PARALLEL=(-n 3 --dist loadfile)
 # The real-Airflow deployments, the benchmarks' smoke runs and the README's example (which runs in
 # .venv) run once, on the newest Airflow; the differential task-end test runs on both.
 NEWEST_ONLY=(
@@ -51,7 +51,7 @@ set +e
   cd "$ROOT"
   echo "== ruff"; ruff check .; ruff format --check .
   echo "== mypy"; mypy
-  echo "== pytest on $NEWEST_AIRFLOW"; pytest -n 3 "${PARALLEL[@]}" "$@"
+  echo "== pytest on $NEWEST_AIRFLOW"; pytest "${PARALLEL[@]}" "$@"
 )
 [ $? -eq 0 ] || failed+=("$NEWEST_AIRFLOW (linters or tests)")
 if [ "$#" -eq 0 ]; then
@@ -61,7 +61,7 @@ if [ "$#" -eq 0 ]; then
       source "$ROOT/scripts/_venv.sh"
     cd "$ROOT"
     echo "== pytest on $OLDEST_AIRFLOW (unit and DAG tests)"
-    pytest -n 3 "${PARALLEL[@]}" "${NEWEST_ONLY[@]}"
+    pytest "${PARALLEL[@]}" "${NEWEST_ONLY[@]}"
   )
   [ $? -eq 0 ] || failed+=("$OLDEST_AIRFLOW (unit and DAG tests)")
 fi
