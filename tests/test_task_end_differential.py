@@ -52,7 +52,7 @@ ENDED_HERE = "(the task ends in the triggerer)"
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorProcess]:
+def listener_emulator() -> Iterator[EmulatorProcess]:
     """The listening deployment's emulator (the shared one has its own), as slow as the shared one's
     and for the same reason (tests/standalone.py): its task resumes on a worker."""
     with EmulatorProcess("--speed", "4", "--api-key", API_KEY) as running:
@@ -133,9 +133,9 @@ def airflow(standalone_airflow: Standalone) -> tuple[Deployment, dict[str, str]]
 
 @pytest.fixture(scope="module")
 def listening_airflow(
-    emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
+    listener_emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Deployment, dict[str, str]]]:
-    running = listening_deployment(tmp_path_factory.mktemp("task-end-listening-airflow"), emulator)
+    running = listening_deployment(tmp_path_factory.mktemp("task-end-listening-airflow"), listener_emulator)
     try:
         yield running, run_all(running, LISTENED, running.token("admin", ADMIN_PASSWORD))
     finally:
