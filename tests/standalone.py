@@ -104,11 +104,6 @@ class Standalone(Deployment):
         """Where the gallery may read kept videos from."""
         return Path(self.env["AIRFLOW__KLING__GALLERY_VIDEO_ROOTS"])
 
-    @property
-    def records(self) -> Path:
-        """Where the task-end cases' callbacks write what they saw."""
-        return Path(self.env["KLING_TASK_END_RECORDS"])
-
     def wait_for(self, condition: Callable[[], Any], seconds: float, what: str) -> None:
         """``wait_until``, quoting the scheduler's log if it gives up or the scheduler ends."""
         wait_until(condition, seconds, what, self.scheduler_log, self.processes["scheduler"])
