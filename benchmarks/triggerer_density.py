@@ -107,7 +107,9 @@ class Progress:
     lags: list[float] = field(default_factory=list)
     #: When each wait saw its job end (Unix time), by task id: the parent reads the detection lag.
     finished_at: dict[str, float] = field(default_factory=dict)
-    parked_rss: int | None = None
+    #: The runner's RSS with the most waits held at once, and how many: a busy machine may end the
+    #: first waits before the last have started.
+    most_held: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -223,13 +225,13 @@ async def drive(wait: AsyncIterator[Any], progress: Progress, task_id: str) -> s
 
 
 async def tick(progress: Progress) -> None:
-    """Note how late the loop wakes us, and the RSS while every wait has started and none has ended."""
+    """Note how late the loop wakes us, and the RSS with the most waits held once every wait has started."""
     while True:
         due = time.monotonic() + LAG_TICK
         await asyncio.sleep(LAG_TICK)
         progress.lags.append(time.monotonic() - due)
-        if progress.started == progress.size and progress.ended == 0:
-            progress.parked_rss = max(progress.parked_rss or 0, rss_bytes())
+        if progress.started == progress.size:
+            progress.most_held = max(progress.most_held, (progress.started - progress.ended, rss_bytes()))
 
 
 async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict[str, Any]:
@@ -253,7 +255,7 @@ async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict
     system_seconds = usage.ru_stime - usage_before.ru_stime
     lags_ms = [lag * 1000 for lag in progress.lags]
     polls = progress.polls
-    parked = progress.parked_rss
+    held, parked = progress.most_held
     return {
         "variant": variant,
         "size": len(task_ids),
@@ -265,8 +267,9 @@ async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict
         "user_us_per_poll": user_seconds / polls * 1e6 if polls else None,
         "system_us_per_poll": system_seconds / polls * 1e6 if polls else None,
         "rss_before_bytes": rss_before,
+        "waits_held": held,
         "rss_parked_bytes": parked,
-        "rss_bytes_per_wait": (parked - rss_before) / len(task_ids) if parked else None,
+        "rss_bytes_per_wait": (parked - rss_before) / held if held else None,
         "lag_p99_ms": percentile(lags_ms, 0.99),
         "lag_max_ms": max(lags_ms),
         "wall_seconds": wall_seconds,

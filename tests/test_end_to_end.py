@@ -48,14 +48,8 @@ def emulator(standalone_airflow: Standalone) -> EmulatorProcess:
 @pytest.fixture(scope="module")
 def finished_run(airflow: Standalone, emulator: EmulatorProcess) -> dict[str, Any]:
     """Trigger the example once and watch its generate task's state until the run ends."""
-    airflow.wait_for(
-        lambda: airflow.query("SELECT 1 FROM dag WHERE dag_id = ?", DAG_ID),
-        180,
-        f"the dag-processor to register {DAG_ID}",
-    )
-    airflow.cli("dags", "unpause", DAG_ID)  # only this one: the other examples stay paused
-    run_id = f"e2e_{int(time.time())}"
-    airflow.cli("dags", "trigger", DAG_ID, "--run-id", run_id)
+    # Only this one is unpaused: the other examples stay paused.
+    run_id = airflow.trigger(DAG_ID, airflow.has_dag, token=airflow.as_user("admin"))
 
     observed_states: list[tuple[float, str | None]] = []
 
@@ -419,8 +413,9 @@ def reviewed_run(
 ) -> dict[str, Any]:
     """The review example, run once: the reviewer rejects take 1 with a note and approves take 2."""
     videos = airflow.kept_videos / "reviewed"
-    registered = lambda dag_id: bool(airflow.query("SELECT 1 FROM dag WHERE dag_id = ?", dag_id))  # noqa: E731
-    run_id = airflow.trigger(REVIEW_DAG, registered, {"video_dir": str(videos)})
+    run_id = airflow.trigger(
+        REVIEW_DAG, airflow.has_dag, {"video_dir": str(videos)}, airflow.as_user("admin")
+    )
     reviewer = airflow.as_user("reviewer")
     first = awaiting_review(airflow, run_id, "review_1", reviewer)
     rejected = airflow.api(

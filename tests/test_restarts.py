@@ -64,7 +64,7 @@ class Restarts(Deployment):
         return rows[0][0] if rows else None
 
     def trigger_run(self, dag_id: str) -> str:
-        return self.trigger(dag_id, lambda dag: bool(self.query("SELECT 1 FROM dag WHERE dag_id = ?", dag)))
+        return self.trigger(dag_id, self.has_dag)
 
     def jobs_for(self, prompt: str) -> list[dict[str, Any]]:
         return [job for job in self.emulator("jobs") or [] if job["request"]["prompt"] == prompt]

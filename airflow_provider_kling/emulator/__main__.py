@@ -10,8 +10,10 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from airflow_provider_kling.emulator.config import (
     DEFAULT_API_KEY,
@@ -26,11 +28,18 @@ FAULT_NAMES = [rate_field.name for rate_field in fields(FaultRates)]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = EmulatorConfig()
     parser = argparse.ArgumentParser(
         prog="kling-emulator", description="Serve an emulator of the Kling 2.6 video API for offline tests."
     )
-    add = parser.add_argument
+    defaults = EmulatorConfig()
+    _add_server_options(parser.add_argument, defaults)
+    _add_job_options(parser.add_argument, defaults)
+    _add_fault_options(parser.add_argument, defaults)
+    return parser
+
+
+def _add_server_options(add: Callable[..., Any], defaults: EmulatorConfig) -> None:
+    """Where it listens, whom it serves, and what it keeps across restarts."""
     add("--host", default=defaults.host, help="address to listen on (default: %(default)s)")
     add("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
     add(
@@ -46,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.credits,
         help="starting credits per key (default: %(default)s)",
     )
+    add("--state-file", type=Path, help="JSON file keeping jobs and credits across restarts")
+
+
+def _add_job_options(add: Callable[..., Any], defaults: EmulatorConfig) -> None:
+    """How long jobs run and how they end."""
     add("--min-seconds", type=float, default=defaults.min_seconds, help="shortest job (default: %(default)s)")
     add("--max-seconds", type=float, default=defaults.max_seconds, help="longest job (default: %(default)s)")
     add("--speed", type=float, default=defaults.speed, help="divides job durations (default: %(default)s)")
@@ -56,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.job_failure_rate,
         help="share of jobs that end failed (default: %(default)s)",
     )
+
+
+def _add_fault_options(add: Callable[..., Any], defaults: EmulatorConfig) -> None:
+    """The faults each endpoint answers with, and the account's rate limit."""
     for endpoint in FAULT_ENDPOINTS:
         for name in FAULT_NAMES:
             add(
@@ -82,8 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="API requests an account may make in any one second; 429 beyond it (default: no limit)",
     )
-    add("--state-file", type=Path, help="JSON file keeping jobs and credits across restarts")
-    return parser
 
 
 def _config(args: argparse.Namespace) -> EmulatorConfig:
