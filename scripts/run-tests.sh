@@ -31,7 +31,7 @@ fi
 # started at once and starved each other of the two cores (docs/benchmarks.md, section 7).
 PARALLEL=(-n 3 --dist loadfile)
 # The real-Airflow deployments, the benchmarks' smoke runs and the README's example (which runs in
-# .venv) run once, on the newest Airflow; the differential task-end test runs on both.
+# .venv) run once, on the newest Airflow; the task-end tests run on both.
 NEWEST_ONLY=(
   --ignore=tests/test_end_to_end.py --ignore=tests/test_restarts.py --ignore=tests/test_production.py
   --ignore=tests/test_benchmark_worker_slots.py --ignore=tests/test_benchmark_rate_limit.py

@@ -1,0 +1,167 @@
+"""Running the task-end cases (tests/task_end_dags) on a real Airflow and comparing what their two runs
+left behind: the helpers of tests/test_task_end_differential.py and tests/test_task_end_listener.py.
+
+Each case runs twice: its Kling wait ending where the triggerer may end it (``<case>_triggerer``),
+and ending on a worker (``<case>_worker``). Everything the two runs leave behind must be the same:
+task states and rendered map indexes, XComs (as stored), task map rows, asset events, and what
+callbacks and listeners were told; only the vendor's job ids and the account's balance differ.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from dag_runs import task_logs_of
+from deployment import Deployment, wait_until
+
+#: The connection the cases' DAGs use.
+CONN_ID = "kling_task_end"
+#: What the trigger logs when it ends the task itself.
+ENDED_HERE = "(the task ends in the triggerer)"
+
+
+def run_all(airflow: Deployment, cases: dict[str, Any], token: str) -> dict[str, str]:
+    """Unpause and trigger both runs of every case at once (as the holder of ``token``); the run ids
+    by DAG id, once every run has ended."""
+    dag_ids = [f"{case}_{where}" for case in cases for where in ("triggerer", "worker")]
+    marks = ", ".join("?" * len(dag_ids))
+    wait_until(
+        lambda: (
+            len(airflow.query(f"SELECT dag_id FROM dag WHERE dag_id IN ({marks})", *dag_ids)) == len(dag_ids)
+        ),
+        180,
+        "the dag-processor to register the cases",
+        airflow.home / "dag-processor.log",
+    )
+    for dag_id in dag_ids:
+        unpaused = airflow.api("PATCH", f"/api/v2/dags/{dag_id}", token, json={"is_paused": False})
+        assert unpaused.status_code == 200, unpaused.text
+    runs = {dag_id: trigger_once(airflow, token, dag_id) for dag_id in dag_ids}
+
+    def all_ended() -> bool:
+        states = [run_state(airflow, dag_id, run_id) for dag_id, run_id in runs.items()]
+        return all(state in ("success", "failed") for state in states)
+
+    wait_until(all_ended, 420, "every run to end", airflow.home / "scheduler.log")
+    return runs
+
+
+def trigger_once(airflow: Deployment, token: str, dag_id: str) -> str:
+    """Trigger one run of ``dag_id``; its run_id. SQLite, written by every component at once, can
+    refuse the api-server's write on a busy machine ("database is locked", a 500): then the run is
+    looked for, and triggered again only if it does not exist."""
+    for _ in range(5):
+        answer = airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", token, json={"logical_date": None})
+        if answer.status_code == 200:
+            return str(answer.json()["dag_run_id"])
+        if existing := airflow.query("SELECT run_id FROM dag_run WHERE dag_id = ?", dag_id):
+            return str(existing[0][0])
+        time.sleep(1)
+    raise AssertionError(f"Could not trigger {dag_id}: HTTP {answer.status_code}: {answer.text}")
+
+
+def run_state(airflow: Deployment, dag_id: str, run_id: str) -> str | None:
+    rows = airflow.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
+    return rows[0][0] if rows else None
+
+
+def anonymous(value: Any, jobs: set[str], balances: set[int]) -> Any:
+    """``value`` with what differs between two jobs of one request left out: the vendor's job ids
+    (in any string) and the account's balance after each submit."""
+    if isinstance(value, dict):
+        return {key: anonymous(item, jobs, balances) for key, item in value.items()}
+    if isinstance(value, list):
+        return [anonymous(item, jobs, balances) for item in value]
+    if isinstance(value, str) and jobs:
+        return re.sub("|".join(map(re.escape, jobs)), "<job>", value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in balances:
+        return "<balance>"
+    return value
+
+
+def stored(column: Any) -> Any:
+    """A JSON column's value as SQLite returns it (its text, or a number as a number)."""
+    return json.loads(column) if isinstance(column, (str, bytes)) else column
+
+
+def records(airflow: Deployment, kind: str, dag_id: str) -> list[dict[str, Any]]:
+    """What callbacks or listeners recorded of ``dag_id``'s tasks, in a stable order."""
+    path = airflow.home / "records" / f"{kind}.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    entries = [json.loads(line) for line in lines]
+    kept = [
+        {k: v for k, v in entry.items() if k != "dag_id"} for entry in entries if entry["dag_id"] == dag_id
+    ]
+    return sorted(kept, key=json.dumps)
+
+
+def what_the_run_left(airflow: Deployment, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Everything of one run a user or a downstream task can see, with job ids left out."""
+    where = "dag_id = ? AND run_id = ?"
+    xcoms = airflow.query(f"SELECT task_id, map_index, key, value FROM xcom WHERE {where}", dag_id, run_id)
+    jobs = {stored(value) for _, _, key, value in xcoms if key == "task_id"}
+    results = [stored(value) for _, _, key, value in xcoms if key == "return_value"]
+    balances = {result.get("credits_remaining") for result in results if isinstance(result, dict)} - {None}
+    events = airflow.query(
+        "SELECT asset.uri, source_task_id, source_map_index, asset_event.extra FROM asset_event "
+        "JOIN asset ON asset.id = asset_event.asset_id WHERE source_dag_id = ? AND source_run_id = ?",
+        dag_id,
+        run_id,
+    )
+    return {
+        "run": run_state(airflow, dag_id, run_id),
+        "tasks": sorted(
+            airflow.query(
+                f"SELECT task_id, map_index, state, rendered_map_index FROM task_instance WHERE {where}",
+                dag_id,
+                run_id,
+            )
+        ),
+        "xcoms": sorted(
+            (task, index, key, json.dumps(anonymous(stored(value), jobs, balances)))
+            for task, index, key, value in xcoms
+        ),
+        "task_map": sorted(
+            airflow.query(
+                f"SELECT task_id, map_index, length, keys FROM task_map WHERE {where}", dag_id, run_id
+            )
+        ),
+        "asset_events": sorted(
+            (uri, task, index, json.dumps(anonymous(stored(extra), jobs, balances)))
+            for uri, task, index, extra in events
+        ),
+        "callbacks": records(airflow, "callbacks", dag_id),
+        "listener": records(airflow, "listener", dag_id),
+    }
+
+
+def ended_in_triggerer(airflow: Deployment, dag_id: str, run_id: str, task_id: str) -> int:
+    """How many of the task's instances (map indexes) its trigger ended, as the trigger logs say."""
+    folder = airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    logs = [path.read_text(errors="replace") for path in folder.glob("**/*.trigger.*.log")]
+    return sum(log.count(ENDED_HERE) for log in logs)
+
+
+def compare(airflow: Deployment, runs: dict[str, str], case: str, task_id: str, ended_here: int) -> None:
+    """Both runs of ``case`` left the same behind, and the triggerer's ended where it should."""
+    by_triggerer, on_worker = f"{case}_triggerer", f"{case}_worker"
+    ended_by_triggerer = what_the_run_left(airflow, by_triggerer, runs[by_triggerer])
+    ended_on_worker = what_the_run_left(airflow, on_worker, runs[on_worker])
+    assert ended_on_worker["run"] == "success", task_logs_of(airflow.home, on_worker, runs[on_worker])
+    for part, expected in ended_on_worker.items():
+        found = ended_by_triggerer[part]
+        if isinstance(expected, list):
+            only_triggerer = [item for item in found if item not in expected]
+            only_worker = [item for item in expected if item not in found]
+            difference = (
+                f"only where the triggerer ended it: {only_triggerer}; only on a worker: {only_worker}"
+            )
+        else:
+            difference = f"{found!r} where the triggerer ended it, {expected!r} on a worker"
+        assert found == expected, f"{case}: the runs' {part} differ: {difference}"
+    assert ended_in_triggerer(airflow, by_triggerer, runs[by_triggerer], task_id) == ended_here, task_logs_of(
+        airflow.home, by_triggerer, runs[by_triggerer]
+    )
