@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def stop(process: subprocess.Popen[Any]) -> None:
-    """Stop a process we started, and its children, by its process group id."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+def stop(*processes: subprocess.Popen[Any]) -> None:
+    """Stop processes we started, and their children, by their process group ids: all asked at once
+    (a triggerer takes about 10 s to stop its trigger runner, a scheduler about 5), then each waited
+    for, within 30 s in all, and killed if it is still running then."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        with suppress(ProcessLookupError):  # it ended since
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def answers(url: str) -> bool:
@@ -332,8 +337,7 @@ class Deployment:
         )
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            stop(process)
+        stop(*self.processes.values())
 
 
 #: The processes of a production-shaped deployment, each started on its own.
