@@ -20,7 +20,8 @@ Every cell polls the same job ids on the same schedule: before each cell the emu
 while the child waits, already imported. Jobs are created just before the waits start, so each job
 is still running when its first poll comes, and each wait makes 3 or 4 polls (the waits start
 spread evenly over the first interval, the jobs take 2.6 to 3 intervals from their creation); fewer
-polls per job (the table's "per job") mean the loop fell behind the schedule.
+polls per job (the table's "per job") mean the loop fell behind the schedule. However late a wait
+starts, it ends at the first answer after its job's end: ``polls_after_ready`` is 1 for every job.
 
 Figures per cell: polls counted by the client and by the emulator, the process's CPU (user and
 system, all threads, from getrusage) from the first wait's start to the last one's end divided by
@@ -382,6 +383,8 @@ def measure_cell(
     result: dict[str, Any] = json.loads(line)
     jobs = emulator.control("/_emulator/jobs")
     polls_per_job = [len(job["status_polls"]) for job in jobs]
+    # The emulator notes a poll at the moment its answer is for: at or after ready_at, it said "done".
+    polls_after_ready = [sum(polled >= job["ready_at"] for polled in job["status_polls"]) for job in jobs]
     finished_at = result.pop("finished_at")
     lags = [finished_at[job["task_id"]] - job["ready_at"] for job in jobs if job["task_id"] in finished_at]
     per_second = Counter(int(polled) for job in jobs for polled in job["status_polls"])
@@ -391,6 +394,7 @@ def measure_cell(
         "emulator_status_requests": emulator.control("/_emulator/stats")["requests"]["status"],
         "emulator_cpu_seconds": emulator.cpu_seconds() - emulator_cpu,
         "polls_per_job": {"min": min(polls_per_job), "max": max(polls_per_job)},
+        "polls_after_ready": {"min": min(polls_after_ready), "max": max(polls_after_ready)},
         "cap_per_second": cap if variant == CAPPED else None,
         "emulator_max_requests_per_second": max(per_second.values()),
         "detection_lag_median_s": percentile(lags, 0.5),

@@ -742,6 +742,65 @@ def test_credits_route_refuses_an_unknown_key(emulator: KlingEmulator) -> None:
     assert answer.status_code == 400
 
 
+def test_a_held_job_runs_past_its_time_until_released(emulator: KlingEmulator) -> None:
+    held = requests.post(f"{emulator.base_url}/_emulator/hold", json={"count": 1}, timeout=10)
+    task_id = submitted_task(emulator)
+    [job] = emulator.jobs()
+    time.sleep(max(0.0, job["ready_at"] - time.time()) + 0.2)
+
+    running = status(emulator, task_id).json()["data"]
+    released = requests.post(f"{emulator.base_url}/_emulator/release", timeout=10)
+
+    assert held.json() == {"success": True, "holding": 1}
+    assert (running["status"], running["progress"]) == ("processing", 99)
+    assert released.json() == {"success": True, "released": 1}
+    assert status(emulator, task_id).json()["data"]["status"] == "completed"
+
+
+def test_a_hold_covers_the_next_jobs_created_and_no_more(emulator: KlingEmulator) -> None:
+    emulator.hold(2)
+
+    task_ids = [submitted_task(emulator) for _ in range(3)]
+    time.sleep(0.5)  # every job's own time has passed
+
+    assert [status(emulator, task_id).json()["data"]["status"] for task_id in task_ids] == [
+        "processing",
+        "processing",
+        "completed",
+    ]
+    assert emulator.release() == 2
+
+
+def test_release_cancels_holds_not_yet_used(emulator: KlingEmulator) -> None:
+    emulator.hold(1)
+    emulator.release()
+
+    final, _ = wait_until_finished(emulator, submitted_task(emulator))
+
+    assert final["status"] == "completed"
+
+
+def test_release_of_task_ids_lets_only_those_jobs_end(emulator: KlingEmulator) -> None:
+    emulator.hold(2)
+    first, second = submitted_task(emulator), submitted_task(emulator)
+    time.sleep(0.5)  # both jobs' own time has passed
+
+    released = requests.post(
+        f"{emulator.base_url}/_emulator/release", json={"task_ids": [second, "unknown"]}, timeout=10
+    )
+
+    assert released.json() == {"success": True, "released": 1}
+    assert status(emulator, first).json()["data"]["status"] == "processing"
+    assert status(emulator, second).json()["data"]["status"] == "completed"
+
+
+def test_hold_route_refuses_a_count_below_one(emulator: KlingEmulator) -> None:
+    answer = requests.post(f"{emulator.base_url}/_emulator/hold", json={"count": 0}, timeout=10)
+
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "count must be a whole number >= 1, got 0"
+
+
 # Determinism, persistence, configuration
 
 

@@ -46,9 +46,21 @@ class Restarts(Deployment):
 
     def emulator(self, route: str) -> Any:
         try:
-            return requests.get(f"http://127.0.0.1:{self.emulator_port}/_emulator/{route}", timeout=5).json()
+            return requests.get(self._control_url(route), timeout=5).json()
         except requests.RequestException:
             return None
+
+    def hold(self, count: int) -> None:
+        """Keep the next ``count`` jobs running until :meth:`release`: what a test does to a wait then
+        finds it waiting, however slowly a loaded machine gets there."""
+        held = requests.post(self._control_url("hold"), json={"count": count}, timeout=5)
+        assert held.status_code == 201, held.text
+
+    def release(self) -> None:
+        requests.post(self._control_url("release"), timeout=5).raise_for_status()
+
+    def _control_url(self, route: str) -> str:
+        return f"http://127.0.0.1:{self.emulator_port}/_emulator/{route}"
 
     def task_states(self, dag_id: str, run_id: str) -> list[str | None]:
         """The states of the run's task instances, in map index order."""
@@ -115,6 +127,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
 
 
 def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deployment: Restarts) -> None:
+    deployment.hold(3)
     run_id = deployment.trigger_run("restart_deferred")
     wait_until(
         lambda: deployment.task_states("restart_deferred", run_id) == ["deferred"] * 3, 120, "deferrals"
@@ -122,6 +135,7 @@ def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deploy
     deployment.kill("triggerer")
     time.sleep(3)
     deployment.start_airflow("triggerer", "triggerer")
+    deployment.release()
     wait_until(
         lambda: deployment.run_state("restart_deferred", run_id) in ("success", "failed"), 180, "the run"
     )
@@ -132,6 +146,7 @@ def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deploy
 
 
 def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Restarts) -> None:
+    deployment.hold(1)  # the job outlives the wait
     run_id = deployment.trigger_run("restart_deadline")
     wait_until(lambda: deployment.task_states("restart_deadline", run_id) == ["deferred"], 120, "deferral")
     deployment.kill("triggerer")
@@ -141,9 +156,7 @@ def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Restarts) 
     wait_until(
         lambda: deployment.run_state("restart_deadline", run_id) in ("success", "failed"), 180, "the run"
     )
-    assert deployment.task_states("restart_deadline", run_id) == [
-        "failed"
-    ]  # the 10-15 s job outlived the wait
+    assert deployment.task_states("restart_deadline", run_id) == ["failed"]
     # The wait had 6 s from its deferral and 4 of them passed while the triggerer was down, so the
     # restarted trigger stops polling within about 2 s; one whose clock restarted would poll for 6 s.
     [job] = deployment.jobs_for("deadline")
@@ -151,6 +164,7 @@ def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Restarts) 
 
 
 def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Restarts) -> None:
+    deployment.hold(1)
     run_id = deployment.trigger_run("restart_worker")
     wait_until(
         lambda: any(job["status_polls"] for job in deployment.jobs_for("worker killed")), 120, "polling"
@@ -160,6 +174,7 @@ def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Restart
     )
     assert pid, "the running task instance records its process id"
     os.kill(pid, signal.SIGKILL)
+    deployment.release()
     wait_until(
         lambda: deployment.run_state("restart_worker", run_id) in ("success", "failed"), 180, "the run"
     )
@@ -174,6 +189,7 @@ def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Restart
 
 
 def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Restarts) -> None:
+    deployment.hold(1)  # held in the state file too
     run_id = deployment.trigger_run("restart_emulator")
     wait_until(
         lambda: any(job["status_polls"] for job in deployment.jobs_for("emulator restart")), 120, "polling"
@@ -181,6 +197,7 @@ def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Restarts) -> None
     stop(deployment.processes["emulator"])  # a clean stop saves the jobs to the state file
     time.sleep(2)
     deployment.start_emulator()
+    deployment.release()
     wait_until(
         lambda: deployment.run_state("restart_emulator", run_id) in ("success", "failed"), 180, "the run"
     )
@@ -202,7 +219,12 @@ def test_a_deferrable_generation_takes_one_task_process_run(deployment: Restarts
 
 
 def test_a_timeout_resumes_on_a_worker_and_the_retry_reattaches(deployment: Restarts) -> None:
+    deployment.hold(1)  # until the first try has timed out
     run_id = deployment.trigger_run("resume_on_worker")
+    wait_until(
+        lambda: deployment.task_process_runs("resume_on_worker", run_id, "generate").get(2), 120, "a retry"
+    )
+    deployment.release()
     state = deployment.finish("resume_on_worker", run_id)
     assert state == "success", task_logs_of(deployment.home, "resume_on_worker", run_id)
     runs = deployment.task_process_runs("resume_on_worker", run_id, "generate")
@@ -229,6 +251,7 @@ def test_a_deferrable_sensor_runs_no_task_process(deployment: Restarts) -> None:
 
 
 def test_marking_a_deferred_generation_failed_warns_that_the_job_goes_on(deployment: Restarts) -> None:
+    deployment.hold(1)  # still running when it is marked
     run_id = deployment.trigger_run("kill_deferred")
     # Until the triggerer polls, it runs no trigger that a kill could reach.
     wait_until(

@@ -66,6 +66,8 @@ def create_app(state: EmulatorState) -> web.Application:
             web.post("/_emulator/reset", routes.reset),
             web.post("/_emulator/faults", routes.inject),
             web.post("/_emulator/credits", routes.set_credits),
+            web.post("/_emulator/hold", routes.hold),
+            web.post("/_emulator/release", routes.release),
         ]
     )
     # Counting here sees every answer's final status (a 206 for a Range, an aiohttp 413...).
@@ -218,10 +220,10 @@ class _Routes:
         return await self._with_faults("status", request, self._for_account(self._status))
 
     async def _status(self, request: web.Request, account: str) -> web.StreamResponse:
-        job = self.state.poll(account, request.match_info["task_id"])
+        now = time.time()
+        job = self.state.poll(account, request.match_info["task_id"], now)
         if job is None:
             return _error(404, "Task not found")
-        now = time.time()
         state = job.state(now)
         data: dict[str, Any] = {"task_id": job.task_id, "status": job.status(now)}
         if state is JobState.RUNNING:
@@ -287,6 +289,26 @@ class _Routes:
         except ValueError as refused:
             return _error(400, str(refused))
         return web.json_response({"success": True, "account": account, "credits_remaining": body["credits"]})
+
+    async def hold(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await _json_object(request, required={"count"})
+            holding = self.state.hold(body["count"])
+        except ValueError as refused:
+            return _error(400, str(refused))
+        return web.json_response({"success": True, "holding": holding}, status=201)
+
+    async def release(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = (
+                await _json_object(request, required=set(), optional={"task_ids"})
+                if request.can_read_body
+                else {}
+            )
+            released = self.state.release(body.get("task_ids"))
+        except ValueError as refused:
+            return _error(400, str(refused))
+        return web.json_response({"success": True, "released": released})
 
 
 async def _json_object(

@@ -169,6 +169,16 @@ class KlingEmulator:
         ``timing``: the fault's ``retry_after`` or ``delay``, as :meth:`EmulatorState.inject` takes them."""
         return self._on_loop(lambda state: state.inject(endpoint, kind, count, **timing))
 
+    def hold(self, count: int) -> int:
+        """Keep the next ``count`` jobs running until :meth:`release`; returns how many are still to
+        be held."""
+        return self._on_loop(lambda state: state.hold(count))
+
+    def release(self, task_ids: list[str] | None = None) -> int:
+        """Let the held jobs of ``task_ids``, or all, end at their own time (at once if it has passed);
+        returns how many were held."""
+        return self._on_loop(lambda state: state.release(task_ids))
+
     def set_credits(self, api_key: str, credits: int) -> None:
         self._on_loop(lambda state: state.set_credits(api_key, credits))
 

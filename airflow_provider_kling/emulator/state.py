@@ -62,7 +62,8 @@ class InsufficientCreditsError(Exception):
 @dataclass
 class Job:
     """One generation. ``account`` is the key's label (``key-1``...), never the key itself;
-    ``request`` is the submit body as received."""
+    ``request`` is the submit body as received; a ``held`` job runs until released, whatever its
+    ``ready_at``."""
 
     task_id: str
     account: str
@@ -74,9 +75,10 @@ class Job:
     ready_at: float
     fails: bool
     status_polls: list[float] = field(default_factory=list)
+    held: bool = False
 
     def state(self, now: float) -> JobState:
-        if now < self.ready_at:
+        if self.held or now < self.ready_at:
             return JobState.RUNNING
         return JobState.FAILED if self.fails else JobState.COMPLETED
 
@@ -120,6 +122,7 @@ class EmulatorState:
             endpoint: Counter() for endpoint in SCRIPTED_FAULT_ENDPOINTS
         }
         self._jobs_created = 0
+        self._jobs_to_hold = 0
         # Per account, when its admitted API requests came (the last second's); per second, how
         # many requests the accounts sent and how many the limit refused.
         self._admitted: dict[str, deque[float]] = {}
@@ -179,7 +182,9 @@ class EmulatorState:
             created_at=now,
             ready_at=now + nominal_seconds / self.config.speed,
             fails=fails,
+            held=self._jobs_to_hold > 0,
         )
+        self._jobs_to_hold = max(0, self._jobs_to_hold - 1)
         self._credits[account] = remaining - price
         self._jobs[task_id] = job
         self._jobs_created += 1
@@ -196,12 +201,13 @@ class EmulatorState:
     def credits_remaining(self, account: str) -> int:
         return self._credits[account]
 
-    def poll(self, account: str, task_id: str) -> Job | None:
-        """The account's job, noting when it was asked about; None for unknown or foreign ids."""
+    def poll(self, account: str, task_id: str, now: float) -> Job | None:
+        """The account's job, noting that it was asked about at ``now``, the moment its answer is
+        for; None for unknown or foreign ids."""
         job = self._jobs.get(task_id)
         if job is None or job.account != account:
             return None
-        job.status_polls.append(time.time())
+        job.status_polls.append(now)
         self._changed()
         return job
 
@@ -301,6 +307,32 @@ class EmulatorState:
         queue.extend([Fault(fault_kind, retry_after=wait, delay=hold)] * count)
         return len(queue)
 
+    def hold(self, count: int) -> int:
+        """Keep the next ``count`` jobs created running until :meth:`release`, so that a test can act
+        on a wait however late a loaded machine gets to it; returns how many jobs are still to be held."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a whole number >= 1, got {count!r}")
+        self._jobs_to_hold += count
+        return self._jobs_to_hold
+
+    def release(self, task_ids: list[str] | None = None) -> int:
+        """Let held jobs end at their own ``ready_at``, at once if that has passed: those of
+        ``task_ids``, or every one, and then no job created from now on is held. Returns how many
+        jobs were released."""
+        if task_ids is None:
+            self._jobs_to_hold = 0
+        elif not isinstance(task_ids, list) or not all(isinstance(task_id, str) for task_id in task_ids):
+            raise ValueError(f"task_ids must be a list of task ids, got {task_ids!r}")
+        chosen = (
+            self._jobs.values() if task_ids is None else [self._jobs[t] for t in task_ids if t in self._jobs]
+        )
+        held = [job for job in chosen if job.held]
+        for job in held:
+            job.held = False
+        if held:
+            self._changed()
+        return len(held)
+
     def set_credits(self, api_key: str, credits: int) -> str:
         """Set a key's balance; returns the key's account label."""
         account = self._account_of_key.get(api_key) if isinstance(api_key, str) else None
@@ -313,8 +345,8 @@ class EmulatorState:
         return account
 
     def reset(self) -> None:
-        """Back to a fresh start: no jobs, counters, queued faults or recorded video requests, full ledger,
-        generators reseeded."""
+        """Back to a fresh start: no jobs, holds, counters, queued faults or recorded video requests,
+        full ledger, generators reseeded."""
         self._clear()
         self._changed()
 
