@@ -31,12 +31,13 @@ def free_port() -> int:
 def stop(*processes: subprocess.Popen[Any]) -> None:
     """Stop processes we started, and their children, by their process group ids: all asked at once
     (a triggerer takes about 10 s to stop its trigger runner, a scheduler about 5), then each waited
-    for, within 30 s in all, and killed if it is still running then."""
+    for, within 15 s in all, and killed if it is still running then (Airflow 3.1.8's LocalExecutor
+    scheduler sometimes waits for its idle workers until it is)."""
     running = [process for process in processes if process.poll() is None]
     for process in running:
         with suppress(ProcessLookupError):  # it ended since
             os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 15
     for process in running:
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -21,7 +21,7 @@ from emulator_process import EmulatorProcess
 DAGS = Path(__file__).resolve().parent / "production_dags"
 #: A key no other part of the setup could produce, so finding it anywhere means it leaked.
 API_KEY = f"production-secret-{uuid.uuid4().hex}"
-#: Triggers one triggerer takes at most: fewer than the bulk and failover runs' waits, so that both
+#: Triggers one triggerer takes at most: fewer than the bulk and failover runs' 20 waits, so that both
 #: triggerers must hold some (a triggerer that claims first would otherwise take them all).
 TRIGGERER_CAPACITY = 15
 
@@ -74,6 +74,12 @@ class Production:
             run_id,
         )
         return max(sum(1 for start, end in rows if start <= moment < end) for moment, _ in rows)
+
+    def deferred_on_both(self, dag_id: str, run_id: str, count: int) -> bool:
+        """Whether the run's ``count`` tasks are all deferred, and both triggerers hold some of them."""
+        states = [state for _, state, _ in self.task_instances(dag_id, run_id)]
+        holders = {triggerer for triggerer, _ in self.triggers().values()}
+        return states == ["deferred"] * count and len(holders - {None}) == 2
 
     def triggers(self) -> dict[int, tuple[int | None, str]]:
         """Trigger id -> (the triggerer job holding it, its stored kwargs) for every live trigger."""
@@ -135,24 +141,21 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]
         yield Production(airflow, database, emulator)
 
 
-def test_a_bulk_run_under_a_pool_makes_one_job_per_task_with_both_triggerers_waiting(
+def test_a_bulk_run_under_a_pool_waits_all_at_once_on_both_triggerers_with_one_job_per_task(
     production: Production,
 ) -> None:
+    # Every job runs until all 20 waits have deferred: the pool's 6 slots hold none of them.
+    production.emulator.control("/_emulator/hold", "POST", {"count": 20})
     run_id = production.trigger("kling_bulk")
-    holders: set[int] = set()
-
-    def note_holders() -> None:
-        holders.update(triggerer for triggerer, _ in production.triggers().values() if triggerer is not None)
-
-    state = production.wait_for_run("kling_bulk", run_id, 600, note_holders)
-    why = task_logs_of(production.airflow.home, "kling_bulk", run_id)
-    assert state == "success", why
+    wait_until(lambda: production.deferred_on_both("kling_bulk", run_id, 20), 300, "all 20 waits deferred")
+    production.emulator.control("/_emulator/release", "POST", {})
+    state = production.wait_for_run("kling_bulk", run_id, 300)
+    assert state == "success", task_logs_of(production.airflow.home, "kling_bulk", run_id)
     assert [ti_state for _, ti_state, _ in production.task_instances("kling_bulk", run_id)] == [
         "success"
-    ] * 50
+    ] * 20
     jobs = production.jobs_for("kling_bulk")
-    assert len(jobs) == 50 and set(jobs.values()) == {1}
-    assert len(holders) == 2, f"the waits were held by triggerer jobs {holders}"
+    assert len(jobs) == 20 and set(jobs.values()) == {1}
 
 
 def test_a_killed_triggerers_waits_are_adopted_with_their_deadlines_and_all_finish(
@@ -162,12 +165,9 @@ def test_a_killed_triggerers_waits_are_adopted_with_their_deadlines_and_all_fini
     production.emulator.control("/_emulator/hold", "POST", {"count": 20})
     run_id = production.trigger("kling_failover")
 
-    def deferred_on_both() -> bool:
-        states = [state for _, state, _ in production.task_instances("kling_failover", run_id)]
-        holders = {triggerer for triggerer, _ in production.triggers().values()}
-        return states == ["deferred"] * 20 and len(holders - {None}) == 2
-
-    wait_until(deferred_on_both, 300, "every wait deferred, on both triggerers")
+    wait_until(
+        lambda: production.deferred_on_both("kling_failover", run_id, 20), 300, "all 20 waits deferred"
+    )
     before, beats = production.triggers(), production.triggerer_heartbeats()
     production.airflow.kill("triggerer-1")
     wait_until(lambda: len(production.beating_since(beats)) == 1, 60, "the surviving triggerer's heartbeat")

@@ -27,7 +27,7 @@ def generations(dag_id: str, count: int, **operator: object) -> None:
 
 
 # Submits under a pool of 6 (deferred waits hold no slot), waits spread over both triggerers.
-generations("kling_bulk", 50, pool="kling_bulk", retries=0)
+generations("kling_bulk", 20, pool="kling_bulk", retries=0)
 generations("kling_failover", 20, retries=0)
 # A worker killed mid-submit: the retry reattaches, or fails as an unconfirmed submit.
 generations("kling_worker_kill", 8, retries=2, retry_delay=timedelta(seconds=2))
