@@ -113,6 +113,9 @@ def airflow_env(home: Path, dags: Path, api_port: int) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        # A task's calls to the api-server wait up to a minute (Airflow's default, 5 s, is for a machine
+        # that is not running eight Airflows on two cores: a task then failed to start, "ReadTimeout").
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         # The DAG files never change while it runs: parsed once, not every 30 s (half the CPU an idle
         # deployment spends).
