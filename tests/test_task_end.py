@@ -133,6 +133,46 @@ def test_with_multiple_outputs_the_trigger_pushes_each_key_then_the_result(
     assert {key: pushed[key] for key in result} == result
 
 
+def refusing(monkeypatch: pytest.MonkeyPatch, key: str, status_code: int) -> dict[str, Any]:
+    """As ``pushed``, but the API server refuses the push of ``key`` with ``status_code``."""
+    from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+    from airflow.sdk.execution_time import task_runner
+    from airflow.sdk.execution_time.comms import ErrorResponse
+
+    received: dict[str, Any] = {}
+
+    def send(message: Any) -> None:
+        if message.key == key:
+            detail = {"status_code": status_code, "message": "Server returned error"}
+            raise AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail=detail))
+        received[message.key] = message.value
+
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", SimpleNamespace(send=send), raising=False)
+    return received
+
+
+def test_a_result_another_run_of_the_wait_pushed_first_still_ends_the_task(
+    emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two triggerers run the wait when one missed its heartbeat: the second insert is refused (409).
+    pushed = refusing(monkeypatch, "return_value", 409)
+    trigger, _ = deferral(generation(), context_with(FakeStore()))
+    [ended] = events_of(in_triggerer(trigger))
+    assert isinstance(ended, TaskSuccessEvent)
+    assert list(pushed) == [LINK_KEY]
+
+
+def test_a_push_refused_for_another_reason_fails_the_trigger(
+    emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.exceptions import AirflowRuntimeError
+
+    refusing(monkeypatch, "return_value", 500)
+    trigger, _ = deferral(generation(), context_with(FakeStore()))
+    with pytest.raises(AirflowRuntimeError, match="500"):
+        events_of(in_triggerer(trigger))
+
+
 def test_a_generation_marked_as_its_dags_result_resumes_on_a_worker() -> None:
     generate = generation()
     generate.returns_dag_result = True  # as TaskFlow's returns_dag_result=True sets it

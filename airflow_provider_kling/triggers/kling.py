@@ -120,29 +120,47 @@ class KlingStatusTrigger(BaseTrigger):
         else:
             yield TriggerEvent(event)
 
-    @staticmethod
-    async def _push_result(result: dict[str, Any], ti: TaskInstance, multiple_outputs: bool) -> None:
+    async def _push_result(self, result: dict[str, Any], ti: TaskInstance, multiple_outputs: bool) -> None:
         """Push what a worker's end pushes, as it pushes it: with ``multiple_outputs`` each key, then
         ``return_value``, through the Task SDK's XCom (and any XCom backend); then the "Kling video"
         link, straight to Airflow's database (``task_end.WORKER_END``).
 
         None among the end event's XComs: Airflow 3.1-3.3 store those JSON-encoded twice, so a
         downstream task would read a string where a worker's end leaves the value.
+
+        A triggerer that misses its heartbeat (a starved machine) has its waits taken over by another
+        while it still runs them: two runs of this wait then push the same values at once, and the
+        one whose insert comes second is refused (409). That value is already there, so it goes on.
         """
         from airflow.sdk.execution_time.xcom import XCom
-        from asgiref.sync import sync_to_async
 
         where = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
-        # Not asgiref's one shared thread (thread_sensitive): a push waits on the triggerer's busy
-        # supervisor, and in that thread it delayed other waits' polls (p99 seen late 1 s -> 33 s).
-        push = sync_to_async(XCom.set, thread_sensitive=False)
         for key, value in result.items() if multiple_outputs else ():
-            await push(key, value, **where)
-        await push("return_value", result, **where)
+            await self._push_unless_pushed(XCom.set, key, value, where)
+        await self._push_unless_pushed(XCom.set, "return_value", result, where)
         link = KlingVideoLink()
-        await sync_to_async(XCom._set_xcom_in_db, thread_sensitive=False)(
-            link.xcom_key, link_to(result["video_url"]), **where
+        await self._push_unless_pushed(
+            XCom._set_xcom_in_db, link.xcom_key, link_to(result["video_url"]), where
         )
+
+    async def _push_unless_pushed(self, push: Any, key: str, value: Any, where: dict[str, Any]) -> None:
+        """``push(key, value, **where)`` off the event loop, a 409 from the API server (the same XCom
+        inserted meanwhile by another run of the same wait) taken as pushed."""
+        from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+        from asgiref.sync import sync_to_async
+
+        try:
+            # Not asgiref's one shared thread (thread_sensitive): a push waits on the triggerer's busy
+            # supervisor, and in that thread it delayed other waits' polls (p99 seen late 1 s -> 33 s).
+            await sync_to_async(push, thread_sensitive=False)(key, value, **where)
+        except AirflowRuntimeError as refused:
+            error = refused.error
+            if (
+                error.error is not ErrorType.API_SERVER_ERROR
+                or (error.detail or {}).get("status_code") != 409
+            ):
+                raise
+            self.log.warning("XCom %r of %s was pushed meanwhile by another run of this wait", key, where)
 
     async def on_kill(self) -> None:
         """Airflow 3.3+ calls this when a user marks the deferred task failed or success, or clears it."""
