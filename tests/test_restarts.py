@@ -26,6 +26,10 @@ from deployment import Deployment, airflow_env, connection_env, free_port, stop,
 DAGS = Path(__file__).resolve().parent / "restart_dags"
 API_KEY = "restart-test-key"
 
+#: The first test waits for its real Airflow to start too: on a machine running two suites at once,
+#: that and the test took more than the default 300 s (as in the production-shaped tests).
+pytestmark = pytest.mark.timeout(900)
+
 
 class Restarts(Deployment):
     """The harness's deployment with the emulator as one of its processes (restartable on its port,

@@ -16,6 +16,10 @@ import pytest
 from standalone import Standalone
 from task_end_runs import compare, run_all
 
+#: The first test waits for its real Airflow to start too: on a machine running two suites at once,
+#: that and the test took more than the default 300 s (as in the production-shaped tests).
+pytestmark = pytest.mark.timeout(900)
+
 #: How many of each case's waiting task instances (map indexes) the triggerer ended in the
 #: ``_triggerer`` run; the others went back to a worker (task_end.WORKER_END says why).
 ENDED_IN_TRIGGERER = {

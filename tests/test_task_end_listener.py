@@ -19,6 +19,10 @@ from task_end_runs import CONN_ID, compare, records, run_all
 TESTS = Path(__file__).resolve().parent
 DAGS = TESTS / "task_end_dags"
 API_KEY = "task-end-listener-key"
+
+#: The first test waits for its real Airflow to start too: on a machine running two suites at once,
+#: that and the test took more than the default 300 s (as in the production-shaped tests).
+pytestmark = pytest.mark.timeout(900)
 ADMIN_PASSWORD = "task-end-admin"
 LISTENED = {"plain": ("generate", 0)}  # a listener is told of each task's success on a worker
 
