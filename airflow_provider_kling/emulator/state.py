@@ -59,6 +59,12 @@ class InsufficientCreditsError(Exception):
         self.remaining = remaining
 
 
+def _check_whole(name: str, value: object, minimum: int) -> None:
+    """A control's whole-number argument, which may come straight from a JSON body."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
 @dataclass
 class Job:
     """One generation. ``account`` is the key's label (``key-1``...), never the key itself;
@@ -299,8 +305,7 @@ class EmulatorState:
             raise ValueError(f"kind must be one of {kinds}, got {kind!r}") from None
         if fault_kind is FaultKind.TIMEOUT_AFTER_CREATE and endpoint != "submit":
             raise ValueError("timeout_after_create applies to the submit endpoint only")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"count must be a whole number >= 1, got {count!r}")
+        _check_whole("count", count, 1)
         wait = self.config.retry_after if retry_after is None else check_seconds("retry_after", retry_after)
         hold = self.config.slow_seconds if delay is None else check_seconds("delay", delay)
         queue = self._scripted_faults[endpoint]
@@ -310,8 +315,7 @@ class EmulatorState:
     def hold(self, count: int) -> int:
         """Keep the next ``count`` jobs created running until :meth:`release`, so that a test can act
         on a wait however late a loaded machine gets to it; returns how many jobs are still to be held."""
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"count must be a whole number >= 1, got {count!r}")
+        _check_whole("count", count, 1)
         self._jobs_to_hold += count
         return self._jobs_to_hold
 
@@ -338,8 +342,7 @@ class EmulatorState:
         account = self._account_of_key.get(api_key) if isinstance(api_key, str) else None
         if account is None:
             raise ValueError("api_key is not one of the emulator's keys")
-        if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
-            raise ValueError(f"credits must be a whole number >= 0, got {credits!r}")
+        _check_whole("credits", credits, 0)
         self._credits[account] = credits
         self._changed()
         return account
