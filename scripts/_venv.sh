@@ -15,17 +15,40 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-echo "Installing airflow-provider-kling${KLING_EXTRAS:+[$KLING_EXTRAS]} ${KLING_AIRFLOW:-} into $VENV"
-install_log="$VENV/install.log"
-# uv resolves and installs Airflow's two hundred packages in seconds where pip takes a minute; pip
-# stays in the venv (the packaging tests and benchmarks build and install wheels with it). Byte-compiled
-# at install, as pip does: where PYTHONDONTWRITEBYTECODE is set, every Airflow process would otherwise
-# compile Airflow again as it imports it (the 3.3.2 tests took 13:40 instead of 10:40).
-if ! { python -m pip install --disable-pip-version-check --upgrade pip uv \
-       && uv pip install --compile-bytecode --python "$VENV/bin/python" -e "$ROOT${KLING_EXTRAS:+[$KLING_EXTRAS]}" \
-            ${KLING_AIRFLOW:+"$KLING_AIRFLOW"}; } \
-     >"$install_log" 2>&1; then
-  cat "$install_log" >&2
-  echo "Installing failed; the log above is also in $install_log" >&2
-  exit 1
+# An editable install follows the checkout's code by itself: it is made again only when pyproject.toml,
+# the Airflow asked for or an extra not yet installed says so. Installing into a venv that other
+# processes run from (the README test runs run-example.sh beside the others) would swap its files
+# under them.
+what="airflow-provider-kling${KLING_EXTRAS:+[$KLING_EXTRAS]}${KLING_AIRFLOW:+ with $KLING_AIRFLOW}"
+stamp="$VENV/kling-installed"
+pyproject_hash="$(python -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$ROOT/pyproject.toml")"
+installed_already() {
+  [ -f "$stamp" ] || return 1
+  local hash airflow extras extra
+  { read -r hash; read -r airflow; read -r extras; } <"$stamp" || return 1
+  [ "$hash" = "$pyproject_hash" ] || return 1
+  [ -z "${KLING_AIRFLOW:-}" ] || [ "$airflow" = "$KLING_AIRFLOW" ] || return 1
+  for extra in ${KLING_EXTRAS//,/ }; do
+    [[ ",$extras," == *",$extra,"* ]] || return 1
+  done
+}
+if installed_already; then
+  echo "$what is installed in $VENV already"
+else
+  echo "Installing $what into $VENV"
+  install_log="$VENV/install.log"
+  rm -f "$stamp"
+  # uv resolves and installs Airflow's two hundred packages in seconds where pip takes a minute; pip
+  # stays in the venv (the packaging tests and benchmarks build and install wheels with it). Byte-compiled
+  # at install, as pip does: where PYTHONDONTWRITEBYTECODE is set, every Airflow process would otherwise
+  # compile Airflow again as it imports it (the 3.3.2 tests took 13:40 instead of 10:40).
+  if ! { python -m pip install --disable-pip-version-check --upgrade pip uv \
+         && uv pip install --compile-bytecode --python "$VENV/bin/python" -e "$ROOT${KLING_EXTRAS:+[$KLING_EXTRAS]}" \
+              ${KLING_AIRFLOW:+"$KLING_AIRFLOW"}; } \
+       >"$install_log" 2>&1; then
+    cat "$install_log" >&2
+    echo "Installing failed; the log above is also in $install_log" >&2
+    exit 1
+  fi
+  printf '%s\n%s\n%s\n' "$pyproject_hash" "${KLING_AIRFLOW:-}" "${KLING_EXTRAS:-}" >"$stamp"
 fi

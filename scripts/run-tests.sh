@@ -25,11 +25,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-# Most tests wait on emulators and Airflow, not on the CPU: test processes run the files side by side,
-# each file whole in one process (its deployment starts once), and the files on the shared real
-# Airflow together in one (tests/conftest.py). Four processes with the longest files first measured
-# faster but is not used yet: a run failed in a way not understood (docs/benchmarks.md, section 7).
-PARALLEL=(-n 3 --dist loadfile)
+# Most tests wait on emulators and Airflow, not on the CPU: four test processes run the files side by
+# side, each file whole in one process (its deployment starts once), the files on the shared real
+# Airflow together in one, and the files that wait longest first, so that their waits overlap the
+# others' work (tests/conftest.py; docs/benchmarks.md, section 7, has the figures).
+PARALLEL=(-n 4 --dist loadfile)
 # The real-Airflow deployments, the benchmarks' smoke runs and the README's example (which runs in
 # .venv) run once, on the newest Airflow; the task-end tests run on both.
 NEWEST_ONLY=(
