@@ -20,16 +20,19 @@ Every cell polls the same job ids on the same schedule: before each cell the emu
 while the child waits, already imported. Jobs are created just before the waits start, so each job
 is still running when its first poll comes, and each wait makes 3 or 4 polls (the waits start
 spread evenly over the first interval, the jobs take 2.6 to 3 intervals from their creation); fewer
-polls per job (the table's "per job") mean the loop fell behind the schedule. However late a wait
-starts, it ends at the first answer after its job's end: ``polls_after_ready`` is 1 for every job.
+polls per job (the table's "per job") mean the loop fell behind the schedule. The emulator holds the
+jobs running until every wait has started and made its first poll, so that however late a loaded
+machine starts the last waits, all N are alive together; a job held past its own end ends at its
+release. However late a wait starts, it ends at the first answer after its job's end:
+``polls_after_ready`` is 1 for every job.
 
 Figures per cell: polls counted by the client and by the emulator, the process's CPU (user and
 system, all threads, from getrusage) from the first wait's start to the last one's end divided by
-the polls, RSS per wait (the largest RSS seen while all N waits had started and none had ended, minus
-the RSS before the first one started; fixed costs such as the connection pool count too, so small N
-overstate it), how late a 20 ms ticker wakes (loop lag), the outcomes and the wall time. The
-trigger's INFO log line per poll is off unless ``--trigger-logs``: the other two variants log
-nothing while polling either.
+the polls, RSS per wait (the RSS once all N waits had started and made as many polls as there are
+waits, none ended, minus the RSS before the first one started; fixed costs such as the connection
+pool count too, so small N overstate it), how late a 20 ms ticker wakes (loop lag), the outcomes
+and the wall time. The trigger's INFO log line per poll is off unless ``--trigger-logs``: the other
+two variants log nothing while polling either.
 """
 
 from __future__ import annotations
@@ -108,9 +111,6 @@ class Progress:
     lags: list[float] = field(default_factory=list)
     #: When each wait saw its job end (Unix time), by task id: the parent reads the detection lag.
     finished_at: dict[str, float] = field(default_factory=dict)
-    #: The runner's RSS with the most waits held at once, and how many: a busy machine may end the
-    #: first waits before the last have started.
-    most_held: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -226,16 +226,18 @@ async def drive(wait: AsyncIterator[Any], progress: Progress, task_id: str) -> s
 
 
 async def tick(progress: Progress) -> None:
-    """Note how late the loop wakes us, and the RSS with the most waits held once every wait has started."""
+    """Note how late the loop wakes us."""
     while True:
         due = time.monotonic() + LAG_TICK
         await asyncio.sleep(LAG_TICK)
         progress.lags.append(time.monotonic() - due)
-        if progress.started == progress.size:
-            progress.most_held = max(progress.most_held, (progress.started - progress.ended, rss_bytes()))
 
 
-async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict[str, Any]:
+async def measure(
+    variant: str, task_ids: list[str], schedule: Schedule, parked: Callable[[], None]
+) -> dict[str, Any]:
+    """Run the waits; once all are parked (started and polled, their jobs held), note the RSS and
+    call ``parked``, which lets the jobs end."""
     progress = Progress(size=len(task_ids))
     rss_before = rss_bytes()
     usage_before, wall_before = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
@@ -249,6 +251,10 @@ async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(drive(start_wait(task_id), progress, task_id)))
             progress.started += 1
+        while progress.polls < len(task_ids) and progress.ended == 0:
+            await asyncio.sleep(LAG_TICK)
+        held, rss_parked = len(task_ids) - progress.ended, rss_bytes()
+        parked()
         outcomes = Counter(await asyncio.gather(*tasks))
         usage, wall_seconds = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall_before
     ticker.cancel()
@@ -256,7 +262,6 @@ async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict
     system_seconds = usage.ru_stime - usage_before.ru_stime
     lags_ms = [lag * 1000 for lag in progress.lags]
     polls = progress.polls
-    held, parked = progress.most_held
     return {
         "variant": variant,
         "size": len(task_ids),
@@ -269,8 +274,8 @@ async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict
         "system_us_per_poll": system_seconds / polls * 1e6 if polls else None,
         "rss_before_bytes": rss_before,
         "waits_held": held,
-        "rss_parked_bytes": parked,
-        "rss_bytes_per_wait": (parked - rss_before) / held if held else None,
+        "rss_parked_bytes": rss_parked,
+        "rss_bytes_per_wait": (rss_parked - rss_before) / held if held else None,
         "lag_p99_ms": percentile(lags_ms, 0.99),
         "lag_max_ms": max(lags_ms),
         "wall_seconds": wall_seconds,
@@ -279,13 +284,16 @@ async def measure(variant: str, task_ids: list[str], schedule: Schedule) -> dict
 
 
 def run_cell(variant: str, interval: float, base_url: str, report_fd: int) -> int:
-    """The child: say it is ready, read the task ids from stdin, measure, report one JSON line."""
+    """The child: say it is ready, read the task ids from stdin, measure (saying when the waits are
+    parked), report one JSON line."""
     with os.fdopen(report_fd, "w") as report:
         print("ready", file=report, flush=True)
         task_ids = json.loads(sys.stdin.readline())
         gc.collect()
         schedule = Schedule(base_url=base_url, interval=interval, deadline=time.time() + 10 * interval + 60)
-        result = asyncio.run(measure(variant, task_ids, schedule))
+        result = asyncio.run(
+            measure(variant, task_ids, schedule, lambda: print("parked", file=report, flush=True))
+        )
         print(json.dumps(result), file=report, flush=True)
     return 0
 
@@ -309,9 +317,14 @@ class Emulator(EmulatorProcess):
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def create_jobs(self, count: int) -> list[str]:
-        """Reset the emulator (jobs, counters, its seeded ids) and create ``count`` jobs."""
+        """Reset the emulator (jobs, counters, its seeded ids) and create ``count`` jobs, held running
+        until :meth:`release_jobs`."""
         self.control("/_emulator/reset", "POST")
+        self.control("/_emulator/hold", "POST", {"count": count})
         return asyncio.run(self._submit(count))
+
+    def release_jobs(self) -> None:
+        self.control("/_emulator/release", "POST", {})
 
     async def _submit(self, count: int) -> list[str]:
         payload = GenerationRequest("triggerer density benchmark").to_payload()
@@ -377,6 +390,8 @@ def measure_cell(
         emulator_cpu = emulator.cpu_seconds()
         child.stdin.write(json.dumps(task_ids) + "\n")
         child.stdin.close()
+        if report.readline().strip() == "parked":
+            emulator.release_jobs()
         line = report.readline()
     if child.wait() != 0 or not line:
         raise SystemExit(f"The {variant} cell with {size} waits failed:\n{log.read_text()[-3000:]}")

@@ -757,6 +757,19 @@ def test_a_held_job_runs_past_its_time_until_released(emulator: KlingEmulator) -
     assert status(emulator, task_id).json()["data"]["status"] == "completed"
 
 
+def test_a_job_released_after_its_time_ended_at_its_release(emulator: KlingEmulator) -> None:
+    emulator.hold(1)
+    submitted_task(emulator)
+    [job] = emulator.jobs()
+    time.sleep(max(0.0, job["ready_at"] - time.time()) + 0.2)
+
+    releasing = time.time()
+    emulator.release()
+
+    [released] = emulator.jobs()
+    assert released["ready_at"] >= releasing
+
+
 def test_a_hold_covers_the_next_jobs_created_and_no_more(emulator: KlingEmulator) -> None:
     emulator.hold(2)
 

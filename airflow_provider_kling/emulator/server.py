@@ -175,8 +175,8 @@ class KlingEmulator:
         return self._on_loop(lambda state: state.hold(count))
 
     def release(self, task_ids: list[str] | None = None) -> int:
-        """Let the held jobs of ``task_ids``, or all, end at their own time (at once if it has passed);
-        returns how many were held."""
+        """Let the held jobs of ``task_ids``, or all, end at their own time (at once if it has passed,
+        their ``ready_at`` then the release); returns how many were held."""
         return self._on_loop(lambda state: state.release(task_ids))
 
     def set_credits(self, api_key: str, credits: int) -> None:

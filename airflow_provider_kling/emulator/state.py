@@ -320,9 +320,9 @@ class EmulatorState:
         return self._jobs_to_hold
 
     def release(self, task_ids: list[str] | None = None) -> int:
-        """Let held jobs end at their own ``ready_at``, at once if that has passed: those of
-        ``task_ids``, or every one, and then no job created from now on is held. Returns how many
-        jobs were released."""
+        """Let held jobs end at their own ``ready_at``, or now if that has passed (their ``ready_at``
+        then says when they ended): those of ``task_ids``, or every one, and then no job created from
+        now on is held. Returns how many jobs were released."""
         if task_ids is None:
             self._jobs_to_hold = 0
         elif not isinstance(task_ids, list) or not all(isinstance(task_id, str) for task_id in task_ids):
@@ -331,8 +331,10 @@ class EmulatorState:
             self._jobs.values() if task_ids is None else [self._jobs[t] for t in task_ids if t in self._jobs]
         )
         held = [job for job in chosen if job.held]
+        now = time.time()
         for job in held:
             job.held = False
+            job.ready_at = max(job.ready_at, now)
         if held:
             self._changed()
         return len(held)
