@@ -1,7 +1,8 @@
-"""The provider's wheel as users install it, built from a copy of the checkout's sources.
+"""The provider's sdist and wheel as they would be published, built from a copy of the checkout.
 
-A copy, because setuptools builds inside the source folder: two builds at once would share its
-``build/`` folder, and files an earlier build left there would be packed into the wheel.
+A copy of the files git would commit (tracked, or new and not ignored), because setuptools builds
+inside the source folder: two builds at once would share its ``build/`` folder, and files an earlier
+build left there would be packed into the wheel.
 """
 
 from __future__ import annotations
@@ -13,20 +14,41 @@ import tempfile
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-#: What the build reads: the project's metadata, its readme and the package.
-SOURCES = ("pyproject.toml", "README.md", "airflow_provider_kling")
 
 
 def build_wheel(wheel_dir: Path) -> Path:
-    """Build the wheel into ``wheel_dir`` (its dependencies are not fetched) and return its path."""
-    with tempfile.TemporaryDirectory(prefix="kling-wheel-sources-") as folder:
-        sources = Path(folder)
-        for name in SOURCES:
-            if (CHECKOUT / name).is_dir():
-                shutil.copytree(CHECKOUT / name, sources / name, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(CHECKOUT / name, sources / name)
-        pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps"]
-        subprocess.run([*pip, "--wheel-dir", str(wheel_dir), str(sources)], check=True)
-    [wheel] = wheel_dir.glob("airflow_provider_kling-*.whl")
+    """Build the wheel straight from the checkout's files into ``wheel_dir``; return its path."""
+    [wheel] = _build(wheel_dir, "--wheel")
     return wheel
+
+
+def build_release(dist_dir: Path) -> tuple[Path, Path]:
+    """Build the sdist, then the wheel from the sdist, as ``python -m build`` makes them for PyPI;
+    return both paths."""
+    sdist, wheel = _build(dist_dir)
+    return sdist, wheel
+
+
+def _build(dist_dir: Path, *options: str) -> list[Path]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=CHECKOUT,
+        capture_output=True,
+        check=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="kling-build-sources-") as folder:
+        sources = Path(folder)
+        for name in filter(None, listed.stdout.decode().split("\0")):
+            if (CHECKOUT / name).is_file():  # a file deleted but not yet committed is still listed
+                (sources / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(CHECKOUT / name, sources / name)
+        built = subprocess.run(
+            [sys.executable, "-m", "build", *options, "--outdir", str(dist_dir), str(sources)],
+            capture_output=True,
+            text=True,
+        )
+    if built.returncode != 0:
+        raise RuntimeError(f"python -m build failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}")
+    return sorted(dist_dir.glob("airflow_provider_kling-*.tar.gz")) + sorted(
+        dist_dir.glob("airflow_provider_kling-*.whl")
+    )

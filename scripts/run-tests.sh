@@ -30,14 +30,15 @@ fi
 # Airflow together in one, and the files that wait longest first, so that their waits overlap the
 # others' work (tests/conftest.py; docs/benchmarks.md, section 7, has the figures).
 PARALLEL=(-n 4 --dist loadfile)
-# The real-Airflow deployments, the benchmarks' smoke runs and the README's example (which runs in
-# .venv) run once, on the newest Airflow; the task-end tests run on both.
+# The real-Airflow deployments, the benchmarks' smoke runs, the README's example (which runs in
+# .venv) and the release's checks run once, on the newest Airflow; the task-end tests run on both.
 NEWEST_ONLY=(
   --ignore=tests/test_end_to_end.py --ignore=tests/test_restarts.py --ignore=tests/test_production.py
   --ignore=tests/test_benchmark_worker_slots.py --ignore=tests/test_benchmark_rate_limit.py
   --ignore=tests/test_benchmark_real_triggerer.py --ignore=tests/test_benchmark_density.py
   --ignore=tests/test_benchmark_polling.py --ignore=tests/test_benchmark_parse_cost.py
   --deselect tests/test_readme.py::test_run_example_ends_with_the_path_of_a_kept_mp4
+  --ignore=tests/test_release.py
 )
 failed=()
 # Each run is a subshell with `set -e` of its own; its status is read with errexit off here, since a
