@@ -29,19 +29,24 @@ def build_release(dist_dir: Path) -> tuple[Path, Path]:
     return sdist, wheel
 
 
-def _build(dist_dir: Path, *options: str) -> list[Path]:
+def copy_checkout(destination: Path) -> None:
+    """Copy the files git would commit (uncommitted edits included) into ``destination``."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=CHECKOUT,
         capture_output=True,
         check=True,
     )
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        if (CHECKOUT / name).is_file():  # a file deleted but not yet committed is still listed
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(CHECKOUT / name, destination / name)
+
+
+def _build(dist_dir: Path, *options: str) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="kling-build-sources-") as folder:
         sources = Path(folder)
-        for name in filter(None, listed.stdout.decode().split("\0")):
-            if (CHECKOUT / name).is_file():  # a file deleted but not yet committed is still listed
-                (sources / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(CHECKOUT / name, sources / name)
+        copy_checkout(sources)
         built = subprocess.run(
             [sys.executable, "-m", "build", *options, "--outdir", str(dist_dir), str(sources)],
             capture_output=True,

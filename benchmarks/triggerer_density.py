@@ -21,16 +21,16 @@ while the child waits, already imported. Jobs are created just before the waits 
 is still running when its first poll comes, and each wait makes 3 or 4 polls (the waits start
 spread evenly over the first interval, the jobs take 2.6 to 3 intervals from their creation); fewer
 polls per job (the table's "per job") mean the loop fell behind the schedule. The emulator holds the
-jobs running until every wait has started and made its first poll, so that however late a loaded
+jobs running until every wait has had its first answer, so that however late a loaded
 machine starts the last waits, all N are alive together; a job held past its own end ends at its
 release. However late a wait starts, it ends at the first answer after its job's end:
 ``polls_after_ready`` is 1 for every job.
 
 Figures per cell: polls counted by the client and by the emulator, the process's CPU (user and
 system, all threads, from getrusage) from the first wait's start to the last one's end divided by
-the polls, RSS per wait (the RSS once all N waits had started and made as many polls as there are
-waits, none ended, minus the RSS before the first one started; fixed costs such as the connection
-pool count too, so small N overstate it), how late a 20 ms ticker wakes (loop lag), the outcomes
+the polls, RSS per wait (the RSS once each of the N waits had had an answer, none ended, minus the
+RSS before the first one started; fixed costs such as the connection pool count too, so small N
+overstate it), how late a 20 ms ticker wakes (loop lag), the outcomes
 and the wall time. The trigger's INFO log line per poll is off unless ``--trigger-logs``: the other
 two variants log nothing while polling either.
 """
@@ -106,6 +106,8 @@ class Progress:
 
     size: int
     polls: int = 0
+    #: The waits that have had an answer, by what each polls (its task id, path or URL).
+    answered: set[str] = field(default_factory=set)
     started: int = 0
     ended: int = 0
     lags: list[float] = field(default_factory=list)
@@ -130,8 +132,10 @@ async def kling_waits(schedule: Schedule, progress: Progress) -> AsyncIterator[W
     get_status = KlingHook.aget_status
 
     async def counted_get_status(hook: KlingHook, task_id: str) -> JobStatus:
+        status = await get_status(hook, task_id)
         progress.polls += 1
-        return await get_status(hook, task_id)
+        progress.answered.add(task_id)
+        return status
 
     with mock.patch.object(KlingHook, "aget_status", counted_get_status):
         yield lambda task_id: KlingStatusTrigger(
@@ -157,6 +161,7 @@ class HttpProviderStatusTrigger(BaseTrigger):
         while time.time() < self.schedule.deadline:
             status = await self.poll(hook)
             self.progress.polls += 1
+            self.progress.answered.add(self.endpoint)
             if status in FINISHED_STATUSES:
                 yield TriggerEvent({"status": status})
                 return
@@ -188,6 +193,7 @@ async def floor_wait(
     while time.time() < schedule.deadline:
         status = await floor_poll(session, url)
         progress.polls += 1
+        progress.answered.add(url)
         if status in FINISHED_STATUSES:
             yield status
             return
@@ -236,7 +242,7 @@ async def tick(progress: Progress) -> None:
 async def measure(
     variant: str, task_ids: list[str], schedule: Schedule, parked: Callable[[], None]
 ) -> dict[str, Any]:
-    """Run the waits; once all are parked (started and polled, their jobs held), note the RSS and
+    """Run the waits; once all are parked (each has had an answer, its job held), note the RSS and
     call ``parked``, which lets the jobs end."""
     progress = Progress(size=len(task_ids))
     rss_before = rss_bytes()
@@ -251,7 +257,7 @@ async def measure(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(drive(start_wait(task_id), progress, task_id)))
             progress.started += 1
-        while progress.polls < len(task_ids) and progress.ended == 0:
+        while len(progress.answered) < len(task_ids) and progress.ended == 0:
             await asyncio.sleep(LAG_TICK)
         held, rss_parked = len(task_ids) - progress.ended, rss_bytes()
         parked()
@@ -390,8 +396,12 @@ def measure_cell(
         emulator_cpu = emulator.cpu_seconds()
         child.stdin.write(json.dumps(task_ids) + "\n")
         child.stdin.close()
-        if report.readline().strip() == "parked":
-            emulator.release_jobs()
+        try:
+            if report.readline().strip() == "parked":
+                emulator.release_jobs()
+        except BaseException:
+            child.kill()  # its waits would poll held jobs until their deadline
+            raise
         line = report.readline()
     if child.wait() != 0 or not line:
         raise SystemExit(f"The {variant} cell with {size} waits failed:\n{log.read_text()[-3000:]}")

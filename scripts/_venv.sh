@@ -15,20 +15,20 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-# An editable install follows the checkout's code by itself: it is made again only when pyproject.toml,
-# the Airflow asked for or an extra not yet installed says so. Installing into a venv that other
-# processes run from (the README test runs run-example.sh beside the others) would swap its files
-# under them.
+# An editable install follows the checkout's code by itself: it is made again only when another
+# checkout, pyproject.toml, the package's version (airflow_provider_kling/__init__.py), the Airflow
+# asked for or an extra not yet installed says so. Installing into a venv that other processes run
+# from (the README test runs run-example.sh beside the others) would swap its files under them.
 what="airflow-provider-kling${KLING_EXTRAS:+[$KLING_EXTRAS]}${KLING_AIRFLOW:+ with $KLING_AIRFLOW}"
 stamp="$VENV/kling-installed"
-pyproject_hash="$(python -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$ROOT/pyproject.toml")"
+sources_hash="$(cat "$ROOT/pyproject.toml" "$ROOT/airflow_provider_kling/__init__.py" | python -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
 installed_already() {
   [ -f "$stamp" ] || return 1
-  local hash airflow extras extra
-  { read -r hash; read -r airflow; read -r extras; } <"$stamp" || return 1
-  [ "$hash" = "$pyproject_hash" ] || return 1
+  local checkout hash airflow extras extra wanted="${KLING_EXTRAS:-}"
+  { read -r checkout; read -r hash; read -r airflow; read -r extras; } <"$stamp" || return 1
+  [ "$checkout" = "$ROOT" ] && [ "$hash" = "$sources_hash" ] || return 1
   [ -z "${KLING_AIRFLOW:-}" ] || [ "$airflow" = "$KLING_AIRFLOW" ] || return 1
-  for extra in ${KLING_EXTRAS//,/ }; do
+  for extra in ${wanted//,/ }; do
     [[ ",$extras," == *",$extra,"* ]] || return 1
   done
 }
@@ -50,5 +50,5 @@ else
     echo "Installing failed; the log above is also in $install_log" >&2
     exit 1
   fi
-  printf '%s\n%s\n%s\n' "$pyproject_hash" "${KLING_AIRFLOW:-}" "${KLING_EXTRAS:-}" >"$stamp"
+  printf '%s\n%s\n%s\n%s\n' "$ROOT" "$sources_hash" "${KLING_AIRFLOW:-}" "${KLING_EXTRAS:-}" >"$stamp"
 fi

@@ -47,8 +47,8 @@ failed=()
 # load every test meets (docs/benchmarks.md, section 7).
 set +e
 if [ "$#" -eq 0 ]; then
-  # The oldest Airflow's venv installs in the background while the newest's installs and its linters
-  # run (mypy keeps one core busy); its output is shown when its tests start.
+  # The oldest Airflow's venv installs in the background while the newest's installs and its tests
+  # run; its output is shown when its tests start.
   oldest_install_log="$(mktemp)"
   (
     set -e
@@ -67,6 +67,7 @@ fi
   mypy_log="$(mktemp)"
   mypy >"$mypy_log" 2>&1 &
   mypy_run=$!
+  trap 'kill "$mypy_run" 2>/dev/null; rm -f "$mypy_log"' EXIT
   echo "== pytest on $NEWEST_AIRFLOW"
   tests=0
   pytest "${PARALLEL[@]}" "$@" || tests=$?
@@ -74,7 +75,6 @@ fi
   checked=0
   wait "$mypy_run" || checked=$?
   cat "$mypy_log"
-  rm -f "$mypy_log"
   [ "$tests" -eq 0 ] && [ "$checked" -eq 0 ]
 )
 [ $? -eq 0 ] || failed+=("$NEWEST_AIRFLOW (linters or tests)")

@@ -139,7 +139,9 @@ def airflow_db() -> None:
     migrate = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, env=os.environ
     )
-    assert migrate.returncode == 0, f"airflow db migrate exited {migrate.returncode}:\n{migrate.stderr}"
+    assert migrate.returncode == 0, (
+        f"airflow db migrate exited {migrate.returncode}:\n{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
         [sys.executable, str(SCRIPT), *options],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # a hang guard: the run takes about a minute on a busy 2-core machine
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout, json.loads(figures.read_text())

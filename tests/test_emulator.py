@@ -770,6 +770,18 @@ def test_a_job_released_after_its_time_ended_at_its_release(emulator: KlingEmula
     assert released["ready_at"] >= releasing
 
 
+def test_a_job_released_before_its_time_keeps_its_time(kling_emulator_factory: KlingEmulatorFactory) -> None:
+    emulator = kling_emulator_factory(min_seconds=60, max_seconds=60)
+    emulator.hold(1)
+    submitted_task(emulator)
+    [job] = emulator.jobs()
+
+    emulator.release()
+
+    [released] = emulator.jobs()
+    assert released["ready_at"] == job["ready_at"]
+
+
 def test_a_hold_covers_the_next_jobs_created_and_no_more(emulator: KlingEmulator) -> None:
     emulator.hold(2)
 

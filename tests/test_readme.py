@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from airflow.utils.state import DagRunState
+from built_wheel import copy_checkout
 from dag_runs import DagBag, xcoms
 
 from airflow_provider_kling.core.api import DEFAULT_BASE_URL
@@ -165,17 +166,7 @@ PIP_INSTALLS = [argv for argv in commands(INSTALL) if argv[:2] == ["pip", "insta
 def checkout_with_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the work tree (uncommitted edits included) in which the README's wheel command ran."""
     checkout = tmp_path_factory.mktemp("checkout")
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for name in filter(None, listed.split("\0")):
-        if (REPO / name).is_file():  # a tracked file deleted in the work tree is not there to copy
-            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, checkout / name)
+    copy_checkout(checkout)
     succeeded(in_shell(shlex.join(WHEEL_BUILD), environment(), checkout), INSTALL)
     return checkout
 

@@ -104,7 +104,11 @@ def wheel_venv(release: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
 
 def in_wheel_venv(venv: Path, command: list[str], home: Path, **variables: str) -> str:
     """Run ``command`` from the venv's bin, in an empty folder, with none of this run's Airflow settings."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("AIRFLOW", "KLING_"))}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AIRFLOW", "_AIRFLOW", "KLING_"))
+    }
     env |= {"PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}", "AIRFLOW_HOME": str(home), **variables}
     env.pop("PYTHONPATH", None)
     done = subprocess.run(
