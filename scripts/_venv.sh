@@ -1,6 +1,6 @@
 # Sourced by the other scripts: make (once) and activate a virtualenv ($KLING_VENV, default .venv)
 # with the package installed from this checkout, the extras named in $KLING_EXTRAS, and
-# $KLING_AIRFLOW (a requirement such as apache-airflow==3.3.2) when set.
+# $KLING_AIRFLOW (requirements, space-separated, such as apache-airflow==3.3.2) when set.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -44,7 +44,7 @@ else
   # compile Airflow again as it imports it (the 3.3.2 tests took 13:40 instead of 10:40).
   if ! { python -m pip install --disable-pip-version-check --upgrade pip uv \
          && uv pip install --compile-bytecode --python "$VENV/bin/python" -e "$ROOT${KLING_EXTRAS:+[$KLING_EXTRAS]}" \
-              ${KLING_AIRFLOW:+"$KLING_AIRFLOW"}; } \
+              ${KLING_AIRFLOW:-}; } \
        >"$install_log" 2>&1; then
     cat "$install_log" >&2
     echo "Installing failed; the log above is also in $install_log" >&2
