@@ -59,6 +59,9 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_kling.links.kling.KlingVideoLink"],
+        "task-decorators": [
+            {"class-name": "airflow_provider_kling.decorators.kling.kling_task", "name": "kling"}
+        ],
         # The Kling gallery page (plugins/gallery.py) is not listed under "plugins": it loads through
         # its airflow.plugins entry point, and a second listing here is a second registration that
         # Airflow skips with a warning in every component's log.

@@ -27,6 +27,7 @@ def test_example_dags_import_without_errors(example_dagbag: DagBag) -> None:
         "kling_submit_then_sense",
         "kling_keep_videos",
         "kling_publish_new_videos",
+        "kling_taskflow",
         "kling_review",  # run end to end on a real Airflow, its reviews answered (test_end_to_end.py)
     } <= set(example_dagbag.dag_ids)
 
@@ -65,6 +66,22 @@ def test_bulk_example_makes_one_video_per_prompt(example_dagbag: DagBag, emulato
     assert [r["task_id"] for r in results] == task_ids
     assert xcoms(dag_run, "report") == [3]
     assert emulator.stats()["jobs_created"] == 3
+
+
+def test_taskflow_example_makes_one_video_per_subject_for_the_downstream_task(
+    example_dagbag: DagBag, emulator: KlingEmulator
+) -> None:
+    dag_run = run_fast(example_dagbag, "kling_taskflow")
+    assert dag_run.state == DagRunState.SUCCESS
+    jobs = emulator.jobs()
+    assert sorted(job["request"]["prompt"].split(" in fresh snow")[0] for job in jobs) == [
+        "a mountain hare",
+        "a red fox",
+        "a snowy owl",
+    ]
+    [published] = xcoms(dag_run, "publish")
+    videos = [f"{emulator.base_url}/_emulator/videos/{job['task_id']}.mp4" for job in jobs]
+    assert sorted(published) == sorted(videos)
 
 
 def test_submit_then_sense_example_waits_on_the_pushed_task_id(

@@ -218,6 +218,22 @@ def test_a_runs_generations_are_read_from_airflows_records_with_the_runs_spend(
 
 
 @pytest.mark.usefixtures("airflow_db")
+def test_taskflow_generations_are_shown_with_the_prompts_their_function_returned(
+    example_dagbag: DagBag, emulator: KlingEmulator
+) -> None:
+    dag_run = run_fast(example_dagbag, "kling_taskflow")
+    with create_session() as session:
+        shown = [
+            g for g in generations(session, {"kling_taskflow"}, None, None, 50) if g.run_id == dag_run.run_id
+        ]
+        spend = run_spend(session, shown)
+    jobs = {job["request"]["prompt"]: job for job in emulator.jobs()}
+    assert sorted(g.prompt or "" for g in shown) == sorted(jobs)
+    assert all(g.video_url == xcoms(dag_run, "clip")[g.map_index]["video_url"] for g in shown)
+    assert spend[(dag_run.dag_id, dag_run.run_id)] == sum(job["credits_used"] for job in jobs.values())
+
+
+@pytest.mark.usefixtures("airflow_db")
 def test_runs_outside_the_dates_asked_for_are_not_shown(
     example_dagbag: DagBag, emulator: KlingEmulator
 ) -> None:

@@ -9,8 +9,8 @@ and language), so an edit to the README is what gets tested; a failure names the
 - The connection: the CLI command runs in a fresh ``AIRFLOW_HOME`` after ``airflow db migrate`` (the
   Use section's first step) and the connection is read back; each ``export`` form is set and read by
   ``KlingHook``, the emulator one against a running emulator.
-- Use: every Python block compiles; the operator block and the mapped ``.partial().expand()`` block
-  run in a DAG with ``dag.test()`` against the emulator.
+- Use: every Python block compiles; the ``@task.kling`` block, the operator block and the mapped
+  ``.partial().expand()`` block run in a DAG with ``dag.test()`` against the emulator.
 - The emulator: both forms of its command start (on a free port), print the README's banner and
   serve; the default key and the estimate the README gives for its ``--speed`` are checked; the
   Python snippet runs.
@@ -272,8 +272,9 @@ def test_env_connection_for_the_emulator_passes_the_connection_test(
 
 # ---- Use --------------------------------------------------------------------------------------------
 
+USE_TASKFLOW = readme_block("python", "Use", "@task.kling")
 USE_OPERATORS = readme_block("python", "Use", "KlingGenerateOperator(")
-USE_MAPPED = readme_block("python", "Use", ".expand(")
+USE_MAPPED = readme_block("python", "Use", "KlingGenerateOperator.partial(")
 
 
 @pytest.mark.parametrize(
@@ -282,6 +283,15 @@ USE_MAPPED = readme_block("python", "Use", ".expand(")
 def test_python_block_compiles(block: Block) -> None:
     compile(block.text, str(block), "exec")
 
+
+#: A DAG file around the README's TaskFlow block: the block's text, indented into ``with DAG(...)``.
+TASKFLOW_DAG = """\
+from airflow.sdk import DAG
+
+with DAG("readme_use_taskflow", schedule=None):
+    # README.md:{line}
+{snippet}
+"""
 
 #: A DAG file around the README's operator block: the block's text, indented into ``with DAG(...)``.
 OPERATORS_DAG = """\
@@ -342,6 +352,20 @@ def dag_around(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str
         return dag
 
     return build
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_taskflow_snippet_runs_as_a_dag_and_makes_a_video_per_subject(
+    emulator: KlingEmulator, dag_around: Callable[[str, Block], Any]
+) -> None:
+    dag = dag_around(TASKFLOW_DAG, USE_TASKFLOW)
+    dag_run = dag.test()
+    assert dag_run.state == DagRunState.SUCCESS, USE_TASKFLOW
+    [task_id] = dag.task_ids
+    results = xcoms(dag_run, task_id)
+    assert [result["task_id"] for result in results] == xcoms(dag_run, task_id, key="task_id"), USE_TASKFLOW
+    assert all(result["status"] == "completed" for result in results), USE_TASKFLOW
+    assert emulator.stats()["jobs_created"] == len(results) == 2, USE_TASKFLOW
 
 
 @pytest.mark.usefixtures("airflow_db")

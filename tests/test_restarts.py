@@ -85,14 +85,17 @@ class Restarts(Deployment):
     def jobs_for(self, prompt: str) -> list[dict[str, Any]]:
         return [job for job in self.emulator("jobs") or [] if job["request"]["prompt"] == prompt]
 
-    def task_process_runs(self, dag_id: str, run_id: str, task_id: str) -> dict[int, int]:
-        """How many times a worker ran the task's process, by try number."""
+    def task_process_runs(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> dict[int, int]:
+        """How many times a worker ran the task's process (of one map index), by try number."""
         rows = self.query(
             "SELECT try_number, COUNT(*) FROM log WHERE dag_id = ? AND run_id = ? AND task_id = ? "
-            "AND event = 'running' GROUP BY try_number",
+            "AND map_index = ? AND event = 'running' GROUP BY try_number",
             dag_id,
             run_id,
             task_id,
+            map_index,
         )
         return dict(rows)
 
@@ -239,6 +242,33 @@ def test_a_timeout_resumes_on_a_worker_and_the_retry_reattaches(deployment: Rest
     assert runs == {**dict.fromkeys(range(1, last), 2), last: 1}
     [job] = deployment.jobs_for("timeout then retry")
     assert deployment.returned("resume_on_worker", run_id, "generate")["task_id"] == job["task_id"]
+
+
+def test_a_mapped_taskflow_generation_retries_onto_its_jobs_and_ends_in_the_triggerer(
+    deployment: Restarts,
+) -> None:
+    deployment.hold(2)  # until both map indexes' first tries have timed out
+    run_id = deployment.trigger_run("taskflow_retry")
+
+    def runs(map_index: int) -> dict[int, int]:
+        return deployment.task_process_runs("taskflow_retry", run_id, "taskflow_clip", map_index)
+
+    wait_until(lambda: runs(0).get(2) and runs(1).get(2), 120, "both retries")
+    deployment.release()
+    state = deployment.finish("taskflow_retry", run_id)
+    assert state == "success", task_logs_of(deployment.home, "taskflow_retry", run_id)
+    for map_index in (0, 1):
+        # Each timed-out try ran twice (its start, then its resumption to raise the timeout); the
+        # last one reattached, and the triggerer ended it.
+        last = max(runs(map_index))
+        assert runs(map_index) == {**dict.fromkeys(range(1, last), 2), last: 1}
+    # The function wrote a new prompt on each call, yet each map index has one job.
+    jobs = [
+        [job["task_id"] for job in deployment.emulator("jobs") if job["request"]["prompt"].startswith(prefix)]
+        for prefix in ("taskflow fox ", "taskflow owl ")
+    ]
+    assert [len(found) for found in jobs] == [1, 1]
+    assert deployment.returned("taskflow_retry", run_id, "collect") == [found for [found] in jobs]
 
 
 def test_a_deferrable_sensor_runs_no_task_process(deployment: Restarts) -> None:

@@ -261,18 +261,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Context) -> Any:
         self._started = time.monotonic()
-        problems: list[FieldError] = []
-        try:
-            self._regenerate = _regenerate_flag(self.regenerate)
-        except KlingValidationError as invalid:
-            problems += invalid.errors
-        try:
-            self._request = self._generation_request()
-            if self.max_credits is not None:
-                self._request.check_budget(self.max_credits)
-        except KlingValidationError as invalid:
-            problems += invalid.errors
-        if problems:
+        if problems := self._request_problems():
             raise AirflowFailException(str(KlingValidationError(problems)))
         self._store = context.get("task_state_store") if self.durable else None
         if self._store is None and context["ti"].try_number > 1:
@@ -293,6 +282,21 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             if self.on_unconfirmed_submit == "fail":
                 raise AirflowFailException(f"{error} {self._how_to_reset(context)}") from error
             raise
+
+    def _request_problems(self) -> list[FieldError]:
+        """Every broken rule of this try's request, found before anything is sent."""
+        problems: list[FieldError] = []
+        try:
+            self._regenerate = _regenerate_flag(self.regenerate)
+        except KlingValidationError as invalid:
+            problems += invalid.errors
+        try:
+            self._request = self._generation_request()
+            if self.max_credits is not None:
+                self._request.check_budget(self.max_credits)
+        except KlingValidationError as invalid:
+            problems += invalid.errors
+        return problems
 
     # -- ResumableJobMixin: submit once, reattach on retry -----------------------------------------
     # The "external id" the mixin keeps in task_state_store is our Submission record, in its JSON

@@ -1,10 +1,11 @@
 """The gallery's FastAPI app, served by the api-server: a page of recent Kling generations and the
 kept videos it plays, for logged-in users and only from the DAGs they may read.
 
-What it shows comes from Airflow's own records of each KlingGenerateOperator task instance: its
-result (XCom ``return_value``), its rendered prompt, and its DAG run's credit ledger (XCom
-``kling_credits``). Access is Airflow's auth manager's: a DAG's generations are listed only to a
-user allowed to read both its task instances and its XComs.
+What it shows comes from Airflow's own records of each KlingGenerateOperator (or ``@task.kling``)
+task instance: its result (XCom ``return_value``), its rendered prompt (a ``@task.kling`` function's
+request: XCom ``kling_request``), and its DAG run's credit ledger (XCom ``kling_credits``). Access
+is Airflow's auth manager's: a DAG's generations are listed only to a user allowed to read both its
+task instances and its XComs.
 
 A kept copy is read from where a task wrote it, and the path comes from an XCom, which users allowed
 to edit XComs can rewrite: so a copy is served only from a Kling task's result, only from under the
@@ -38,12 +39,15 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from airflow_provider_kling.core.run_credits import LedgerEntry
+from airflow_provider_kling.decorators.kling import REQUEST_KEY, KlingDecoratedOperator
 from airflow_provider_kling.operators.kling import LEDGER_KEY, KlingGenerateOperator, KlingKeepVideoOperator
 
-#: What Airflow records as the operator of a generation task instance.
-OPERATOR_NAME = KlingGenerateOperator.__name__
+#: What Airflow records as the operator of a generation task instance (its class): the operator's,
+#: or @task.kling's.
+TASKFLOW_NAME = KlingDecoratedOperator.__name__
+GENERATORS = (KlingGenerateOperator.__name__, TASKFLOW_NAME)
 #: The operators whose results may name a kept copy of a video.
-KEEPERS = (OPERATOR_NAME, KlingKeepVideoOperator.__name__)
+KEEPERS = (*GENERATORS, KlingKeepVideoOperator.__name__)
 RESULT_KEY = "return_value"
 #: States of a generation that never ran, and has nothing to show.
 NEVER_RAN = ("skipped", "upstream_failed", "removed")
@@ -174,7 +178,7 @@ def kept_video_response(path: str, roots: list[str]) -> Response | None:
 
 def kling_dags(session: Session) -> set[str]:
     """Every DAG that has run a Kling generation."""
-    query = select(TaskInstance.dag_id).where(TaskInstance.operator == OPERATOR_NAME).distinct()
+    query = select(TaskInstance.dag_id).where(TaskInstance.operator.in_(GENERATORS)).distinct()
     return set(session.scalars(query))
 
 
@@ -221,12 +225,15 @@ def generations(
     results = _xcoms(session, runs, RESULT_KEY, KEEPERS)
     kept_copies = _kept_copies(results)
     rendered = _rendered_fields(session, dag_ids, {run_id for _, run_id in runs})
+    # A @task.kling function's request: its rendered fields hold only a placeholder.
+    returned = _xcoms(session, runs, REQUEST_KEY, (TASKFLOW_NAME,))
     shown = []
     for ti, run_after in rows:
         key = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
         result = results.get(key)
         result = result if isinstance(result, dict) else {}
-        fields = rendered.get(key) or {}
+        request = returned.get(key)
+        fields = request if isinstance(request, dict) else rendered.get(key) or {}
         kept = kept_copies.get((ti.dag_id, ti.run_id, result.get("task_id")))
         shown.append(_generation(ti, run_after, result, fields, kept))
     return shown
@@ -237,7 +244,7 @@ def _generations_query(dag_ids: set[str], since: date | None, until: date | None
         select(TaskInstance, DagRun.run_after)
         .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
         .where(
-            TaskInstance.operator == OPERATOR_NAME,
+            TaskInstance.operator.in_(GENERATORS),
             TaskInstance.dag_id.in_(dag_ids),
             TaskInstance.state.is_not(None),  # not yet scheduled
             TaskInstance.state.not_in(NEVER_RAN),
@@ -314,7 +321,7 @@ def run_spend(session: Session, shown: list[Generation]) -> dict[tuple[str, str]
     every generation of the run (refused and failed ones too); else the shown results' charges."""
     runs = {generation.run for generation in shown}
     spent: dict[tuple[str, str], int] = {}
-    for (dag_id, run_id, _, _), value in _xcoms(session, runs, LEDGER_KEY, (OPERATOR_NAME,)).items():
+    for (dag_id, run_id, _, _), value in _xcoms(session, runs, LEDGER_KEY, GENERATORS).items():
         if (entry := LedgerEntry.from_json(value)) is not None:
             charged = entry.spent + (entry.pending if entry.sending else 0)
             spent[(dag_id, run_id)] = spent.get((dag_id, run_id), 0) + charged

@@ -3,10 +3,12 @@ watch where each step runs."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
+from typing import Any
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
 from airflow_provider_kling.operators.kling import KlingGenerateOperator
 from airflow_provider_kling.sensors.kling import KlingStatusSensor
@@ -66,3 +68,16 @@ with case("submit_then_sense"):
         start_from_trigger=True,
         poke_interval=1,
     ).set_upstream(submit)
+
+with case("taskflow_retry"):
+    # Each try's wait ends 8 s after it defers, and the jobs are held until both have retried: each
+    # retry reattaches to its map index's job, and the triggerer ends it once the video is ready.
+    @task.kling(deferrable=True, poll_interval=1, timeout=8, retries=3, retry_delay=timedelta(seconds=1))
+    def taskflow_clip(subject: str) -> str:
+        return f"taskflow {subject} {uuid.uuid4().hex}"  # a new prompt on every call
+
+    @task
+    def collect(results: list[dict[str, Any]]) -> list[str]:
+        return [result["task_id"] for result in results]
+
+    collect(taskflow_clip.expand(subject=["fox", "owl"]))
