@@ -34,14 +34,15 @@ fi
 # others' work (tests/conftest.py; docs/benchmarks.md, section 7, has the figures).
 PARALLEL=(-n 4 --dist loadfile)
 # The real-Airflow deployments, the benchmarks' smoke runs, the README's example (which runs in
-# .venv) and the release's checks run once, on the newest Airflow; the task-end tests run on both.
+# .venv), the release's checks and the docs site's build run once, on the newest Airflow; the
+# task-end tests run on both.
 NEWEST_ONLY=(
   --ignore=tests/test_end_to_end.py --ignore=tests/test_restarts.py --ignore=tests/test_production.py
   --ignore=tests/test_benchmark_worker_slots.py --ignore=tests/test_benchmark_rate_limit.py
   --ignore=tests/test_benchmark_real_triggerer.py --ignore=tests/test_benchmark_density.py
   --ignore=tests/test_benchmark_polling.py --ignore=tests/test_benchmark_parse_cost.py
   --deselect tests/test_readme.py::test_run_example_ends_with_the_path_of_a_kept_mp4
-  --ignore=tests/test_release.py
+  --ignore=tests/test_release.py --ignore=tests/test_docs.py
 )
 failed=()
 # Each run is a subshell with `set -e` of its own; its status is read with errexit off here, since a
@@ -62,7 +63,7 @@ if [ "$#" -eq 0 ]; then
 fi
 (
   set -e
-  KLING_EXTRAS=test KLING_AIRFLOW="$NEWEST_AIRFLOW" source "$ROOT/scripts/_venv.sh"
+  KLING_EXTRAS=test,docs KLING_AIRFLOW="$NEWEST_AIRFLOW" source "$ROOT/scripts/_venv.sh"
   cd "$ROOT"
   echo "== ruff"; ruff check .; ruff format --check .
   # mypy keeps one core busy for about 20 s: it runs while the first test files wait on their

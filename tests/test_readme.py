@@ -1,20 +1,24 @@
-"""The README's commands and code, read from README.md itself and run: a new user's path cannot rot.
+"""The documentation's commands and code, read from README.md and the docs/ pages themselves and run:
+a new user's path cannot rot.
 
-Each test takes its command or snippet from a fenced code block of README.md (found by its section
-and language), so an edit to the README is what gets tested; a failure names the README line.
+Each test takes its command or snippet from a fenced code block of a page (found by its section and
+language: a ``## `` section of the README, or a docs page, whose title is its section), so an edit to
+the page is what gets tested; a failure names the page and line.
 
+- The two commands (README): ``./scripts/run-example.sh`` runs end to end without ``KLING_API_KEY``.
+- A first DAG (README): the ``@task.kling`` block runs in a DAG with ``dag.test()`` against the
+  emulator.
 - Install: the wheel command builds, in a copy of the work tree (tracked and untracked, not ignored
   files), the wheel the next line installs; both ``pip install`` lines resolve with ``--dry-run``
   against the Airflow already installed (nothing is installed into the test venv).
 - The connection: the CLI command runs in a fresh ``AIRFLOW_HOME`` after ``airflow db migrate`` (the
   Use section's first step) and the connection is read back; each ``export`` form is set and read by
   ``KlingHook``, the emulator one against a running emulator.
-- Use: every Python block compiles; the ``@task.kling`` block, the operator block and the mapped
+- Use: every Python block of every page compiles; the operator block and the mapped
   ``.partial().expand()`` block run in a DAG with ``dag.test()`` against the emulator.
 - The emulator: both forms of its command start (on a free port), print the README's banner and
   serve; the default key and the estimate the README gives for its ``--speed`` are checked; the
   Python snippet runs.
-- The two commands: ``./scripts/run-example.sh`` runs end to end without ``KLING_API_KEY``.
 
 Not run here, and why:
 
@@ -62,6 +66,8 @@ from airflow_provider_kling.operators.kling import KlingGenerateOperator
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+#: The pages whose commands and code run here: the README (the site's front page) and docs/.
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 VENV_BIN = Path(sys.executable).parent
 #: What a test key stands for in the README's ``YOUR_KEY`` and ``$KLING_API_KEY``.
 TEST_KEY = "readme-test-key-0123"
@@ -71,48 +77,56 @@ README_EMULATOR_ADDRESS = "127.0.0.1:8088"
 
 @dataclass(frozen=True)
 class Block:
-    """A fenced code block of README.md: its language, the ``## `` section it is in, where it starts."""
+    """A fenced code block of a page: its language, the section it is in, where it starts."""
 
     language: str
     section: str
+    page: str
     line: int
     text: str
 
     def __str__(self) -> str:
-        return f"README.md:{self.line} ({self.language} block in '{self.section}')"
+        return f"{self.page}:{self.line} ({self.language} block in '{self.section}')"
 
 
 FENCE = re.compile(r"^[ \t]*```(?P<language>[\w-]*)[ \t]*$")
 
 
-def fenced_blocks(markdown: str) -> list[Block]:
-    """Every fenced block in order; a block indented into a list item is dedented."""
+def section_heading(page: Path) -> str:
+    """What starts a section: the README's ``## `` headings; a docs page is one section, its title."""
+    return "## " if page == README else "# "
+
+
+def fenced_blocks(page: Path) -> list[Block]:
+    """Every fenced block of ``page`` in order; a block indented into a list item is dedented."""
     blocks: list[Block] = []
+    heading, name = section_heading(page), str(page.relative_to(REPO))
     section = ""
     opened: tuple[str, int] | None = None  # the open block's language and the line of its fence
     body: list[str] = []
-    for number, line in enumerate(markdown.splitlines(), start=1):
+    for number, line in enumerate(page.read_text().splitlines(), start=1):
         fence = FENCE.match(line)
         if opened is None:
-            if line.startswith("## "):
-                section = line[3:].strip()
+            if line.startswith(heading):
+                section = line[len(heading) :].strip()
             elif fence:
                 opened, body = (fence["language"], number), []
         elif fence and not fence["language"]:
             language, fence_line = opened
-            blocks.append(Block(language, section, fence_line + 1, textwrap.dedent("\n".join(body))))
+            blocks.append(Block(language, section, name, fence_line + 1, textwrap.dedent("\n".join(body))))
             opened = None
         else:
             body.append(line)
     return blocks
 
 
-BLOCKS = fenced_blocks(README.read_text())
+BLOCKS = [block for page in PAGES for block in fenced_blocks(page)]
 
 
 def readme_block(language: str, section: str, containing: str = "") -> Block:
+    """The one block of ``language`` in ``section`` (of the README or a docs page) with ``containing``."""
     found = [b for b in BLOCKS if (b.language, b.section) == (language, section) and containing in b.text]
-    assert len(found) == 1, f"expected one {language} block in README section '{section}' with {containing!r}"
+    assert len(found) == 1, f"expected one {language} block in the section '{section}' with {containing!r}"
     return found[0]
 
 
@@ -123,6 +137,10 @@ def commands(block: Block) -> list[list[str]]:
 
 
 def section_prose(section: str) -> str:
+    """A section's text: the docs page of that title, or the README's section."""
+    for page in PAGES[1:]:
+        if (text := page.read_text()).startswith(f"# {section}\n"):
+            return text
     text = README.read_text()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
@@ -272,13 +290,13 @@ def test_env_connection_for_the_emulator_passes_the_connection_test(
 
 # ---- Use --------------------------------------------------------------------------------------------
 
-USE_TASKFLOW = readme_block("python", "Use", "@task.kling")
+USE_TASKFLOW = readme_block("python", "A first DAG", "@task.kling")
 USE_OPERATORS = readme_block("python", "Use", "KlingGenerateOperator(")
 USE_MAPPED = readme_block("python", "Use", "KlingGenerateOperator.partial(")
 
 
 @pytest.mark.parametrize(
-    "block", [b for b in BLOCKS if b.language == "python"], ids=lambda block: f"README.md:{block.line}"
+    "block", [b for b in BLOCKS if b.language == "python"], ids=lambda block: f"{block.page}:{block.line}"
 )
 def test_python_block_compiles(block: Block) -> None:
     compile(block.text, str(block), "exec")
@@ -289,7 +307,7 @@ TASKFLOW_DAG = """\
 from airflow.sdk import DAG
 
 with DAG("readme_use_taskflow", schedule=None):
-    # README.md:{line}
+    # {page}:{line}
 {snippet}
 """
 
@@ -298,7 +316,7 @@ OPERATORS_DAG = """\
 from airflow.sdk import DAG
 
 with DAG("readme_use_operators", schedule=None):
-    # README.md:{line}
+    # {page}:{line}
 {snippet}
 """
 
@@ -327,7 +345,7 @@ with DAG("readme_use_mapped", schedule=None):
         return ["A lighthouse in a storm", "A paper boat on a puddle"]
 
     prompts = prompts()
-    # README.md:{line}
+    # {page}:{line}
 {snippet}
 """
 
@@ -344,7 +362,8 @@ def dag_around(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str
     monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
 
     def build(template: str, block: Block) -> Any:
-        source = template.format(line=block.line, snippet=textwrap.indent(block.text, " " * 4))
+        snippet = textwrap.indent(block.text, " " * 4)
+        source = template.format(page=block.page, line=block.line, snippet=snippet)
         (tmp_path / "readme_snippet_dag.py").write_text(source)
         dagbag = DagBag(str(tmp_path))
         assert dagbag.import_errors == {}, f"{block}: {dagbag.import_errors}"
