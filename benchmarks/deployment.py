@@ -304,7 +304,14 @@ class Deployment:
         return requests.request(method, f"{self.api_url}{path}", headers=headers, timeout=60, **arguments)
 
     def wait_for_api(self) -> None:
-        wait_until(lambda: answers(f"{self.api_url}/api/v2/monitor/health"), 180, "the api-server")
+        """Until the api-server answers; at once, quoting its log, if it has ended."""
+        wait_until(
+            lambda: answers(f"{self.api_url}/api/v2/monitor/health"),
+            180,
+            "the api-server",
+            self.home / "api-server.log",
+            self.processes.get("api-server"),
+        )
 
     def trigger(
         self,
@@ -379,6 +386,10 @@ def production_airflow(
         airflow.cli("db", "migrate")
         for component in ("api-server", "scheduler", "dag-processor"):
             airflow.start_airflow(component, component)
+        # The workers and triggerers once the api-server answers (their calls go through it): started
+        # all at once, seven components shared two busy cores with their imports, and the api-server
+        # took over 180 s to answer (a load run's red).
+        airflow.wait_for_api()
         for worker in WORKERS:
             airflow.start_airflow(
                 worker, "celery", "worker", "--concurrency", "4", "--celery-hostname", f"{worker}@%h",
@@ -391,7 +402,6 @@ def production_airflow(
                 "--pid", str(home / f"{triggerer}.pid"),
                 AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
             )  # fmt: skip
-        airflow.wait_for_api()
         yield airflow, database
     finally:
         airflow.stop()
