@@ -1,6 +1,7 @@
 """``@task.kling``: TaskFlow functions that write the request, run with dag.test() against the
-emulator. The DAGs are in tests/dags/kling_taskflow_cases.py, one behaviour each; test_restarts.py
-runs a mapped one on a real Airflow, ending in the triggerer and retrying onto its job."""
+emulator. The DAGs are in tests/dags/kling_taskflow_cases.py, one behaviour each. Mapped over a list
+with a downstream task: the TaskFlow example (test_example_dags.py), and on a real Airflow, ending in
+the triggerer and retrying onto its jobs (test_restarts.py)."""
 
 from __future__ import annotations
 
@@ -40,17 +41,6 @@ def test_the_returned_string_is_the_prompt_and_the_task_returns_the_video(
     [result] = xcoms(dag_run, "clip")
     assert (result["task_id"], result["status"]) == (job["task_id"], "completed")
     assert xcoms(dag_run, "clip", key="task_id") == [job["task_id"]]
-
-
-def test_a_mapped_task_makes_one_video_per_item_and_downstream_reads_them_all(
-    case_dagbag: Any, emulator: KlingEmulator
-) -> None:
-    dag_run = run(case_dagbag, "taskflow_mapped")
-    assert dag_run.state == DagRunState.SUCCESS
-    jobs = {job["request"]["prompt"]: job["task_id"] for job in emulator.jobs()}
-    assert sorted(jobs) == ["a fox at dawn", "a hare at dawn", "a owl at dawn"]
-    [collected] = xcoms(dag_run, "collect")
-    assert collected == [jobs["a fox at dawn"], jobs["a owl at dawn"], jobs["a hare at dawn"]]
 
 
 def test_returned_fields_win_over_the_decorator_arguments(case_dagbag: Any, emulator: KlingEmulator) -> None:

@@ -218,19 +218,19 @@ def test_a_runs_generations_are_read_from_airflows_records_with_the_runs_spend(
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_taskflow_generations_are_shown_with_the_prompts_their_function_returned(
-    example_dagbag: DagBag, emulator: KlingEmulator
+def test_taskflow_generations_are_shown_with_the_request_their_function_returned(
+    case_dagbag: DagBag, emulator: KlingEmulator
 ) -> None:
-    dag_run = run_fast(example_dagbag, "kling_taskflow")
+    dag_run = case_dagbag.dags["taskflow_fields"].test()  # tests/dags/kling_taskflow_cases.py
     with create_session() as session:
-        shown = [
-            g for g in generations(session, {"kling_taskflow"}, None, None, 50) if g.run_id == dag_run.run_id
+        [shown] = [
+            g for g in generations(session, {"taskflow_fields"}, None, None, 50) if g.run_id == dag_run.run_id
         ]
-        spend = run_spend(session, shown)
-    jobs = {job["request"]["prompt"]: job for job in emulator.jobs()}
-    assert sorted(g.prompt or "" for g in shown) == sorted(jobs)
-    assert all(g.video_url == xcoms(dag_run, "clip")[g.map_index]["video_url"] for g in shown)
-    assert spend[(dag_run.dag_id, dag_run.run_id)] == sum(job["credits_used"] for job in jobs.values())
+        spend = run_spend(session, [shown])
+    [job] = emulator.jobs()
+    [result] = xcoms(dag_run, "fields_clip")
+    assert (shown.prompt, shown.duration, shown.video_url) == ("a heron", 10, result["video_url"])
+    assert spend[(dag_run.dag_id, dag_run.run_id)] == job["credits_used"]
 
 
 @pytest.mark.usefixtures("airflow_db")

@@ -29,18 +29,6 @@ for mode, deferrable in (("deferrable", True), ("blocking", False)):
 
         clip("fox")
 
-with case("taskflow_mapped"):
-
-    @task.kling(deferrable=True, **FAST)
-    def mapped_clip(subject: str) -> str:
-        return f"a {subject} at dawn"
-
-    @task
-    def collect(results: list[dict[str, Any]]) -> list[str]:
-        return [result["task_id"] for result in results]
-
-    collect(mapped_clip.expand(subject=["fox", "owl", "hare"]))
-
 with case("taskflow_fields"):
 
     @task.kling(duration=5, **FAST)
