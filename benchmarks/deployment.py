@@ -82,11 +82,16 @@ BENCHMARKS = Path(__file__).resolve().parent
 #: names this, read in each component): on SQLite, a write waits up to a minute for another's lock
 #: instead of SQLite's 5 s, past which a busy machine's api-server answered 500 ("database is
 #: locked") to a task's start or a triggered run. Nothing on PostgreSQL.
+SQLITE_LOCK_WAIT = 60.0
 SQLITE_CONNECT_ARGS = (
-    {"timeout": 60.0}
+    {"timeout": SQLITE_LOCK_WAIT}
     if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite")
     else {}
 )
+#: How long a request to the api-server may take: longer than a write's wait for SQLite's lock, which
+#: a request may sit behind (at 60 s, as long as that wait, a loaded machine's trigger request timed
+#: out while the api-server was still writing the run).
+API_TIMEOUT = 2 * SQLITE_LOCK_WAIT
 
 
 def connection_env(kling_url: str, api_key: str, conn_id: str = "kling_default") -> dict[str, str]:
@@ -301,7 +306,9 @@ class Deployment:
     def api(self, method: str, path: str, token: str | None = None, **arguments: Any) -> requests.Response:
         """A request to the api-server, as the holder of ``token`` (None: anonymous)."""
         headers = ({"Authorization": f"Bearer {token}"} if token else {}) | arguments.pop("headers", {})
-        return requests.request(method, f"{self.api_url}{path}", headers=headers, timeout=60, **arguments)
+        return requests.request(
+            method, f"{self.api_url}{path}", headers=headers, timeout=API_TIMEOUT, **arguments
+        )
 
     def wait_for_api(self) -> None:
         """Until the api-server answers; at once, quoting its log, if it has ended."""

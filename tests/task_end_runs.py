@@ -14,6 +14,7 @@ import re
 import time
 from typing import Any
 
+import requests
 from dag_runs import task_logs_of
 from deployment import Deployment, wait_until
 
@@ -51,16 +52,22 @@ def run_all(airflow: Deployment, cases: dict[str, Any], token: str) -> dict[str,
 
 def trigger_once(airflow: Deployment, token: str, dag_id: str) -> str:
     """Trigger one run of ``dag_id``; its run_id. SQLite, written by every component at once, can
-    refuse the api-server's write on a busy machine ("database is locked", a 500): then the run is
-    looked for, and triggered again only if it does not exist."""
+    refuse the api-server's write on a busy machine ("database is locked", a 500), or hold it past
+    the request's time: then the run is looked for, and triggered again only if it does not exist."""
+    said = "no answer"
     for _ in range(5):
-        answer = airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", token, json={"logical_date": None})
-        if answer.status_code == 200:
-            return str(answer.json()["dag_run_id"])
+        try:
+            answer = airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", token, json={"logical_date": None})
+        except requests.Timeout as timed_out:
+            said = str(timed_out)
+        else:
+            if answer.status_code == 200:
+                return str(answer.json()["dag_run_id"])
+            said = f"HTTP {answer.status_code}: {answer.text}"
         if existing := airflow.query("SELECT run_id FROM dag_run WHERE dag_id = ?", dag_id):
             return str(existing[0][0])
         time.sleep(1)
-    raise AssertionError(f"Could not trigger {dag_id}: HTTP {answer.status_code}: {answer.text}")
+    raise AssertionError(f"Could not trigger {dag_id}: {said}")
 
 
 def run_state(airflow: Deployment, dag_id: str, run_id: str) -> str | None:

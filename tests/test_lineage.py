@@ -25,22 +25,22 @@ IMAGE_URL = "https://images.example.com/cats/tabby.png"
 PROMPT = "a confidential product reveal"
 
 
-def run_with_lineage(tmp_path: Path, **operator_kwargs: Any) -> list[dict[str, Any]]:
-    """Run one generation with the file transport on; the COMPLETE events OpenLineage wrote for it."""
+def operator_task(**operator_kwargs: Any) -> str:
+    """The source of a KlingGenerateOperator task ``animate`` with ``operator_kwargs``."""
+    return f"KlingGenerateOperator(task_id='animate', poll_interval=0.2, **{operator_kwargs!r})"
+
+
+def run_with_lineage(tmp_path: Path, task: str) -> list[dict[str, Any]]:
+    """Run one generation (``task``: the source of a task ``animate``) with the file transport on;
+    the COMPLETE events OpenLineage wrote for it."""
     events_file = tmp_path / "openlineage.jsonl"
     dags = tmp_path / "dags"
     dags.mkdir()
     dag_file = dags / "kling_lineage.py"
     dag_file.write_text(
-        textwrap.dedent(
-            f"""
-            from airflow.sdk import DAG
-            from airflow_provider_kling.operators.kling import KlingGenerateOperator
-
-            with DAG("kling_lineage", schedule=None) as dag:
-                KlingGenerateOperator(task_id="animate", poll_interval=0.2, **{operator_kwargs!r})
-            """
-        )
+        "from airflow.sdk import DAG, task\n"
+        "from airflow_provider_kling.operators.kling import KlingGenerateOperator\n\n"
+        "with DAG('kling_lineage', schedule=None) as dag:\n" + textwrap.indent(task, "    ") + "\n"
     )
     script = tmp_path / "run_dag.py"
     script.write_text(
@@ -75,7 +75,8 @@ def test_a_finished_generation_reports_its_image_video_and_how_it_was_made(
 ) -> None:
     video = tmp_path / "tabby.mp4"
     [complete] = run_with_lineage(
-        tmp_path, prompt=PROMPT, image_urls=[IMAGE_URL], output_path=f"file://{video}", deferrable=True
+        tmp_path,
+        operator_task(prompt=PROMPT, image_urls=[IMAGE_URL], output_path=f"file://{video}", deferrable=True),
     )
     [job] = emulator.jobs()
     assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [
@@ -96,8 +97,25 @@ def test_a_finished_generation_reports_its_image_video_and_how_it_was_made(
 
 
 def test_the_prompt_reaches_lineage_only_when_asked(emulator: KlingEmulator, tmp_path: Path) -> None:
-    [complete] = run_with_lineage(tmp_path, prompt=PROMPT, openlineage_include_prompt=True)
+    [complete] = run_with_lineage(tmp_path, operator_task(prompt=PROMPT, openlineage_include_prompt=True))
     assert complete["run"]["facets"]["kling_generation"]["prompt"] == PROMPT
+
+
+def test_a_taskflow_generation_reports_the_image_and_prompt_its_function_returned(
+    emulator: KlingEmulator, tmp_path: Path
+) -> None:
+    taskflow = f"""\
+@task.kling(poll_interval=0.2, openlineage_include_prompt=True)
+def animate():
+    return {{"prompt": {PROMPT!r}, "image_urls": [{IMAGE_URL!r}]}}
+
+animate()"""
+    [complete] = run_with_lineage(tmp_path, taskflow)
+    assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [
+        ("https://images.example.com", "/cats/tabby.png")
+    ]
+    facet = complete["run"]["facets"]["kling_generation"]
+    assert (facet["prompt"], facet["mode"]) == (PROMPT, "image_to_video")
 
 
 @pytest.mark.parametrize(
