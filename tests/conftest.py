@@ -39,7 +39,7 @@ pytest_plugins = ["airflow_provider_kling.emulator.pytest_plugin"]
 SHARED_AIRFLOW_FILES = ("test_end_to_end.py", "test_task_end_differential.py")
 
 #: The files that take longest, most of it waiting on a real Airflow and the emulator's jobs, longest
-#: first (seconds each, alone, on the 2-core machine): test processes start them before the rest,
+#: first (seconds each, about, on the 2-core machine): test processes start them before the rest,
 #: so that their waits overlap the other files' work instead of ending the run alone.
 LONGEST_FIRST = (
     "test_benchmark_rate_limit.py",  # 180
@@ -52,8 +52,12 @@ LONGEST_FIRST = (
     "test_readme.py",  # 80
     "test_release.py",  # 70, on Airflow 3.3.2 only
     "test_hostile.py",  # 65
-    "test_operator.py",  # 95 on Airflow 3.1.8, 25 on 3.3.2
-    "test_example_dags.py",  # 65 on Airflow 3.1.8, 15 on 3.3.2
+    "test_lineage.py",  # 60 on Airflow 3.3.2, 35 on 3.1.8
+    "test_operator.py",  # 45
+    "test_operator_state.py",  # 45
+    "test_example_dags.py",  # 35
+    "test_benchmark_density.py",  # 35
+    "test_soak.py",  # 25
 )
 
 

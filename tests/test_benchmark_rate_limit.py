@@ -43,7 +43,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
         "--limit",
         "3",
         "--job-seconds",
-        "25",
+        "12",
         "--settle",
         "5",
         "--json",
