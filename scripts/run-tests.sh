@@ -28,12 +28,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-# Most tests wait on emulators and Airflow, not on the CPU: five test processes run the files side by
+# Most tests wait on emulators and Airflow, not on the CPU: four test processes run the files side by
 # side, each file whole in one process (its deployment starts once), the files on the shared real
 # Airflow together in one, and the files that wait longest first, so that their waits overlap the
-# others' work (tests/conftest.py). With four, the two cores were idle a fifth of the newest
-# Airflow's pass; with five, 3% of it (docs/benchmarks.md, section 7, has the figures).
-PARALLEL=(-n 5 --dist loadfile)
+# others' work (tests/conftest.py; docs/benchmarks.md, section 7, has the figures).
+PARALLEL=(-n 4 --dist loadfile)
 # The real-Airflow deployments, the benchmarks' smoke runs, the README's example (which runs in
 # .venv), the release's checks and the docs site's build run once, on the newest Airflow; the
 # task-end tests run on both.
