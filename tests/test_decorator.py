@@ -84,6 +84,7 @@ def test_a_return_that_is_neither_prompt_nor_fields_fails_at_once(
 def test_a_retry_sends_the_first_tries_request_and_reattaches_to_its_job(
     case_dagbag: Any, emulator: KlingEmulator, mode: str
 ) -> None:
+    emulator.hold(1)  # until the first try has ended (the DAG's on_retry_callback)
     dag_run = run(case_dagbag, f"taskflow_{mode}_retry_after_timeout")
     assert dag_run.state == DagRunState.SUCCESS
     assert task_instance(dag_run, "new_prompt_each_call").try_number >= 2

@@ -80,6 +80,7 @@ def test_video_link_is_absent_while_there_is_no_video(case_dagbag: Any, emulator
 def test_retry_after_a_failed_wait_reattaches_to_the_same_job(
     case_dagbag: Any, emulator: KlingEmulator, mode: str
 ) -> None:
+    emulator.hold(1)  # until the first try has ended (the DAG's on_retry_callback)
     dag_run = run(case_dagbag, f"case_{mode}_retry_after_timeout")
     assert dag_run.state == DagRunState.SUCCESS
     assert task_instance(dag_run, "generate").try_number >= 2

@@ -6,9 +6,11 @@ Polling is fast (0.2 s) and the emulator's jobs take 1-1.5 s, so each DAG finish
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pendulum
-from airflow.sdk import DAG
+import requests
+from airflow.sdk import DAG, Connection
 
 from airflow_provider_kling.operators.kling import KlingGenerateOperator
 from airflow_provider_kling.sensors.kling import KlingStatusSensor
@@ -20,15 +22,25 @@ def case(dag_id: str) -> DAG:
     return DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
 
 
+def release_the_held_job(context: Any) -> None:
+    """The first try has ended at its deadline on a job the test held running: let the job end, so
+    that the retry finds it done, however late a loaded machine runs the retry."""
+    emulator = Connection.get("kling_default").host
+    requests.post(f"{emulator}/_emulator/release", timeout=10).raise_for_status()
+
+
 for mode, deferrable in (("deferrable", True), ("blocking", False)):
     with case(f"case_{mode}_generate"):
         KlingGenerateOperator(task_id="generate", prompt="a fox", deferrable=deferrable, **FAST)
 
-    # The first try's wait ends at its 0.5 s deadline, long before the 1-1.5 s job is done.
+    # The test holds the job running: the first try's wait ends at its 5 s deadline, and the job is
+    # let go only then. (With a 0.5 s deadline and no hold, a loaded machine's retries spent theirs
+    # before their first read.)
     with case(f"case_{mode}_retry_after_timeout"):
         KlingGenerateOperator(
-            task_id="generate", prompt="a fox", deferrable=deferrable, timeout=0.5, retries=3, **FAST
-        )
+            task_id="generate", prompt="a fox", deferrable=deferrable, timeout=5, retries=3,
+            on_retry_callback=release_the_held_job, **FAST,
+        )  # fmt: skip
 
 with case("case_invalid_request"):
     KlingGenerateOperator(task_id="generate", prompt="x" * 2001, duration=7, retries=2, **FAST)
