@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import requests
 
 from airflow_provider_kling.core.api import Budgets, RetryPolicy
 
@@ -73,3 +74,13 @@ def resolving(monkeypatch: pytest.MonkeyPatch, name: str, address: str) -> None:
         return real_getaddrinfo(address if host == name else host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", answer)
+
+
+def release_the_held_job(context: Any) -> None:
+    """``on_retry_callback`` of the retry case DAGs: the first try has ended at its deadline on a job
+    the test held running (``emulator.hold``); let the job end, so that the retry finds it done,
+    however late a loaded machine runs the retry."""
+    from airflow.sdk import Connection
+
+    emulator = Connection.get("kling_default").host
+    requests.post(f"{emulator}/_emulator/release", timeout=10).raise_for_status()

@@ -6,11 +6,10 @@ Polling is fast (0.2 s) and the emulator's jobs take 1-1.5 s, so each DAG finish
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pendulum
-import requests
-from airflow.sdk import DAG, Connection
+from airflow.sdk import DAG
+from hook_setup import release_the_held_job
 
 from airflow_provider_kling.operators.kling import KlingGenerateOperator
 from airflow_provider_kling.sensors.kling import KlingStatusSensor
@@ -20,13 +19,6 @@ FAST = {"poll_interval": 0.2, "retry_delay": timedelta(0)}
 
 def case(dag_id: str) -> DAG:
     return DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
-
-
-def release_the_held_job(context: Any) -> None:
-    """The first try has ended at its deadline on a job the test held running: let the job end, so
-    that the retry finds it done, however late a loaded machine runs the retry."""
-    emulator = Connection.get("kling_default").host
-    requests.post(f"{emulator}/_emulator/release", timeout=10).raise_for_status()
 
 
 for mode, deferrable in (("deferrable", True), ("blocking", False)):

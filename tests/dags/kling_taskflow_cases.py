@@ -8,8 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-import requests
-from airflow.sdk import DAG, Connection, task
+from airflow.sdk import DAG, task
+from hook_setup import release_the_held_job
 
 FAST: dict[str, Any] = {"poll_interval": 0.2, "retry_delay": timedelta(0)}
 #: A new number on every call of a function below: what a function that asks a language model for
@@ -19,13 +19,6 @@ takes = itertools.count(1)
 
 def case(dag_id: str) -> DAG:
     return DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
-
-
-def release_the_held_job(context: Any) -> None:
-    """As kling_operator_cases.py's (a DAG file cannot import another here): the first try has ended
-    at its deadline on a job the test held running; let the job end, for the retry."""
-    emulator = Connection.get("kling_default").host
-    requests.post(f"{emulator}/_emulator/release", timeout=10).raise_for_status()
 
 
 for mode, deferrable in (("deferrable", True), ("blocking", False)):
