@@ -9,6 +9,11 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
   exit 1
 fi
 VENV="${KLING_VENV:-$ROOT/.venv}"
+python_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
+if [ -x "$VENV/bin/python" ] && [ "$(python_version "$VENV/bin/python")" != "$(python_version "$PYTHON")" ]; then
+  echo "Making $VENV again on Python $(python_version "$PYTHON") (it had $(python_version "$VENV/bin/python"))"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "Creating the virtualenv $VENV"
   "$PYTHON" -m venv "$VENV"

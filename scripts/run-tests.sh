@@ -12,6 +12,23 @@ OLDEST_AIRFLOW="apache-airflow==3.1.8"
 OLDEST_AIRFLOW_PINS="cryptography<51"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
+# Python $1 (such as 3.10) on PATH or installed by pyenv, if this machine has it.
+find_python() {
+  local candidate
+  for candidate in "$(command -v "python$1")" "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".*/bin/"python$1"; do
+    if [ -x "$candidate" ] && "$candidate" -c '' 2>/dev/null; then
+      echo "$candidate"
+      return
+    fi
+  done
+  return 1
+}
+# The oldest and newest Python that Airflow 3.3 supports, where this machine has them (else its
+# python3): the release's checks install the built wheel with the newest Airflow on the oldest Python,
+# and the oldest Airflow's tests run on the newest Python (docs/versions.md).
+OLDEST_PYTHON="$(find_python 3.10 || command -v python3)"
+NEWEST_PYTHON="$(find_python 3.14 || find_python 3.13 || command -v python3)"
+
 # From Debian: Chromium for the UI test (Playwright downloads no browser here); PostgreSQL and
 # Redis for the production-shaped deployment (tests/test_production.py).
 missing=()
@@ -56,8 +73,8 @@ if [ "$#" -eq 0 ]; then
   oldest_install_log="$(mktemp)"
   (
     set -e
-    KLING_EXTRAS=test KLING_AIRFLOW="$OLDEST_AIRFLOW $OLDEST_AIRFLOW_PINS" KLING_VENV="$ROOT/.venv-oldest-airflow" \
-      source "$ROOT/scripts/_venv.sh"
+    PYTHON="$NEWEST_PYTHON" KLING_EXTRAS=test KLING_AIRFLOW="$OLDEST_AIRFLOW $OLDEST_AIRFLOW_PINS" \
+      KLING_VENV="$ROOT/.venv-oldest-airflow" source "$ROOT/scripts/_venv.sh"
   ) >"$oldest_install_log" 2>&1 &
   oldest_install=$!
 fi
@@ -72,9 +89,9 @@ fi
   mypy >"$mypy_log" 2>&1 &
   mypy_run=$!
   trap 'kill "$mypy_run" 2>/dev/null || true; rm -f "$mypy_log"' EXIT
-  echo "== pytest on $NEWEST_AIRFLOW"
+  echo "== pytest on $NEWEST_AIRFLOW, $(python --version) (the built wheel on $("$OLDEST_PYTHON" --version))"
   tests=0
-  pytest "${PARALLEL[@]}" "$@" || tests=$?
+  KLING_WHEEL_PYTHON="$OLDEST_PYTHON" pytest "${PARALLEL[@]}" "$@" || tests=$?
   echo "== mypy"
   checked=0
   wait "$mypy_run" || checked=$?
@@ -93,7 +110,7 @@ if [ "$#" -eq 0 ]; then
     # shellcheck disable=SC1091
     source "$ROOT/.venv-oldest-airflow/bin/activate"
     cd "$ROOT"
-    echo "== pytest on $OLDEST_AIRFLOW (unit and DAG tests)"
+    echo "== pytest on $OLDEST_AIRFLOW, $(python --version) (unit and DAG tests)"
     pytest "${PARALLEL[@]}" "${NEWEST_ONLY[@]}"
   )
   [ $? -eq 0 ] || failed+=("$OLDEST_AIRFLOW (venv, or unit and DAG tests)")

@@ -98,3 +98,16 @@ def test_a_failed_install_is_not_taken_for_done(venv: Path) -> None:
     source_venv_script(venv, KLING_EXTRAS="test")
     done = source_venv_script(venv, KLING_EXTRAS="test")
     assert INSTALL_REFUSED in done.stderr
+
+
+def test_a_venv_on_another_python_is_made_again_on_the_one_asked_for(venv: Path) -> None:
+    installed(venv, SOURCES_HASH, "", "")
+    (venv / "bin" / "python").write_text("#!/bin/sh\necho 3.9\n")
+    # Made again, its install then fails at once: no package index here.
+    done = source_venv_script(venv, PYTHON=sys.executable, PIP_NO_INDEX="1", PIP_FIND_LINKS="")
+    assert (
+        f"Making {venv} again on Python {sys.version_info[0]}.{sys.version_info[1]} (it had 3.9)"
+        in done.stdout
+    )
+    made = subprocess.run([venv / "bin" / "python", "--version"], capture_output=True, text=True)
+    assert made.stdout == f"Python {sys.version.split()[0]}\n"

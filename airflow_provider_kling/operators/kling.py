@@ -9,7 +9,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.providers.common.compat.sdk import AirflowFailException, ResumableJobMixin, conf
+from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_provider_kling import DEFAULT_CONN_ID, metrics
@@ -45,6 +45,11 @@ from airflow_provider_kling.core.waiting import (
     wait_for_job,
 )
 from airflow_provider_kling.links.kling import VIDEO_URL_ATTRIBUTE, KlingVideoLink
+
+try:  # Airflow 3.3's own; below it, common-compat's stand-in (in its releases for Python 3.11+ only)
+    from airflow.sdk import ResumableJobMixin
+except ImportError:
+    from airflow.providers.common.compat.sdk import ResumableJobMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
