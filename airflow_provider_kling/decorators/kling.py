@@ -21,7 +21,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_kling.core.errors import FieldError, KlingValidationError
 from airflow_provider_kling.core.request import API_FIELD_NAMES
-from airflow_provider_kling.operators.kling import KlingGenerateOperator, _round
+from airflow_provider_kling.operators.kling import KlingGenerateOperator, clear_round
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -118,7 +118,7 @@ class KlingDecoratedOperator(DecoratedOperator, KlingGenerateOperator):
         self, context: Context, event: Any, submission: Any = None, returned: Any = None
     ) -> Any:
         if returned is None:  # dag.test() drops the defer kwargs
-            returned = _kept_fields(context.get("task_state_store"), _round(context))
+            returned = _kept_fields(context.get("task_state_store"), clear_round(context))
         if returned is not None:
             self._use(returned)
         return super().execute_complete(context, event, submission)
@@ -126,14 +126,14 @@ class KlingDecoratedOperator(DecoratedOperator, KlingGenerateOperator):
     def _fields_for_this_run(self, context: Context) -> tuple[dict[str, Any], list[FieldError]]:
         """What the function returned on this run's first try, when kept; else its answer now."""
         store = context.get("task_state_store") if self.durable else None
-        if (kept := _kept_fields(store, _round(context))) is not None:
+        if (kept := _kept_fields(store, clear_round(context))) is not None:
             self.log.info("Sending the request the function returned on this run's first try.")
             return kept, []
         context_merge(context, self.op_kwargs)
         arguments = determine_kwargs(self.python_callable, self.op_args, context)
         fields, unknown = returned_fields(self.python_callable(*self.op_args, **arguments))
         if store is not None and not unknown:
-            store.set(RETURNED_KEY, {"round": _round(context), "fields": fields})
+            store.set(RETURNED_KEY, {"round": clear_round(context), "fields": fields})
         return fields, unknown
 
     def _use(self, fields: Mapping[str, Any]) -> None:

@@ -103,7 +103,7 @@ def _regenerate_flag(value: Any) -> bool:
     raise KlingValidationError([FieldError("regenerate", rule, value)])
 
 
-def _round(context: Context) -> int:
+def clear_round(context: Context) -> int:
     """Which run of the task instance this is: Airflow sets ``max_tries = try_number + retries`` on
     every clear, so it changes when the task is cleared and stays the same across its retries."""
     return int(context["ti"].max_tries)
@@ -323,12 +323,12 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             deadline=time.time() + self._time_left(),
         )
         if self._store is not None:  # marked as sent: a retry that finds only this mark fears a paid job
-            sent = Submission(fingerprint=request.fingerprint(), round=_round(context), paid_before=paid)
+            sent = Submission(fingerprint=request.fingerprint(), round=clear_round(context), paid_before=paid)
             self._store.set(self.external_id_key, sent.to_json())
         submitted = self._send(request, previous, paid)
         # submitted_at after any retries: the job's age counts from its answer.
         submission = Submission.accepted(
-            request.fingerprint(), _round(context), submitted, time.time(), paid_before=paid
+            request.fingerprint(), clear_round(context), submitted, time.time(), paid_before=paid
         )
         # ResumableJobMixin stores the submission as soon as this returns, before anything else
         # (the task_id's XCom included, pushed when the wait starts) can fail.
@@ -436,7 +436,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
 
     def _is_retake(self, submission: Submission, context: Context) -> bool:
         """Whether regenerate=True turns this stored submission down: it is from before a clear."""
-        return self._regenerate and submission.round != _round(context)
+        return self._regenerate and submission.round != clear_round(context)
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         stored = Submission.from_json(external_id)
