@@ -290,8 +290,10 @@ class Deployment:
         self.processes[name].wait(timeout=10)
 
     def cli(self, *arguments: str) -> str:
+        """``airflow <arguments>``'s output. Allowed 600 s: on two cores running two suites at once,
+        ``airflow providers list`` went past 180 s."""
         command = [sys.executable, "-m", "airflow", *arguments]
-        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=180)
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 

@@ -17,16 +17,29 @@ from typing import Any
 import requests
 from dag_runs import task_logs_of
 from deployment import Deployment, wait_until
+from emulator_process import EmulatorProcess
 
 #: The connection the cases' DAGs use.
 CONN_ID = "kling_task_end"
+#: More jobs than the cases make: every one is held until all are released.
+EVERY_JOB = 1000
+#: The states of a task instance that has ended, for now or for good.
+ENDED = ("success", "failed", "skipped", "upstream_failed", "up_for_retry")
 #: What the trigger logs when it ends the task itself.
 ENDED_HERE = "(the task ends in the triggerer)"
 
 
-def run_all(airflow: Deployment, cases: dict[str, Any], token: str) -> dict[str, str]:
+def run_all(
+    airflow: Deployment, emulator: EmulatorProcess, cases: dict[str, Any], token: str
+) -> dict[str, str]:
     """Unpause and trigger both runs of every case at once (as the holder of ``token``); the run ids
-    by DAG id, once every run has ended."""
+    by DAG id, once every run has ended.
+
+    ``emulator``'s jobs run until the scheduler has read how every deferred task's process ended.
+    Airflow 3.3.2 fails a task that is already running again on a worker when the scheduler reads
+    only then that its deferring process ended (apache/airflow#72716): a loaded machine's scheduler,
+    25 s behind, did so in a load run.
+    """
     dag_ids = [f"{case}_{where}" for case in cases for where in ("triggerer", "worker")]
     marks = ", ".join("?" * len(dag_ids))
     wait_until(
@@ -40,7 +53,16 @@ def run_all(airflow: Deployment, cases: dict[str, Any], token: str) -> dict[str,
     for dag_id in dag_ids:
         unpaused = airflow.api("PATCH", f"/api/v2/dags/{dag_id}", token, json={"is_paused": False})
         assert unpaused.status_code == 200, unpaused.text
+    emulator.control("/_emulator/hold", "POST", {"count": EVERY_JOB})
     runs = {dag_id: trigger_once(airflow, token, dag_id) for dag_id in dag_ids}
+    waits = {f"{case}_triggerer": task_id for case, (task_id, _) in cases.items()}
+    wait_until(
+        lambda: all(deferral_read(airflow, dag, runs[dag], task_id) for dag, task_id in waits.items()),
+        420,
+        "every wait to defer, and the scheduler to read how its process ended",
+        airflow.home / "scheduler.log",
+    )
+    emulator.control("/_emulator/release", "POST", {})
 
     def all_ended() -> bool:
         states = [run_state(airflow, dag_id, run_id) for dag_id, run_id in runs.items()]
@@ -48,6 +70,33 @@ def run_all(airflow: Deployment, cases: dict[str, Any], token: str) -> dict[str,
 
     wait_until(all_ended, 420, "every run to end", airflow.home / "scheduler.log")
     return runs
+
+
+def deferral_read(airflow: Deployment, dag_id: str, run_id: str, task_id: str) -> bool:
+    """Whether every instance of the task is deferred, and the scheduler has read how the process of
+    each that deferred on a worker ended (one started in the triggerer has no such process); or
+    whether one has ended without deferring, which the comparison then shows."""
+    instances = airflow.query(
+        "SELECT map_index, state, hostname FROM task_instance"
+        " WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+        dag_id,
+        run_id,
+        task_id,
+    )
+    if any(state in ENDED for _, state, _ in instances):
+        return True
+    if not instances or any(state != "deferred" for _, state, _ in instances):
+        return False
+    scheduler_log = (airflow.home / "scheduler.log").read_text(errors="replace")
+    return all(
+        re.search(
+            rf"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={re.escape(run_id)}, "
+            rf"map_index={map_index}, .*\bstate=deferred, executor=",
+            scheduler_log,
+        )
+        for map_index, _, hostname in instances
+        if hostname
+    )
 
 
 def trigger_once(airflow: Deployment, token: str, dag_id: str) -> str:

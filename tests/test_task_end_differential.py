@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 from standalone import Standalone
-from task_end_runs import compare, run_all
+from task_end_runs import CONN_ID, compare, run_all
 
 #: The first test waits for its real Airflow to start too: on a machine running two suites at once,
 #: that and the test took more than the default 300 s (as in the production-shaped tests).
@@ -39,7 +39,10 @@ ENDED_IN_TRIGGERER = {
 @pytest.fixture(scope="module")
 def airflow(standalone_airflow: Standalone) -> tuple[Standalone, dict[str, str]]:
     return standalone_airflow, run_all(
-        standalone_airflow, ENDED_IN_TRIGGERER, standalone_airflow.as_user("admin")
+        standalone_airflow,
+        standalone_airflow.emulators[CONN_ID],
+        ENDED_IN_TRIGGERER,
+        standalone_airflow.as_user("admin"),
     )
 
 

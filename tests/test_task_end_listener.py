@@ -61,7 +61,7 @@ def listening_airflow(
 ) -> Iterator[tuple[Deployment, dict[str, str]]]:
     running = listening_deployment(tmp_path_factory.mktemp("task-end-listening-airflow"), listener_emulator)
     try:
-        yield running, run_all(running, LISTENED, running.token("admin", ADMIN_PASSWORD))
+        yield running, run_all(running, listener_emulator, LISTENED, running.token("admin", ADMIN_PASSWORD))
     finally:
         running.stop()
 
