@@ -7,29 +7,25 @@ themselves: the full-size run is `python benchmarks/triggerer_density.py --json 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from script_runs import run_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "triggerer_density.py"
 SIZE = 50
 CAP = 40
 VARIANTS = {"kling", "http-provider", "floor", "kling-capped"}
 
+pytestmark = pytest.mark.timeout(800)
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     figures = tmp_path_factory.mktemp("density") / "density.json"
     options = ["--sizes", str(SIZE), "--interval", "0.5", "--cap", str(CAP), "--json", str(figures)]
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), *options],
-        capture_output=True,
-        text=True,
-        timeout=300,  # a hang guard: the run takes about a minute on a busy 2-core machine
-    )
+    done = run_script(SCRIPT, *options, seconds=600)  # about a minute on a busy 2-core machine
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout, json.loads(figures.read_text())
 

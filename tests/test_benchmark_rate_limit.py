@@ -8,14 +8,13 @@ rate saw every wait through; the figures themselves are the full run's,
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dag_runs import HAS_TASK_STATE_STORE
 from deployment import missing_servers
+from script_runs import run_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "rate_limit.py"
 WAITS = 8
@@ -26,7 +25,7 @@ FIGURES = {
 }  # fmt: skip
 
 pytestmark = [
-    pytest.mark.timeout(900),
+    pytest.mark.timeout(1500),
     pytest.mark.skipif(bool(missing_servers()), reason=f"needs Debian's {' and '.join(missing_servers())}"),
     pytest.mark.skipif(
         not HAS_TASK_STATE_STORE, reason="run on the newest Airflow only, as the end-to-end tests"
@@ -49,9 +48,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
         "--json",
         str(figures),
     ]
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), *options], capture_output=True, text=True, timeout=840
-    )
+    done = run_script(SCRIPT, *options, seconds=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout, json.loads(figures.read_text())
 

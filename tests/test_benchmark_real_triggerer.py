@@ -9,19 +9,18 @@ triggerer's start, then 20 waits on jobs run 10 times faster, and benchmark 1 at
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from deployment import missing_servers
+from script_runs import run_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "real_triggerer.py"
 WAITS = 20
 
 pytestmark = [
-    pytest.mark.timeout(600),
+    pytest.mark.timeout(1200),
     pytest.mark.skipif(bool(missing_servers()), reason="needs PostgreSQL (apt-get install postgresql)"),
 ]
 
@@ -29,11 +28,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     output = tmp_path_factory.mktemp("real-triggerer") / "figures.json"
-    command = [
-        sys.executable, str(SCRIPT), "--waits", str(WAITS), "--speed", "10", "--density-interval", "1",
-        "--json", str(output),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=540)
+    options = ["--waits", str(WAITS), "--speed", "10", "--density-interval", "1", "--json", str(output)]
+    done = run_script(SCRIPT, *options, seconds=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return dict(json.loads(output.read_text())), done.stdout
 

@@ -8,27 +8,23 @@ sensor started in the triggerer), not its timings: those are the full run's,
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from script_runs import run_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "worker_slots.py"
 GENERATIONS = 2
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     output = tmp_path_factory.mktemp("worker-slots") / "figures.json"
-    command = [
-        sys.executable, str(SCRIPT), "--generations", str(GENERATIONS), "--slots", "2", "--speed", "30",
-        "--json", str(output),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=540)
+    options = ["--generations", str(GENERATIONS), "--slots", "2", "--speed", "30", "--json", str(output)]
+    done = run_script(SCRIPT, *options, seconds=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "worker-slot s / task" in done.stdout
     return dict(json.loads(output.read_text()))

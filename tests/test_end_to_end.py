@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import html
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,8 +173,7 @@ def test_connection_test_reports_a_wrong_key(airflow: Standalone, emulator: Emul
         "connections", "add", "kling_wrong_key",
         "--conn-type", "kling", "--conn-host", emulator.url, "--conn-password", "not-the-key",
     )  # fmt: skip
-    command = [sys.executable, "-m", "airflow", "connections", "test", "kling_wrong_key"]
-    done = subprocess.run(command, env=airflow.env, capture_output=True, text=True, timeout=120)
+    done = airflow.run_cli("connections", "test", "kling_wrong_key")
     assert "401" in done.stdout + done.stderr
 
 
@@ -195,12 +192,16 @@ CHROMIUM_ARGS = [
 ]
 #: Where screenshots go; point it at docs/screenshots to refresh the README's pictures.
 SCREENSHOTS = os.environ.get("KLING_SCREENSHOTS")
+#: How long a page action or expectation may wait: a hang guard, not a speed check. On a 2-core
+#: machine running the whole suite, a starved Chromium once took over 30 s (Playwright's default) to
+#: click a button it had found visible and stable.
+UI_PATIENCE_MS = 180_000
 
 
 @pytest.fixture(scope="module")
 def browser_page(airflow: Standalone) -> Iterator[Any]:
     """A Chromium page logged into Airflow as the admin (with the token the login page would set)."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     assert CHROMIUM.exists(), "the UI test needs Debian's chromium: apt-get install chromium"
     with sync_playwright() as playwright:
@@ -208,7 +209,8 @@ def browser_page(airflow: Standalone) -> Iterator[Any]:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         token = airflow.as_user("admin")
         page.context.add_cookies([{"name": "_token", "value": token, "url": airflow.api_url}])
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(UI_PATIENCE_MS)
+        expect.set_options(timeout=UI_PATIENCE_MS)
         yield page
         browser.close()
 
