@@ -199,20 +199,28 @@ UI_PATIENCE_MS = 180_000
 
 
 @pytest.fixture(scope="module")
-def browser_page(airflow: Standalone) -> Iterator[Any]:
-    """A Chromium page logged into Airflow as the admin (with the token the login page would set)."""
+def browser(airflow: Standalone) -> Iterator[Any]:
+    """Debian's Chromium, started once for the module's UI tests."""
     from playwright.sync_api import expect, sync_playwright
 
     assert CHROMIUM.exists(), "the UI test needs Debian's chromium: apt-get install chromium"
+    expect.set_options(timeout=UI_PATIENCE_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        token = airflow.as_user("admin")
-        page.context.add_cookies([{"name": "_token", "value": token, "url": airflow.api_url}])
-        page.set_default_timeout(UI_PATIENCE_MS)
-        expect.set_options(timeout=UI_PATIENCE_MS)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser_page(browser: Any, airflow: Standalone) -> Iterator[Any]:
+    """A page logged into Airflow as the admin (with the token the login page would set), closed after
+    its test: an open Airflow page keeps asking the api-server for news, and a gallery page keeps
+    playing its videos, on the CPU the tests after it need."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_cookies([{"name": "_token", "value": airflow.as_user("admin"), "url": airflow.api_url}])
+    context.set_default_timeout(UI_PATIENCE_MS)
+    yield context.new_page()
+    context.close()
 
 
 def screenshot(page: Any, name: str, tmp_path_factory: pytest.TempPathFactory, element: Any = None) -> None:
