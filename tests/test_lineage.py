@@ -1,7 +1,8 @@
 """OpenLineage: a finished generation's lineage, read from OpenLineage's file transport.
 
-Each DAG runs with ``dag.test()`` in a process of its own, configured as a deployment would be
-(``[openlineage] transport``): OpenLineage reads its configuration once per process.
+The generations run with ``dag.test()``, each DAG of its own, in one process configured as a
+deployment would be (``[openlineage] transport``): OpenLineage reads its configuration once per
+process, and one process starts Airflow once, not once per DAG.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dag_runs import HAS_TASK_STATE_STORE
+from hook_setup import connect
 
 from airflow_provider_kling.emulator import KlingEmulator
+from airflow_provider_kling.emulator.pytest_plugin import TEST_DEFAULTS
 
-pytestmark = pytest.mark.usefixtures("airflow_db")
+#: The three generations run in the first test's set-up.
+pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.timeout(600)]
 
 IMAGE_URL = "https://images.example.com/cats/tabby.png"
 PROMPT = "a confidential product reveal"
@@ -30,30 +35,48 @@ def operator_task(**operator_kwargs: Any) -> str:
     return f"KlingGenerateOperator(task_id='animate', poll_interval=0.2, **{operator_kwargs!r})"
 
 
-def run_with_lineage(tmp_path: Path, task: str) -> list[dict[str, Any]]:
-    """Run one generation (``task``: the source of a task ``animate``) with the file transport on;
-    the COMPLETE events OpenLineage wrote for it."""
-    events_file = tmp_path / "openlineage.jsonl"
-    dags = tmp_path / "dags"
+#: Each case's task ``animate`` (its source), run in a DAG ``kling_lineage_<case>``.
+CASES = {
+    "image": operator_task(
+        prompt=PROMPT, image_urls=[IMAGE_URL], output_path="file://{folder}/tabby.mp4", deferrable=True
+    ),
+    "prompt_asked": operator_task(prompt=PROMPT, openlineage_include_prompt=True),
+    "taskflow": f"""\
+@task.kling(poll_interval=0.2, openlineage_include_prompt=True)
+def animate():
+    return {{"prompt": {PROMPT!r}, "image_urls": [{IMAGE_URL!r}]}}
+
+animate()""",
+}
+
+
+def run_with_lineage(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """Run every case with the file transport on; the COMPLETE events OpenLineage wrote for each
+    case's task."""
+    events_file = folder / "openlineage.jsonl"
+    dags = folder / "dags"
     dags.mkdir()
-    dag_file = dags / "kling_lineage.py"
-    dag_file.write_text(
-        "from airflow.sdk import DAG, task\n"
-        "from airflow_provider_kling.operators.kling import KlingGenerateOperator\n\n"
-        "with DAG('kling_lineage', schedule=None) as dag:\n" + textwrap.indent(task, "    ") + "\n"
-    )
-    script = tmp_path / "run_dag.py"
+    for case, task in CASES.items():
+        (dags / f"kling_lineage_{case}.py").write_text(
+            "from airflow.sdk import DAG, task\n"
+            "from airflow_provider_kling.operators.kling import KlingGenerateOperator\n\n"
+            f"with DAG('kling_lineage_{case}', schedule=None) as dag:\n"
+            + textwrap.indent(task.replace("{folder}", str(folder)), "    ")
+            + "\n"
+        )
+    script = folder / "run_dags.py"
     script.write_text(
         textwrap.dedent(
             f"""
             from dag_runs import DagBag
 
-            assert DagBag({str(dag_file)!r}).dags["kling_lineage"].test().state == "success"
+            for dag in DagBag({str(dags)!r}).dags.values():
+                assert dag.test().state == "success", dag.dag_id
             """
         )
     )
     transport = {"type": "file", "log_file_path": str(events_file), "append": True}
-    # The DAG's folder as a bundle of its own: dag.test() runs what the bundles hold.
+    # The DAGs' folder as a bundle of its own: dag.test() runs what the bundles hold.
     bundle = {
         "name": "kling_lineage",
         "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
@@ -64,26 +87,49 @@ def run_with_lineage(tmp_path: Path, task: str) -> list[dict[str, Any]]:
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
     }
-    ran = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=240)
+    ran = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=480)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
-    return [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".animate")]
+    return {
+        case: [
+            event
+            for event in events
+            if event["eventType"] == "COMPLETE" and event["job"]["name"] == f"kling_lineage_{case}.animate"
+        ]
+        for case in CASES
+    }
+
+
+@pytest.fixture(scope="module")
+def lineage(
+    airflow_db: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[dict[str, Any], list[Any], Path]]:
+    """Each case's one COMPLETE event, the emulator's jobs, and the folder the run wrote in."""
+    folder = tmp_path_factory.mktemp("lineage")
+    emulator = KlingEmulator(**TEST_DEFAULTS).start()
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            connect(monkeypatch, emulator)
+            events = run_with_lineage(folder)
+        jobs = emulator.jobs()
+    finally:
+        emulator.stop()
+    assert {case: len(completes) for case, completes in events.items()} == dict.fromkeys(CASES, 1)
+    assert len(jobs) == len(CASES)  # one job for each generation
+    yield {case: completes[0] for case, completes in events.items()}, jobs, folder
 
 
 def test_a_finished_generation_reports_its_image_video_and_how_it_was_made(
-    emulator: KlingEmulator, tmp_path: Path
+    lineage: tuple[dict[str, Any], list[Any], Path],
 ) -> None:
-    video = tmp_path / "tabby.mp4"
-    [complete] = run_with_lineage(
-        tmp_path,
-        operator_task(prompt=PROMPT, image_urls=[IMAGE_URL], output_path=f"file://{video}", deferrable=True),
-    )
-    [job] = emulator.jobs()
+    events, jobs, folder = lineage
+    complete = events["image"]
+    facet = complete["run"]["facets"]["kling_generation"]
+    [job] = [job for job in jobs if job["task_id"] == facet["vendorTaskId"]]
     assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [
         ("https://images.example.com", "/cats/tabby.png")
     ]
-    assert [(d["namespace"], d["name"]) for d in complete["outputs"]] == [("file", str(video))]
-    facet = complete["run"]["facets"]["kling_generation"]
+    assert [(d["namespace"], d["name"]) for d in complete["outputs"]] == [("file", str(folder / "tabby.mp4"))]
     assert {k: v for k, v in facet.items() if not k.startswith("_")} == {
         "model": "kling-2.6",
         "mode": "image_to_video",
@@ -96,21 +142,16 @@ def test_a_finished_generation_reports_its_image_video_and_how_it_was_made(
     assert PROMPT not in json.dumps(complete)
 
 
-def test_the_prompt_reaches_lineage_only_when_asked(emulator: KlingEmulator, tmp_path: Path) -> None:
-    [complete] = run_with_lineage(tmp_path, operator_task(prompt=PROMPT, openlineage_include_prompt=True))
-    assert complete["run"]["facets"]["kling_generation"]["prompt"] == PROMPT
+def test_the_prompt_reaches_lineage_only_when_asked(lineage: tuple[dict[str, Any], list[Any], Path]) -> None:
+    events, _, _ = lineage
+    assert events["prompt_asked"]["run"]["facets"]["kling_generation"]["prompt"] == PROMPT
 
 
 def test_a_taskflow_generation_reports_the_image_and_prompt_its_function_returned(
-    emulator: KlingEmulator, tmp_path: Path
+    lineage: tuple[dict[str, Any], list[Any], Path],
 ) -> None:
-    taskflow = f"""\
-@task.kling(poll_interval=0.2, openlineage_include_prompt=True)
-def animate():
-    return {{"prompt": {PROMPT!r}, "image_urls": [{IMAGE_URL!r}]}}
-
-animate()"""
-    [complete] = run_with_lineage(tmp_path, taskflow)
+    events, _, _ = lineage
+    complete = events["taskflow"]
     assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [
         ("https://images.example.com", "/cats/tabby.png")
     ]
