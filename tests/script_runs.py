@@ -7,19 +7,25 @@ import signal
 import subprocess
 import sys
 import tempfile
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 #: How long an interrupted script may take to stop the deployment it started.
 CLEANUP_SECONDS = 120
 
 
-def stop(process: subprocess.Popen[str]) -> None:
+def interrupt_script(process: subprocess.Popen[Any]) -> None:
     """Interrupt the script, then kill it if it has not stopped its deployment in time."""
-    os.killpg(process.pid, signal.SIGINT)
+    if process.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
     try:
         process.wait(timeout=CLEANUP_SECONDS)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
@@ -41,9 +47,9 @@ def run_script(script: Path, *options: str, seconds: float) -> subprocess.Comple
             process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             stopped = True
-            stop(process)
+            interrupt_script(process)
         except BaseException:  # pytest-timeout's, or a Ctrl-C: the deployment must not outlive the test
-            stop(process)
+            interrupt_script(process)
             raise
         stdout.seek(0)
         stderr.seek(0)

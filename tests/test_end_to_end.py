@@ -199,7 +199,7 @@ UI_PATIENCE_MS = 180_000
 
 
 @pytest.fixture(scope="module")
-def browser(airflow: Standalone) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
     """Debian's Chromium, started once for the module's UI tests."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -209,6 +209,7 @@ def browser(airflow: Standalone) -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+    expect.set_options(timeout=None)
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from dag_runs import HAS_TASK_STATE_STORE
@@ -35,19 +35,40 @@ def operator_task(**operator_kwargs: Any) -> str:
     return f"KlingGenerateOperator(task_id='animate', poll_interval=0.2, **{operator_kwargs!r})"
 
 
-#: Each case's task ``animate`` (its source), run in a DAG ``kling_lineage_<case>``.
-CASES = {
-    "image": operator_task(
-        prompt=PROMPT, image_urls=[IMAGE_URL], output_path="file://{folder}/tabby.mp4", deferrable=True
+def prompt_of(case: str) -> str:
+    """Each case's own prompt, so that its job is told apart from the others' at the emulator."""
+    return f"{PROMPT} ({case})"
+
+
+#: Each case's task ``animate`` (its source, given the folder the run writes in), run in a DAG
+#: ``kling_lineage_<case>``.
+CASES: dict[str, Callable[[Path], str]] = {
+    "image": lambda folder: operator_task(
+        prompt=prompt_of("image"),
+        image_urls=[IMAGE_URL],
+        output_path=f"file://{folder / 'tabby.mp4'}",
+        deferrable=True,
     ),
-    "prompt_asked": operator_task(prompt=PROMPT, openlineage_include_prompt=True),
-    "taskflow": f"""\
+    "prompt_asked": lambda folder: operator_task(
+        prompt=prompt_of("prompt_asked"), openlineage_include_prompt=True
+    ),
+    "taskflow": lambda folder: (
+        f"""\
 @task.kling(poll_interval=0.2, openlineage_include_prompt=True)
 def animate():
-    return {{"prompt": {PROMPT!r}, "image_urls": [{IMAGE_URL!r}]}}
+    return {{"prompt": {prompt_of("taskflow")!r}, "image_urls": [{IMAGE_URL!r}]}}
 
-animate()""",
+animate()"""
+    ),
 }
+
+
+class Lineage(NamedTuple):
+    """What the cases' run left: each case's COMPLETE event and job, and the folder it wrote in."""
+
+    events: dict[str, dict[str, Any]]
+    jobs: dict[str, dict[str, Any]]
+    folder: Path
 
 
 def run_with_lineage(folder: Path) -> dict[str, list[dict[str, Any]]]:
@@ -61,7 +82,7 @@ def run_with_lineage(folder: Path) -> dict[str, list[dict[str, Any]]]:
             "from airflow.sdk import DAG, task\n"
             "from airflow_provider_kling.operators.kling import KlingGenerateOperator\n\n"
             f"with DAG('kling_lineage_{case}', schedule=None) as dag:\n"
-            + textwrap.indent(task.replace("{folder}", str(folder)), "    ")
+            + textwrap.indent(task(folder), "    ")
             + "\n"
         )
     script = folder / "run_dags.py"
@@ -70,7 +91,10 @@ def run_with_lineage(folder: Path) -> dict[str, list[dict[str, Any]]]:
             f"""
             from dag_runs import DagBag
 
-            for dag in DagBag({str(dags)!r}).dags.values():
+            bag = DagBag({str(dags)!r})
+            assert not bag.import_errors, bag.import_errors
+            assert sorted(bag.dags) == {sorted(f"kling_lineage_{case}" for case in CASES)!r}, sorted(bag.dags)
+            for dag in bag.dags.values():
                 assert dag.test().state == "success", dag.dag_id
             """
         )
@@ -101,10 +125,7 @@ def run_with_lineage(folder: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def lineage(
-    airflow_db: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[dict[str, Any], list[Any], Path]]:
-    """Each case's one COMPLETE event, the emulator's jobs, and the folder the run wrote in."""
+def lineage(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) -> Lineage:
     folder = tmp_path_factory.mktemp("lineage")
     emulator = KlingEmulator(**TEST_DEFAULTS).start()
     try:
@@ -115,21 +136,24 @@ def lineage(
     finally:
         emulator.stop()
     assert {case: len(completes) for case, completes in events.items()} == dict.fromkeys(CASES, 1)
-    assert len(jobs) == len(CASES)  # one job for each generation
-    yield {case: completes[0] for case, completes in events.items()}, jobs, folder
+    jobs_by_prompt = {job["request"]["prompt"]: job for job in jobs}
+    assert len(jobs) == len(jobs_by_prompt) == len(CASES)  # one job for each generation
+    return Lineage(
+        events={case: completes[0] for case, completes in events.items()},
+        jobs={case: jobs_by_prompt[prompt_of(case)] for case in CASES},
+        folder=folder,
+    )
 
 
-def test_a_finished_generation_reports_its_image_video_and_how_it_was_made(
-    lineage: tuple[dict[str, Any], list[Any], Path],
-) -> None:
-    events, jobs, folder = lineage
-    complete = events["image"]
-    facet = complete["run"]["facets"]["kling_generation"]
-    [job] = [job for job in jobs if job["task_id"] == facet["vendorTaskId"]]
+def test_a_finished_generation_reports_its_image_video_and_how_it_was_made(lineage: Lineage) -> None:
+    complete, job = lineage.events["image"], lineage.jobs["image"]
     assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [
         ("https://images.example.com", "/cats/tabby.png")
     ]
-    assert [(d["namespace"], d["name"]) for d in complete["outputs"]] == [("file", str(folder / "tabby.mp4"))]
+    assert [(d["namespace"], d["name"]) for d in complete["outputs"]] == [
+        ("file", str(lineage.folder / "tabby.mp4"))
+    ]
+    facet = complete["run"]["facets"]["kling_generation"]
     assert {k: v for k, v in facet.items() if not k.startswith("_")} == {
         "model": "kling-2.6",
         "mode": "image_to_video",
@@ -142,21 +166,18 @@ def test_a_finished_generation_reports_its_image_video_and_how_it_was_made(
     assert PROMPT not in json.dumps(complete)
 
 
-def test_the_prompt_reaches_lineage_only_when_asked(lineage: tuple[dict[str, Any], list[Any], Path]) -> None:
-    events, _, _ = lineage
-    assert events["prompt_asked"]["run"]["facets"]["kling_generation"]["prompt"] == PROMPT
+def test_the_prompt_reaches_lineage_only_when_asked(lineage: Lineage) -> None:
+    facet = lineage.events["prompt_asked"]["run"]["facets"]["kling_generation"]
+    assert facet["prompt"] == prompt_of("prompt_asked")
 
 
-def test_a_taskflow_generation_reports_the_image_and_prompt_its_function_returned(
-    lineage: tuple[dict[str, Any], list[Any], Path],
-) -> None:
-    events, _, _ = lineage
-    complete = events["taskflow"]
+def test_a_taskflow_generation_reports_the_image_and_prompt_its_function_returned(lineage: Lineage) -> None:
+    complete = lineage.events["taskflow"]
     assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [
         ("https://images.example.com", "/cats/tabby.png")
     ]
     facet = complete["run"]["facets"]["kling_generation"]
-    assert (facet["prompt"], facet["mode"]) == (PROMPT, "image_to_video")
+    assert (facet["prompt"], facet["mode"]) == (prompt_of("taskflow"), "image_to_video")
 
 
 @pytest.mark.parametrize(
