@@ -28,16 +28,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def stop(*processes: subprocess.Popen[Any]) -> None:
+def stop(
+    *processes: subprocess.Popen[Any], ask: signal.Signals = signal.SIGTERM, seconds: float = 15
+) -> None:
     """Stop processes we started, and their children, by their process group ids: all asked at once
-    (a triggerer takes about 10 s to stop its trigger runner, a scheduler about 5), then each waited
-    for, within 15 s in all, and killed if it is still running then (Airflow 3.1.8's LocalExecutor
-    scheduler sometimes waits for its idle workers until it is)."""
+    with ``ask`` (a triggerer takes about 10 s to stop its trigger runner, a scheduler about 5), then
+    each waited for, within ``seconds`` in all, and killed if it is still running then (Airflow
+    3.1.8's LocalExecutor scheduler sometimes waits for its idle workers until it is)."""
     running = [process for process in processes if process.poll() is None]
     for process in running:
         with suppress(ProcessLookupError):  # it ended since
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
+            os.killpg(process.pid, ask)
+    deadline = time.monotonic() + seconds
     for process in running:
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import tempfile
-from contextlib import suppress
 from pathlib import Path
-from typing import Any
+
+from deployment import stop
 
 #: How long an interrupted script may take to stop the deployment it started.
 CLEANUP_SECONDS = 120
 
 
-def interrupt_script(process: subprocess.Popen[Any]) -> None:
-    """Interrupt the script, then kill it if it has not stopped its deployment in time."""
-    if process.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=CLEANUP_SECONDS)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def interrupt(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT, not SIGTERM: Python then runs the script's ``with`` blocks, which stop its deployment."""
+    stop(process, ask=signal.SIGINT, seconds=CLEANUP_SECONDS)
 
 
 def run_script(script: Path, *options: str, seconds: float) -> subprocess.CompletedProcess[str]:
@@ -47,9 +37,9 @@ def run_script(script: Path, *options: str, seconds: float) -> subprocess.Comple
             process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             stopped = True
-            interrupt_script(process)
+            interrupt(process)
         except BaseException:  # pytest-timeout's, or a Ctrl-C: the deployment must not outlive the test
-            interrupt_script(process)
+            interrupt(process)
             raise
         stdout.seek(0)
         stderr.seek(0)

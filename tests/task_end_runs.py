@@ -9,9 +9,11 @@ callbacks and listeners were told; only the vendor's job ids and the account's b
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -56,8 +58,15 @@ def run_all(
     emulator.control("/_emulator/hold", "POST", {"count": EVERY_JOB})
     runs = {dag_id: trigger_once(airflow, token, dag_id) for dag_id in dag_ids}
     waits = {f"{case}_triggerer": task_id for case, (task_id, _) in cases.items()}
+
+    def all_deferrals_read() -> bool:
+        scheduler_log = functools.cache(lambda: (airflow.home / "scheduler.log").read_text(errors="replace"))
+        return all(
+            deferral_read(airflow, dag, runs[dag], task_id, scheduler_log) for dag, task_id in waits.items()
+        )
+
     wait_until(
-        lambda: all(deferral_read(airflow, dag, runs[dag], task_id) for dag, task_id in waits.items()),
+        all_deferrals_read,
         420,
         "every wait to defer, and the scheduler to read how its process ended",
         airflow.home / "scheduler.log",
@@ -72,10 +81,13 @@ def run_all(
     return runs
 
 
-def deferral_read(airflow: Deployment, dag_id: str, run_id: str, task_id: str) -> bool:
+def deferral_read(
+    airflow: Deployment, dag_id: str, run_id: str, task_id: str, scheduler_log: Callable[[], str]
+) -> bool:
     """Whether every instance of the task is deferred, and the scheduler has read how the process of
     each that deferred on a worker ended (one started in the triggerer has no such process); or
-    whether one has ended without deferring, which the comparison then shows."""
+    whether one has ended without deferring, which the comparison then shows. ``scheduler_log`` gives
+    the scheduler's log, read once for all the tasks asked about together."""
     instances = airflow.query(
         "SELECT map_index, state, hostname FROM task_instance"
         " WHERE dag_id = ? AND run_id = ? AND task_id = ?",
@@ -87,12 +99,11 @@ def deferral_read(airflow: Deployment, dag_id: str, run_id: str, task_id: str) -
         return True
     if not instances or any(state != "deferred" for _, state, _ in instances):
         return False
-    scheduler_log = (airflow.home / "scheduler.log").read_text(errors="replace")
     return all(
         re.search(
             rf"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={re.escape(run_id)}, "
             rf"map_index={map_index}, .*\bstate=deferred, executor=",
-            scheduler_log,
+            scheduler_log(),
         )
         for map_index, _, hostname in instances
         if hostname
