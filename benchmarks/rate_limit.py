@@ -36,7 +36,7 @@ from deployment import production_airflow, wait_until
 from emulator_process import EmulatorProcess
 from figures import percentile, publish
 
-from airflow_provider_kling.core.api import SUBMIT_PATH, auth_headers
+from airflow_provider_kling.core.dialects.ulazai import SUBMIT_PATH, auth_headers
 
 DAGS = Path(__file__).resolve().parent / "dags"
 API_KEY = "rate-limit-benchmark-key"

@@ -211,7 +211,7 @@ async def defer_waits(waits: dict[int, str], arguments: argparse.Namespace) -> t
     import aiohttp
     from airflow.utils.session import create_session
 
-    from airflow_provider_kling.core import api
+    from airflow_provider_kling.core.dialects import ulazai
     from airflow_provider_kling.core.request import GenerationRequest
     from airflow_provider_kling.core.responses import SubmitResult
     from airflow_provider_kling.core.submission import Submission
@@ -220,12 +220,14 @@ async def defer_waits(waits: dict[int, str], arguments: argparse.Namespace) -> t
     count = len(waits)
     indexes = sorted(waits)
     connector = aiohttp.TCPConnector(limit=SUBMIT_CONCURRENCY)
-    async with aiohttp.ClientSession(headers=api.auth_headers(API_KEY), connector=connector) as client:
+    async with aiohttp.ClientSession(headers=ulazai.auth_headers(API_KEY), connector=connector) as client:
 
         async def submit(index: int) -> tuple[int, GenerationRequest, SubmitResult, float]:
             request = GenerationRequest(f"real triggerer benchmark clip {index}")
-            async with client.post(arguments.emulator + api.SUBMIT_PATH, json=request.to_payload()) as answer:
-                submitted = SubmitResult.from_body(await answer.json(), http_status=answer.status)
+            async with client.post(
+                arguments.emulator + ulazai.SUBMIT_PATH, json=request.to_payload()
+            ) as answer:
+                submitted = ulazai.read_submit_body(await answer.json(), answer.status)
             return index, request, submitted, time.time()
 
         started = time.monotonic()

@@ -63,7 +63,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from emulator_process import EmulatorProcess
 from figures import percentile
 
-from airflow_provider_kling.core import api
+from airflow_provider_kling.core.dialects import ulazai
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.core.responses import JobStatus
 from airflow_provider_kling.hooks.kling import KlingHook
@@ -131,8 +131,8 @@ Variant = Callable[[Schedule, Progress], AbstractAsyncContextManager[WaitFactory
 async def kling_waits(schedule: Schedule, progress: Progress) -> AsyncIterator[WaitFactory]:
     get_status = KlingHook.aget_status
 
-    async def counted_get_status(hook: KlingHook, task_id: str) -> JobStatus:
-        status = await get_status(hook, task_id)
+    async def counted_get_status(hook: KlingHook, task_id: str, **how: Any) -> JobStatus:
+        status = await get_status(hook, task_id, **how)
         progress.polls += 1
         progress.answered.add(task_id)
         return status
@@ -178,7 +178,7 @@ class HttpProviderStatusTrigger(BaseTrigger):
 async def http_provider_waits(schedule: Schedule, progress: Progress) -> AsyncIterator[WaitFactory]:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     yield lambda task_id: HttpProviderStatusTrigger(
-        api.status_path(task_id), headers, schedule, progress
+        ulazai.status_path(task_id), headers, schedule, progress
     ).run()
 
 
@@ -203,9 +203,9 @@ async def floor_wait(
 
 @asynccontextmanager
 async def floor_waits(schedule: Schedule, progress: Progress) -> AsyncIterator[WaitFactory]:
-    async with aiohttp.ClientSession(headers=api.auth_headers(API_KEY)) as session:
+    async with aiohttp.ClientSession(headers=ulazai.auth_headers(API_KEY)) as session:
         yield lambda task_id: floor_wait(
-            session, schedule.base_url + api.status_path(task_id), schedule, progress
+            session, schedule.base_url + ulazai.status_path(task_id), schedule, progress
         )
 
 
@@ -335,10 +335,12 @@ class Emulator(EmulatorProcess):
     async def _submit(self, count: int) -> list[str]:
         payload = GenerationRequest("triggerer density benchmark").to_payload()
         connector = aiohttp.TCPConnector(limit=SUBMIT_CONCURRENCY)
-        async with aiohttp.ClientSession(headers=api.auth_headers(API_KEY), connector=connector) as session:
+        async with aiohttp.ClientSession(
+            headers=ulazai.auth_headers(API_KEY), connector=connector
+        ) as session:
 
             async def submit() -> str:
-                async with session.post(self.url + api.SUBMIT_PATH, json=payload) as response:
+                async with session.post(self.url + ulazai.SUBMIT_PATH, json=payload) as response:
                     body = await response.json()
                     if response.status != 201:
                         raise SystemExit(f"The emulator refused a submit: {response.status} {body}")

@@ -59,9 +59,8 @@ from deployment import Deployment, airflow_env, answers, connection_env, free_po
 from emulator_process import EmulatorProcess
 from figures import command, machine, publish
 
-from airflow_provider_kling.core.api import SUBMIT_PATH, auth_headers
+from airflow_provider_kling.core.dialects.ulazai import SUBMIT_PATH, auth_headers, read_submit_body
 from airflow_provider_kling.core.request import GenerationRequest
-from airflow_provider_kling.core.responses import SubmitResult
 
 DAGS = Path(__file__).resolve().parent / "dags"
 MODES = ("deferrable", "non_deferrable", "sensor", "baseline")
@@ -286,7 +285,7 @@ def submit_jobs(emulator: EmulatorProcess, count: int) -> list[str]:
             timeout=30,
         )
         answer.raise_for_status()
-        task_ids.append(SubmitResult.from_body(answer.json()).task_id)
+        task_ids.append(read_submit_body(answer.json()).task_id)
     return task_ids
 
 

@@ -22,7 +22,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Param, task
 
-from airflow_provider_kling.core.request import PRICES
+from airflow_provider_kling.core.dialects.ulazai import PRICES
 from airflow_provider_kling.operators.kling import KlingGenerateOperator, KlingKeepVideoOperator
 
 #: Takes a run may generate before it gives up.

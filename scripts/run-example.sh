@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Run the text-to-video example DAG end to end with `airflow dags test`.
-# With no KLING_API_KEY set it starts the bundled Kling emulator and spends nothing; with a key
-# it calls the real API (KLING_BASE_URL, default https://ulazai.com) and spends ~55 credits.
+# KLING_API picks the API: ulazai (the default) or klingai (Kling's own). With no key set it starts
+# the bundled Kling emulator speaking that API and spends nothing. With a key it calls the real API
+# and spends: on ulazai KLING_API_KEY (KLING_BASE_URL, default https://ulazai.com; ~55 credits), on
+# klingai KLING_ACCESS_KEY and KLING_SECRET_KEY (KLING_BASE_URL, default
+# https://api-singapore.klingai.com; 1.5 units).
 set -euo pipefail
 KLING_EXTRAS="" source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
@@ -9,23 +12,37 @@ cd "$ROOT"
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$(mktemp -d -t kling-example-airflow-XXXXXX)}"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/example_dags"
+export KLING_API="${KLING_API:-ulazai}"
 emulator_pid=""
 cleanup() { if [ -n "$emulator_pid" ]; then kill "$emulator_pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
-if [ -n "${KLING_API_KEY:-}" ]; then
-  echo "KLING_API_KEY is set: using the real Kling API at ${KLING_BASE_URL:-https://ulazai.com} (this spends credits)."
-  export AIRFLOW_CONN_KLING_DEFAULT="$(python -c 'import json, os; print(json.dumps({"conn_type": "kling",
-    "host": os.environ.get("KLING_BASE_URL", "https://ulazai.com"), "password": os.environ["KLING_API_KEY"]}))')"
+# The connection as JSON: host $1, password $2, and on klingai login $3 and the "api" extra.
+connection() {
+  python -c 'import json, os, sys
+connection = {"conn_type": "kling", "host": sys.argv[1], "password": sys.argv[2]}
+if os.environ["KLING_API"] != "ulazai":
+    connection |= {"login": sys.argv[3], "extra": {"api": os.environ["KLING_API"]}}
+print(json.dumps(connection))' "$@"
+}
+
+case "$KLING_API" in
+  ulazai) key="${KLING_API_KEY:-}"; default_url="https://ulazai.com" ;;
+  klingai) key="${KLING_SECRET_KEY:-}"; default_url="https://api-singapore.klingai.com" ;;
+  *) echo "KLING_API must be ulazai or klingai, not $KLING_API" >&2; exit 2 ;;
+esac
+if [ -n "$key" ]; then
+  echo "A key is set: using the real Kling API ($KLING_API) at ${KLING_BASE_URL:-$default_url} (this spends credits)."
+  export AIRFLOW_CONN_KLING_DEFAULT="$(connection "${KLING_BASE_URL:-$default_url}" "$key" "${KLING_ACCESS_KEY:-}")"
 else
-  echo "No KLING_API_KEY set: starting the bundled Kling emulator (no key, no credits)."
+  echo "No key set: starting the bundled Kling emulator, speaking $KLING_API (no key, no credits)."
   # Jobs take 60-90 s at the vendor; the emulator runs them 6x faster so the demo takes ~15 s.
-  exec 3< <(python -m airflow_provider_kling.emulator --port 0 --speed 6)
+  exec 3< <(python -m airflow_provider_kling.emulator --api "$KLING_API" --port 0 --speed 6)
   emulator_pid=$!
   read -r banner <&3
   emulator_url="${banner##* }"
   echo "$banner"
-  export AIRFLOW_CONN_KLING_DEFAULT="{\"conn_type\": \"kling\", \"host\": \"$emulator_url\", \"password\": \"kling-emulator-key\"}"
+  export AIRFLOW_CONN_KLING_DEFAULT="$(connection "$emulator_url" kling-emulator-key kling-emulator-access-key)"
 fi
 
 echo "Preparing Airflow in $AIRFLOW_HOME"

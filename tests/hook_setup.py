@@ -40,9 +40,12 @@ def use_connection(
     api_key: str = SECRET,
     extra: dict[str, Any] | None = None,
     conn_id: str = "kling_default",
+    login: str | None = None,
 ) -> None:
     """The connection ``conn_id`` as an ``AIRFLOW_CONN_*`` JSON variable, as users may set it."""
     connection = {"conn_type": "kling", "host": host, "password": api_key, "extra": extra or {}}
+    if login is not None:
+        connection["login"] = login
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
 
 
@@ -53,8 +56,12 @@ def connect(
     api_key: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """``conn_id`` pointed at ``emulator``, with its key unless ``api_key`` is given."""
-    use_connection(monkeypatch, emulator.base_url, api_key or emulator.api_key, extra, conn_id)
+    """``conn_id`` pointed at ``emulator`` in the API it speaks, with its key (on ``klingai``: its
+    Access Key and Secret Key) unless ``api_key`` is given."""
+    login = None
+    if emulator.config.api != "ulazai":
+        extra, login = {"api": emulator.config.api, **(extra or {})}, emulator.access_key
+    use_connection(monkeypatch, emulator.base_url, api_key or emulator.api_key, extra, conn_id, login)
 
 
 def quick_hook(

@@ -19,9 +19,8 @@ import aiohttp
 import pytest
 import requests
 
-from airflow_provider_kling.core.api import SUBMIT_PATH, status_path
+from airflow_provider_kling.core.dialects.ulazai import DIALECT, SUBMIT_PATH, status_path
 from airflow_provider_kling.core.errors import KlingBadRequestError, error_from_response
-from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.emulator import EmulatorConfig, FaultRates, KlingEmulator
 from airflow_provider_kling.emulator.pytest_plugin import KlingEmulatorFactory
 from airflow_provider_kling.emulator.state import VIDEO_REQUESTS_KEPT, EmulatorState
@@ -34,7 +33,7 @@ IMAGE_TO_VIDEO = {
     "imageUrls": ["https://example.com/cat.png"],
 }
 #: The price table's charge for TEXT_TO_VIDEO: 5 s, silent, Prompt Directory opt-in by default.
-TEXT_TO_VIDEO_PRICE = GenerationRequest.from_payload(TEXT_TO_VIDEO).estimated_credits
+TEXT_TO_VIDEO_PRICE = DIALECT.from_payload(TEXT_TO_VIDEO).estimated_credits
 
 
 def headers(key: str) -> dict[str, str]:

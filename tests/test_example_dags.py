@@ -12,7 +12,7 @@ from airflow.utils.state import DagRunState
 from dag_runs import HAS_TASK_STATE_STORE, DagBag, run_fast, xcoms
 from sqlalchemy import select
 
-from airflow_provider_kling.core.request import PRICES
+from airflow_provider_kling.core.dialects.ulazai import PRICES
 from airflow_provider_kling.emulator import KlingEmulator
 
 pytestmark = pytest.mark.usefixtures("airflow_db")

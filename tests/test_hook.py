@@ -14,10 +14,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+import requests
 from hook_setup import QUICK_RETRIES, quick_hook, use_connection
 from request_cases import INVALID_REQUESTS
 
-from airflow_provider_kling.core.api import SUBMIT_PATH, read_submit_response
+from airflow_provider_kling.core.api import read_submit_response
+from airflow_provider_kling.core.dialects.ulazai import DIALECT, SUBMIT_PATH
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingBadRequestError,
@@ -83,7 +85,8 @@ def test_connection_from_a_uri_with_scheme_in_host_and_port(monkeypatch: pytest.
     monkeypatch.setenv("AIRFLOW_CONN_KLING_URI", "kling://http://:the%2Fkey@127.0.0.1:8088")
     hook = KlingHook("kling_uri")
     assert hook.base_url == "http://127.0.0.1:8088"
-    assert hook.get_conn().headers["Authorization"] == "Bearer the/key"
+    sent = hook.get_conn().prepare_request(requests.Request("GET", hook.base_url))
+    assert sent.headers["Authorization"] == "Bearer the/key"
 
 
 def test_connection_without_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,7 +170,7 @@ def test_server_side_rejection_is_a_bad_request_error(hook: KlingHook, kling_emu
     # A body that passes our rules cannot be refused by the emulator, so send one by hand.
     response = hook.get_conn().post(kling_emulator.base_url + SUBMIT_PATH, json={"prompt": ""})
     with pytest.raises(KlingBadRequestError, match="prompt"):
-        read_submit_response(response.status_code, response.content, None)
+        read_submit_response(DIALECT, response.status_code, response.content, None)
 
 
 def test_status_rides_out_a_burst_of_server_errors(hook: KlingHook, kling_emulator: KlingEmulator) -> None:
@@ -528,9 +531,9 @@ def test_submit_refused_before_sending_is_tried_as_often_as_the_policy_allows(
     attempts: list[GenerationRequest] = []
     real_submit_once = hook._submit_once
 
-    def counted(request: GenerationRequest, deadline: Any) -> Any:
+    def counted(request: GenerationRequest, *rest: Any) -> Any:
         attempts.append(request)
-        return real_submit_once(request, deadline)
+        return real_submit_once(request, *rest)
 
     monkeypatch.setattr(hook, "_submit_once", counted)
     with pytest.raises(KlingTransportError):

@@ -40,6 +40,7 @@ from hostile_servers import (
 
 from airflow_provider_kling.core.addresses import AddressPolicy, KlingVideoAddressError, parse_allowed
 from airflow_provider_kling.core.api import BUDGETS, RetryPolicy, SpeedFloor
+from airflow_provider_kling.core.dialects.ulazai import read_submit_body
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingDownloadError,
@@ -54,7 +55,6 @@ from airflow_provider_kling.core.errors import (
     is_transient,
 )
 from airflow_provider_kling.core.request import GenerationRequest
-from airflow_provider_kling.core.responses import SubmitResult
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.triggers.kling import KlingStatusTrigger
 
@@ -638,7 +638,7 @@ def test_a_megabyte_of_angle_brackets_is_read_as_an_error_message_at_once(
 
 
 def test_an_estimated_time_of_a_megabyte_of_digits_is_not_believed() -> None:
-    submitted = SubmitResult.from_body({"data": {"task_id": "t", "estimated_time": "9" * 1024 * 1024}})
+    submitted = read_submit_body({"data": {"task_id": "t", "estimated_time": "9" * 1024 * 1024}})
     assert submitted.estimated_seconds is None
 
 

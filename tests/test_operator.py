@@ -12,7 +12,7 @@ from airflow.utils.state import DagRunState, TaskInstanceState
 from dag_runs import HAS_TASK_STATE_STORE, needs_task_state_store, task_instance, xcoms
 from hook_setup import connect
 
-from airflow_provider_kling.core.request import PRICES
+from airflow_provider_kling.core.dialects.ulazai import PRICES
 from airflow_provider_kling.emulator import KlingEmulator
 
 pytestmark = pytest.mark.usefixtures("airflow_db")

@@ -57,7 +57,7 @@ from airflow.utils.state import DagRunState
 from built_wheel import copy_checkout
 from dag_runs import DagBag, xcoms
 
-from airflow_provider_kling.core.api import DEFAULT_BASE_URL
+from airflow_provider_kling.core.dialects.ulazai import DEFAULT_BASE_URL
 from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.get_provider_info import get_provider_info
@@ -512,10 +512,12 @@ TWO_COMMANDS = readme_block("bash", "The two commands")
 
 
 @pytest.mark.timeout(600)
-def test_run_example_ends_with_the_path_of_a_kept_mp4(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
+def test_run_example_ends_with_the_path_of_a_kept_mp4(tmp_path: Path, api: str) -> None:
     [command] = [argv for argv in commands(TWO_COMMANDS) if argv[0].endswith("run-example.sh")]
-    # A new user's shell: no KLING_API_KEY (so the emulator), no Airflow settings; its mktemp home here.
-    env = environment(TMPDIR=str(tmp_path))
+    # A new user's shell: no key (so the emulator, speaking KLING_API), no Airflow settings; its
+    # mktemp home here.
+    env = environment(TMPDIR=str(tmp_path), KLING_API=api)
     done = subprocess.run(
         ["bash", "-c", shlex.join(command)], env=env, cwd=REPO, capture_output=True, text=True
     )

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from request_cases import IMAGE, INVALID_REQUESTS
 
+from airflow_provider_kling.core.dialects.ulazai import DIALECT, estimate_credits
 from airflow_provider_kling.core.errors import KlingValidationError
-from airflow_provider_kling.core.request import GenerationMode, GenerationRequest, estimate_credits
+from airflow_provider_kling.core.request import GenerationMode, GenerationRequest
 
 
 @pytest.mark.parametrize(
@@ -108,18 +109,18 @@ def test_fingerprint_is_stable_and_tells_requests_apart() -> None:
 
 def test_payload_round_trips_through_the_wire_reader() -> None:
     request = GenerationRequest("the dog runs", image_urls=[IMAGE], duration=10, sound=True)
-    assert GenerationRequest.from_payload(request.to_payload()) == request
+    assert DIALECT.from_payload(request.to_payload()) == request
 
 
 def test_wire_reader_requires_the_mode_and_a_text_duration_and_uses_api_names() -> None:
     with pytest.raises(KlingValidationError) as raised:
-        GenerationRequest.from_payload({"prompt": "a", "duration": 5, "aspectRatio": "4:3"})
+        DIALECT.from_payload({"prompt": "a", "duration": 5, "aspectRatio": "4:3"})
     assert [e.field for e in raised.value.errors] == ["generationMode", "duration", "aspectRatio"]
 
 
 def test_wire_reader_refuses_a_body_that_is_not_an_object() -> None:
     with pytest.raises(KlingValidationError, match="must be a JSON object"):
-        GenerationRequest.from_payload(["prompt"])
+        DIALECT.from_payload(["prompt"])
 
 
 def test_budget_refuses_a_request_estimated_above_it_naming_both_numbers() -> None:

@@ -12,6 +12,12 @@ from airflow_provider_kling.core.api import (
     read_status_response,
     read_submit_response,
 )
+from airflow_provider_kling.core.dialects.ulazai import (
+    DIALECT,
+    read_status_body,
+    read_submit_body,
+    vendor_state,
+)
 from airflow_provider_kling.core.errors import (
     KlingAPIError,
     KlingAuthError,
@@ -31,9 +37,6 @@ from airflow_provider_kling.core.errors import (
 )
 from airflow_provider_kling.core.responses import (
     JobState,
-    JobStatus,
-    SubmitResult,
-    job_state,
     parse_estimated_time,
     read_json,
 )
@@ -52,7 +55,7 @@ SUBMIT_BODY = {
 
 
 def test_submit_answer_from_the_contract_is_read() -> None:
-    result = SubmitResult.from_body(SUBMIT_BODY)
+    result = read_submit_body(SUBMIT_BODY)
     assert (result.task_id, result.credits_used, result.credits_remaining) == ("uuid-here", 55, 945)
     assert result.estimated_seconds == (60, 90)
 
@@ -82,21 +85,21 @@ def test_estimated_time_without_a_plausible_duration_and_unit_is_not_read(announ
 
 def test_unknown_fields_are_kept_in_extra() -> None:
     body = {"data": {**SUBMIT_BODY["data"], "queue_position": 3}}
-    assert SubmitResult.from_body(body).extra == {"queue_position": 3}
+    assert read_submit_body(body).extra == {"queue_position": 3}
 
 
 def test_submit_answer_without_task_id_is_a_clear_error() -> None:
     with pytest.raises(KlingResponseError, match="lacks a valid 'task_id'"):
-        SubmitResult.from_body({"success": True, "data": {"status": "processing"}}, http_status=201)
+        read_submit_body({"success": True, "data": {"status": "processing"}}, http_status=201)
 
 
 def test_answer_without_data_object_is_a_clear_error() -> None:
     with pytest.raises(KlingResponseError, match="no 'data' object"):
-        JobStatus.from_body({"success": True}, task_id="t")
+        read_status_body({"success": True}, task_id="t")
 
 
 def test_processing_status_carries_progress() -> None:
-    status = JobStatus.from_body({"data": {"status": "processing", "progress": 45}}, task_id="t")
+    status = read_status_body({"data": {"status": "processing", "progress": 45}}, task_id="t")
     assert (status.state, status.progress) == (JobState.RUNNING, 45)
 
 
@@ -110,7 +113,7 @@ def test_completed_status_carries_the_video() -> None:
             "has_audio": True,
         }
     }
-    status = JobStatus.from_body(body, task_id="t")
+    status = read_status_body(body, task_id="t")
     assert (status.state, status.video_url, status.duration, status.has_audio) == (
         JobState.COMPLETED,
         "https://cdn/x.mp4",
@@ -121,22 +124,22 @@ def test_completed_status_carries_the_video() -> None:
 
 def test_completed_status_without_video_url_is_a_clear_error() -> None:
     with pytest.raises(KlingResponseError, match="'video_url'"):
-        JobStatus.from_body({"data": {"status": "completed"}}, task_id="t")
+        read_status_body({"data": {"status": "completed"}}, task_id="t")
 
 
 @pytest.mark.parametrize("status", ["failed", "FAILED", "cancelled", "canceled", "expired", "error"])
 def test_failed_and_its_kin_end_the_job(status: str) -> None:
-    assert job_state(status) is JobState.FAILED
+    assert vendor_state(status) is JobState.FAILED
 
 
 def test_unknown_status_is_still_running_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        assert job_state("warming_up") is JobState.RUNNING
+        assert vendor_state("warming_up") is JobState.RUNNING
     assert "warming_up" in caplog.text
 
 
 def test_status_as_dict_is_json_ready() -> None:
-    status = JobStatus.from_body({"data": {"status": "processing", "progress": 5}}, task_id="t")
+    status = read_status_body({"data": {"status": "processing", "progress": 5}}, task_id="t")
     assert status.as_dict()["state"] == "running"
 
 
@@ -247,43 +250,45 @@ def test_an_error_the_policy_is_not_told_to_retry_is_raised_at_once() -> None:
 
 
 def test_any_2xx_submit_answer_is_read_as_accepted() -> None:
-    result = read_submit_response(202, b'{"success": true, "data": {"task_id": "abc"}}', None)
+    result = read_submit_response(DIALECT, 202, b'{"success": true, "data": {"task_id": "abc"}}', None)
     assert result.task_id == "abc"
 
 
 @pytest.mark.parametrize("http_status", [301, 408, 409, 500, 502])
 def test_a_submit_answer_that_does_not_refuse_the_request_may_hide_a_job(http_status: int) -> None:
     with pytest.raises(KlingSubmitUncertainError):
-        read_submit_response(http_status, b"{}", None)
+        read_submit_response(DIALECT, http_status, b"{}", None)
 
 
 @pytest.mark.parametrize("http_status", [400, 401, 402, 403, 404, 422, 429])
 def test_a_submit_refused_outright_created_no_job(http_status: int) -> None:
     with pytest.raises(KlingAPIError) as raised:
-        read_submit_response(http_status, b"{}", None)
+        read_submit_response(DIALECT, http_status, b"{}", None)
     assert created_no_job(raised.value)
 
 
 def test_odd_numbers_in_a_submit_answer_do_not_lose_its_task_id() -> None:
     body = b'{"data": {"task_id": "abc", "credits_used": NaN, "credits_remaining": Infinity}}'
-    result = read_submit_response(201, body, None)
+    result = read_submit_response(DIALECT, 201, body, None)
     assert (result.task_id, result.credits_used, result.credits_remaining) == ("abc", None, None)
 
 
 def test_an_absurd_progress_is_ignored_not_a_crash() -> None:
-    status = read_status_response(200, b'{"data": {"status": "processing", "progress": 1e999}}', None, "t")
+    status = read_status_response(
+        DIALECT, 200, b'{"data": {"status": "processing", "progress": 1e999}}', None, "t"
+    )
     assert status.progress is None
 
 
 def test_an_oversized_status_answer_is_a_clear_error() -> None:
     with pytest.raises(KlingResponseError, match="larger than"):
-        read_status_response(200, b" " * (MAX_BODY_BYTES + 1), None, "t")
+        read_status_response(DIALECT, 200, b" " * (MAX_BODY_BYTES + 1), None, "t")
 
 
 @pytest.mark.parametrize("video_url", ["javascript:alert(1)", "file:///etc/passwd", "ftp://cdn/v.mp4", ""])
 def test_a_completed_job_whose_video_url_is_not_http_is_a_clear_error(video_url: str) -> None:
     with pytest.raises(KlingResponseError, match="video_url"):
-        JobStatus.from_body({"data": {"status": "completed", "video_url": video_url}}, task_id="t")
+        read_status_body({"data": {"status": "completed", "video_url": video_url}}, task_id="t")
 
 
 @pytest.mark.parametrize(
@@ -292,4 +297,4 @@ def test_a_completed_job_whose_video_url_is_not_http_is_a_clear_error(video_url:
 )
 def test_a_status_answer_of_the_wrong_shape_is_a_clear_error_never_a_key_error(body: bytes) -> None:
     with pytest.raises(KlingResponseError):
-        read_status_response(200, body, None, "t")
+        read_status_response(DIALECT, 200, body, None, "t")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow_provider_kling.core.responses import SubmitResult
+from airflow_provider_kling.core.dialects.ulazai import read_submit_body
 from airflow_provider_kling.core.submission import Submission
 
 
@@ -13,7 +13,7 @@ def test_a_mark_of_a_sent_request_is_pending_and_keeps_its_json_form() -> None:
 
 
 def test_an_accepted_job_round_trips_through_its_json_form() -> None:
-    submitted = SubmitResult.from_body(
+    submitted = read_submit_body(
         {
             "data": {
                 "task_id": "abc",

@@ -113,6 +113,7 @@ def test_serialised_kwargs_hold_no_key_and_only_primitives(emulator: KlingEmulat
         "submitted_at",
         "expected_seconds",
         "end_from_trigger",
+        "generation_mode",
         "credits_used",
         "credits_remaining",
         "multiple_outputs",

@@ -1,4 +1,6 @@
-"""The Kling 2.6 API's rules with no Airflow in sight: shared by hook, operator, trigger and emulator."""
+"""The Kling APIs' rules with no Airflow in sight: shared by hook, operator, trigger and emulator.
+
+What differs between the APIs lives in :mod:`airflow_provider_kling.core.dialects`, one module each."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from airflow_provider_kling.core.errors import (
     KlingTransportError,
     KlingValidationError,
 )
-from airflow_provider_kling.core.request import GenerationMode, GenerationRequest, estimate_credits
+from airflow_provider_kling.core.request import GenerationMode, GenerationRequest
 from airflow_provider_kling.core.responses import JobState, JobStatus, SubmitResult
 
 __all__ = [
@@ -41,5 +43,4 @@ __all__ = [
     "KlingTransportError",
     "KlingValidationError",
     "SubmitResult",
-    "estimate_credits",
 ]

@@ -1,4 +1,4 @@
-"""Where and how to reach the API: base URL, paths, auth header, time budgets, retry schedule."""
+"""How to reach an API, whichever it is: base URL, time budgets, retry schedule, reading answers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from airflow_provider_kling.core.errors import (
     KlingRateLimitError,
@@ -17,16 +17,14 @@ from airflow_provider_kling.core.errors import (
     KlingResponseRefusedError,
     KlingSubmitUncertainError,
     created_no_job,
-    error_from_response,
 )
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult, read_json
 
+if TYPE_CHECKING:
+    from airflow_provider_kling.core.dialects import Dialect
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-DEFAULT_BASE_URL = "https://ulazai.com"
-SUBMIT_PATH = "/kling26/api/generate/"
-STATUS_PATH = "/kling26/api/status/{task_id}/"
 
 
 @dataclass(frozen=True)
@@ -121,14 +119,11 @@ DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 
 
-def status_path(task_id: str) -> str:
-    return STATUS_PATH.format(task_id=quote(task_id, safe=""))
-
-
-def base_url(host: str | None, port: int | None = None) -> str:
-    """The base URL from a connection's host and port; a host without a scheme means https."""
+def base_url(host: str | None, port: int | None, default: str) -> str:
+    """The base URL from a connection's host and port (``default`` without a host); a host without
+    a scheme means https."""
     if not host or not host.strip():
-        return DEFAULT_BASE_URL
+        return default
     url = host.strip().rstrip("/")
     if "://" not in url:
         url = f"https://{url}"
@@ -137,14 +132,6 @@ def base_url(host: str | None, port: int | None = None) -> str:
         netloc, slash, path = rest.partition("/")
         url = f"{scheme}://{netloc}:{port}{slash}{path}"
     return url
-
-
-def auth_headers(api_key: str) -> dict[str, str]:
-    return {
-        "Authorization": f"Bearer {api_key}",
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-    }
 
 
 @dataclass(frozen=True)
@@ -243,19 +230,22 @@ def _check_size(body: bytes, http_status: int) -> None:
         )
 
 
+def read_json_body(body: bytes, http_status: int, *, what: str) -> Any:
+    """A success answer's JSON, refused when larger than :data:`MAX_BODY_BYTES`."""
+    _check_size(body, http_status)
+    return read_json(body, what=what, http_status=http_status)
+
+
 def read_submit_response(
-    http_status: int, body: bytes, retry_after: str | None, location: str | None = None
+    dialect: Dialect, http_status: int, body: bytes, retry_after: str | None, location: str | None = None
 ) -> SubmitResult:
     """Interpret a submit's answer. Anything that might hide a created job says so."""
     if 200 <= http_status < 300:
         try:
-            _check_size(body, http_status)
-            return SubmitResult.from_body(
-                read_json(body, what="submit", http_status=http_status), http_status=http_status
-            )
+            return dialect.read_submit(read_json_body(body, http_status, what="submit"), http_status)
         except KlingResponseError as unreadable:
             raise uncertain_submit(unreadable) from unreadable
-    error = error_from_response(
+    error = dialect.error_from_response(
         http_status, body[:MAX_BODY_BYTES], retry_after=retry_after, location=location
     )
     if not created_no_job(error):
@@ -264,15 +254,18 @@ def read_submit_response(
 
 
 def read_status_response(
-    http_status: int, body: bytes, retry_after: str | None, task_id: str, location: str | None = None
+    dialect: Dialect,
+    http_status: int,
+    body: bytes,
+    retry_after: str | None,
+    task_id: str,
+    location: str | None = None,
 ) -> JobStatus:
     if not 200 <= http_status < 300:
-        raise error_from_response(
+        raise dialect.error_from_response(
             http_status, body[:MAX_BODY_BYTES], retry_after=retry_after, task_id=task_id, location=location
         )
-    _check_size(body, http_status)
-    parsed = read_json(body, what="status", http_status=http_status)
-    return JobStatus.from_body(parsed, task_id=task_id, http_status=http_status)
+    return dialect.read_status(read_json_body(body, http_status, what="status"), task_id, http_status)
 
 
 def uncertain_submit(cause: BaseException) -> KlingSubmitUncertainError:

@@ -30,12 +30,15 @@ class KlingError(Exception):
         http_status: int | None = None,
         server_message: str | None = None,
         task_id: str | None = None,
+        vendor_code: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.http_status = http_status
         self.server_message = server_message
         self.task_id = task_id
+        #: The API's own error code, where its answers carry one (Kling's own API).
+        self.vendor_code = vendor_code
 
     def __str__(self) -> str:
         return self.message
@@ -66,12 +69,12 @@ class KlingValidationError(KlingError, ValueError):
 class KlingRunBudgetError(KlingError):
     """The DAG run's credit limit leaves no room for this generation; nothing was sent."""
 
-    def __init__(self, spent: int, limit: int, estimate: int) -> None:
+    def __init__(self, spent: float, limit: float, estimate: float, unit: str = "credits") -> None:
         self.spent, self.limit, self.estimate = spent, limit, estimate
         super().__init__(
-            f"run_credit_limit: this DAG run's Kling generations have spent {spent} credits (those "
-            f"being submitted included) of its limit of {limit}; this generation's estimate of "
-            f"{estimate} credits would exceed it. Nothing was sent."
+            f"run_credit_limit: this DAG run's Kling generations have spent {spent:g} {unit} (those "
+            f"being submitted included) of its limit of {limit:g}; this generation's estimate of "
+            f"{estimate:g} {unit} would exceed it. Nothing was sent."
         )
 
 
@@ -99,6 +102,11 @@ class KlingInsufficientCreditsError(KlingAPIError):
     """The account has too few credits for this generation (HTTP 402, or a 400 that says so)."""
 
 
+class KlingAccountError(KlingAPIError):
+    """The account itself is refused (suspended, or this machine's address not allowed): no wait or
+    retry cures it; someone must act on the vendor's console."""
+
+
 class KlingNotFoundError(KlingAPIError):
     """HTTP 404: no such task on this account."""
 
@@ -109,6 +117,11 @@ class KlingRateLimitError(KlingAPIError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+
+
+class KlingConcurrencyLimitError(KlingRateLimitError):
+    """The account runs as many jobs as its plan allows: no job was created, and a submit may go
+    again once a running job ends."""
 
 
 class KlingServerError(KlingAPIError):
@@ -372,9 +385,11 @@ WAIT_ERRORS.update(
         KlingConnectionSettingError,
         KlingAPIError,
         KlingAuthError,
+        KlingAccountError,
         KlingInsufficientCreditsError,
         KlingNotFoundError,
         KlingRateLimitError,
+        KlingConcurrencyLimitError,
         KlingServerError,
         KlingRedirectError,
         KlingResponseError,

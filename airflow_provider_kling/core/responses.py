@@ -1,8 +1,8 @@
-"""Typed, defensive readings of the API's success bodies.
+"""Typed, defensive readings of the APIs' success bodies: the shared forms and the shared helpers.
 
-Fields the contract does not name are kept in ``extra``; a missing required field becomes a
-:class:`KlingResponseError` that says which one, never a KeyError. Which statuses end a job is
-decided here and nowhere else.
+Each API's module (core.dialects) reads its own envelope and status words into these forms. Fields
+the contract does not name are kept in ``extra``; a missing required field becomes a
+:class:`KlingResponseError` that says which one, never a KeyError.
 """
 
 from __future__ import annotations
@@ -26,17 +26,6 @@ from airflow_provider_kling.core.urls import is_http_url
 
 log = logging.getLogger(__name__)
 
-#: The job statuses the documented API sends (the emulator sends exactly these).
-VENDOR_PROCESSING = "processing"
-VENDOR_COMPLETED = "completed"
-VENDOR_FAILED = "failed"
-
-COMPLETED_STATUSES = frozenset({VENDOR_COMPLETED})
-#: "failed" is documented; the rest are its likely kin, so a job ending that way is never waited on.
-FAILED_STATUSES = frozenset({VENDOR_FAILED, "cancelled", "canceled", "expired", "error", "rejected"})
-#: Non-terminal statuses we expect; any other unknown status is logged and also treated as running.
-RUNNING_STATUSES = frozenset({VENDOR_PROCESSING, "pending", "queued", "submitted", "running", "in_progress"})
-
 
 class JobState(str, Enum):
     RUNNING = "running"
@@ -44,14 +33,17 @@ class JobState(str, Enum):
     FAILED = "failed"
 
 
-def job_state(status: str) -> JobState:
-    """Where a vendor status leaves the job; unknown statuses count as still running."""
+def job_state(
+    status: str, completed: frozenset[str], failed: frozenset[str], running: frozenset[str]
+) -> JobState:
+    """Where a vendor status leaves the job, given its API's status words; unknown statuses count as
+    still running (and are logged), so a job is never given up on for a word we do not know."""
     normalized = status.strip().lower()
-    if normalized in COMPLETED_STATUSES:
+    if normalized in completed:
         return JobState.COMPLETED
-    if normalized in FAILED_STATUSES:
+    if normalized in failed:
         return JobState.FAILED
-    if normalized not in RUNNING_STATUSES:
+    if normalized not in running:
         log.warning("Kling reported an unknown job status %r; treating it as still running.", status)
     return JobState.RUNNING
 
@@ -102,7 +94,8 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def _data(body: Any, what: str, http_status: int | None) -> dict[str, Any]:
+def envelope_data(body: Any, what: str, http_status: int | None) -> dict[str, Any]:
+    """The answer's ``data`` object, which both APIs wrap their answers in."""
     if isinstance(body, Mapping):
         data = body.get("data")
         if isinstance(data, Mapping):
@@ -113,7 +106,7 @@ def _data(body: Any, what: str, http_status: int | None) -> dict[str, Any]:
     )
 
 
-def _require(
+def require(
     data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str, http_status: int | None
 ) -> Any:
     value = data.get(name)
@@ -127,7 +120,7 @@ def _require(
     return value
 
 
-def _optional_int(data: dict[str, Any], name: str) -> int | None:
+def optional_int(data: dict[str, Any], name: str) -> int | None:
     value = data.get(name)
     if isinstance(value, bool):
         return None
@@ -138,9 +131,9 @@ def _optional_int(data: dict[str, Any], name: str) -> int | None:
     return None
 
 
-def _progress(data: dict[str, Any]) -> int | None:
+def progress_of(data: dict[str, Any]) -> int | None:
     """The progress in percent, held to 0-100 (a wait divides by it)."""
-    value = _optional_int(data, "progress")
+    value = optional_int(data, "progress")
     return None if value is None else min(max(value, 0), 100)
 
 
@@ -179,20 +172,6 @@ class SubmitResult:
     message: str | None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_body(cls, body: Any, *, http_status: int | None = None) -> SubmitResult:
-        data = _data(body, "submit", http_status)
-        known = {"task_id", "status", "credits_used", "credits_remaining", "estimated_time", "message"}
-        return cls(
-            task_id=_require(data, "task_id", str, "submit", http_status),
-            status=str(data.get("status") or "processing"),
-            credits_used=_optional_int(data, "credits_used"),
-            credits_remaining=_optional_int(data, "credits_remaining"),
-            estimated_time=str(data["estimated_time"]) if data.get("estimated_time") is not None else None,
-            message=str(data["message"]) if data.get("message") is not None else None,
-            extra={k: v for k, v in data.items() if k not in known},
-        )
-
     @property
     def estimated_seconds(self) -> tuple[float, float] | None:
         return parse_estimated_time(self.estimated_time)
@@ -212,40 +191,23 @@ class JobStatus:
     video_url: str | None = None
     duration: int | None = None
     has_audio: bool | None = None
-
-    @classmethod
-    def from_body(cls, body: Any, *, task_id: str, http_status: int | None = None) -> JobStatus:
-        """Read a status body for ``task_id`` (the id asked about, whatever the body repeats)."""
-        data = _data(body, "status", http_status)
-        data.setdefault("task_id", task_id)
-        status = _require(data, "status", str, "status", http_status)
-        state = job_state(status)
-        known = {"task_id", "status", "progress", "video_url", "duration", "has_audio", "message", "error"}
-        video_url = data.get("video_url")
-        if state is JobState.COMPLETED:
-            video_url = _require(data, "video_url", str, "status", http_status)
-            if not is_http_url(video_url):
-                raise KlingResponseRefusedError(
-                    f"Kling API status answer has a video_url that is not http(s): {shorten(video_url)}",
-                    http_status=http_status,
-                    task_id=task_id,
-                )
-        has_audio = data.get("has_audio")
-        message = data.get("message") or data.get("error")
-        return cls(
-            task_id=task_id,
-            status=status,
-            state=state,
-            progress=_progress(data),
-            video_url=video_url if isinstance(video_url, str) else None,
-            duration=_optional_int(data, "duration"),
-            has_audio=has_audio if isinstance(has_audio, bool) else None,
-            message=str(message) if message else None,
-            extra={k: v for k, v in data.items() if k not in known},
-        )
+    #: What the job was charged, where the status says it (Kling's own API, once the job ended).
+    charged: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form, e.g. for XCom or a trigger event."""
         result = asdict(self)
         result["state"] = self.state.value
         return result
+
+
+def required_video_url(data: dict[str, Any], name: str, task_id: str, http_status: int | None) -> str:
+    """A completed job's video URL: present, and http(s), or the answer is refused."""
+    video_url = require(data, name, str, "status", http_status)
+    if not is_http_url(video_url):
+        raise KlingResponseRefusedError(
+            f"Kling API status answer has a video_url that is not http(s): {shorten(video_url)}",
+            http_status=http_status,
+            task_id=task_id,
+        )
+    return str(video_url)

@@ -15,6 +15,7 @@ while and tries again: those may be withdrawn, and then it fits.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -33,9 +34,10 @@ BACKOFF_CAP = 4.0
 class LedgerEntry:
     """One generation's part of its DAG run's spend."""
 
-    spent: int = 0
-    """Credits it has paid in this run: jobs the vendor accepted, and any submit whose answer was lost."""
-    pending: int = 0
+    spent: float = 0
+    """Credits (units, on Kling's own API) it has paid in this run: jobs the vendor accepted, and
+    any submit whose answer was lost."""
+    pending: float = 0
     """The estimate of the submit it is about to make, if any."""
     sending: bool = False
     """Whether that submit goes ahead (it fit under the limit, or the task has none)."""
@@ -49,9 +51,15 @@ class LedgerEntry:
         if not isinstance(stored, dict):
             return None
         spent, pending = stored.get("spent"), stored.get("pending")
-        if not isinstance(spent, int) or not isinstance(pending, int):
+        if not isinstance(spent, (int, float)) or not isinstance(pending, (int, float)):
+            return None
+        if not _is_amount(spent) or not _is_amount(pending):
             return None
         return cls(spent, pending, stored.get("sending") is True)
+
+
+def _is_amount(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class Ledger(Protocol):
@@ -68,10 +76,10 @@ class Verdict(Enum):
     EXCEEDED = "exceeded"
 
 
-def judge(entries: Iterable[LedgerEntry], estimate: int, limit: int) -> tuple[Verdict, int]:
+def judge(entries: Iterable[LedgerEntry], estimate: float, limit: float) -> tuple[Verdict, float]:
     """Whether ``estimate`` more fits under ``limit``, given every entry of the run (the claimant's
     own reservation among them), and the credits spent or being sent so far."""
-    committed = reserved = 0
+    committed = reserved = 0.0
     for entry in entries:
         committed += entry.spent + (entry.pending if entry.sending else 0)
         reserved += 0 if entry.sending else entry.pending
@@ -84,11 +92,12 @@ def judge(entries: Iterable[LedgerEntry], estimate: int, limit: int) -> tuple[Ve
 
 def claim(
     ledger: Ledger,
-    spent: int,
-    estimate: int,
-    limit: int | None,
+    spent: float,
+    estimate: float,
+    limit: float | None,
     deadline: float,
     *,
+    unit: str = "credits",
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
 ) -> None:
@@ -110,13 +119,13 @@ def claim(
             return
         ledger.write(LedgerEntry(spent))
         if verdict is Verdict.EXCEEDED:
-            raise KlingRunBudgetError(committed, limit, estimate)
+            raise KlingRunBudgetError(committed, limit, estimate, unit)
         pause = backoff * random.uniform(0.5, 1.5)
         if clock() + pause > deadline:
             raise KlingRunBudgetContendedError(
-                f"run_credit_limit: other generations of this DAG run kept claiming credits until this "
-                f"task's timeout; {committed} credits of the limit of {limit} are spent, and this "
-                f"generation's estimate is {estimate}. Nothing was sent; a retry claims again."
+                f"run_credit_limit: other generations of this DAG run kept claiming {unit} until this "
+                f"task's timeout; {committed:g} {unit} of the limit of {limit:g} are spent, and this "
+                f"generation's estimate is {estimate:g}. Nothing was sent; a retry claims again."
             )
         sleep(pause)
         backoff = min(backoff * 2, BACKOFF_CAP)

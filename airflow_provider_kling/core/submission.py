@@ -30,23 +30,31 @@ class Submission:
     """The Unix time the vendor's answer came: the adaptive schedule counts the job's age from it."""
     expected_seconds: tuple[float, float] | None = None
     """The duration range the submit announced, if it did."""
-    paid_before: int = 0
-    """Credits the task instance's earlier jobs in this DAG run cost (a failed job's are not known to
-    be refunded): with this one's, its entry in the run's credit ledger (core.run_credits)."""
+    external_task_id: str | None = None
+    """The caller's id the submit carried (Kling's own API): a retry finds the job by it."""
+    paid_before: float = 0
+    """Credits (or units) the task instance's earlier jobs in this DAG run cost (a failed job's are
+    not known to be refunded): with this one's, its entry in the run's credit ledger (core.run_credits)."""
 
     @property
     def pending(self) -> bool:
         """Sent, but its answer (and so its task_id) never seen: a job may exist, and be paid for."""
         return self.task_id is None
 
-    def spent(self, estimate: int) -> int:
+    def spent(self, estimate: float) -> float:
         """Credits paid in this DAG run up to and including this record's job: its charge, or
         ``estimate`` when the charge is unknown (the answer was lost, and a job may exist)."""
         return self.paid_before + (estimate if self.credits_used is None else self.credits_used)
 
     @classmethod
     def accepted(
-        cls, fingerprint: str, round: int, submitted: SubmitResult, submitted_at: float, paid_before: int
+        cls,
+        fingerprint: str,
+        round: int,
+        submitted: SubmitResult,
+        submitted_at: float,
+        paid_before: float,
+        external_task_id: str | None = None,
     ) -> Submission:
         return cls(
             fingerprint=fingerprint,
@@ -56,13 +64,15 @@ class Submission:
             credits_remaining=submitted.credits_remaining,
             submitted_at=submitted_at,
             expected_seconds=submitted.estimated_seconds,
+            external_task_id=external_task_id,
             paid_before=paid_before,
         )
 
     def to_json(self) -> dict[str, Any]:
         if self.pending:
-            return {"pending": self.fingerprint, "round": self.round, "paid_before": self.paid_before}
-        return {
+            mark = {"pending": self.fingerprint, "round": self.round, "paid_before": self.paid_before}
+            return mark | _external(self.external_task_id)
+        return _external(self.external_task_id) | {
             "task_id": self.task_id,
             "fingerprint": self.fingerprint,
             "credits_used": self.credits_used,
@@ -78,8 +88,14 @@ class Submission:
         """The record from what was stored; None for anything that is neither form."""
         if not isinstance(stored, dict):
             return None
+        external = stored.get("external_task_id") if isinstance(stored.get("external_task_id"), str) else None
         if isinstance(stored.get("pending"), str):
-            return cls(fingerprint=stored["pending"], round=stored.get("round"), paid_before=_paid(stored))
+            return cls(
+                fingerprint=stored["pending"],
+                round=stored.get("round"),
+                external_task_id=external,
+                paid_before=_paid(stored),
+            )
         if not isinstance(stored.get("task_id"), str):
             return None
         expected = stored.get("expected_seconds")
@@ -91,11 +107,17 @@ class Submission:
             credits_remaining=stored.get("credits_remaining"),
             submitted_at=stored.get("submitted_at"),
             expected_seconds=(float(expected[0]), float(expected[-1])) if expected else None,
+            external_task_id=external,
             paid_before=_paid(stored),
         )
 
 
-def _paid(stored: dict[str, Any]) -> int:
+def _paid(stored: dict[str, Any]) -> float:
     """``paid_before`` of a stored record: 0 in a record from a version that did not keep it."""
     paid = stored.get("paid_before")
-    return paid if isinstance(paid, int) else 0
+    return paid if isinstance(paid, (int, float)) and not isinstance(paid, bool) else 0
+
+
+def _external(external_task_id: str | None) -> dict[str, Any]:
+    """The record's external id, kept only where there is one (earlier records have none)."""
+    return {} if external_task_id is None else {"external_task_id": external_task_id}

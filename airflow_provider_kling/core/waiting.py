@@ -95,16 +95,17 @@ def check_poll_interval(poll_interval: float | None) -> None:
 
 
 def video_result(
-    status: dict[str, Any], credits_used: int | None = None, credits_remaining: int | None = None
+    status: dict[str, Any], credits_used: float | None = None, credits_remaining: float | None = None
 ) -> dict[str, Any]:
-    """The JSON-serialisable result of a finished generation, as the operator and sensor return it."""
+    """The JSON-serialisable result of a finished generation, as the operator and sensor return it.
+    ``credits_used`` is the submit's answer's, else what the status says the job was charged."""
     return {
         "task_id": status["task_id"],
         "status": status["status"],
         "video_url": status["video_url"],
         "duration": status["duration"],
         "has_audio": status["has_audio"],
-        "credits_used": credits_used,
+        "credits_used": credits_used if credits_used is not None else status.get("charged"),
         "credits_remaining": credits_remaining,
     }
 

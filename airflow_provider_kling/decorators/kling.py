@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_kling.core.errors import FieldError, KlingValidationError
-from airflow_provider_kling.core.request import API_FIELD_NAMES
+from airflow_provider_kling.core.request import REQUEST_FIELDS
 from airflow_provider_kling.operators.kling import KlingGenerateOperator, clear_round
 
 if TYPE_CHECKING:
@@ -41,14 +41,14 @@ def returned_fields(returned: Any) -> tuple[dict[str, Any], list[FieldError]]:
     if not isinstance(returned, dict):
         rule = "must be the prompt (a str) or a dict of request fields"
         raise KlingValidationError([FieldError("the function's return value", rule, returned)])
-    names = ", ".join(API_FIELD_NAMES)
+    names = ", ".join(REQUEST_FIELDS)
     unknown = [
         FieldError(str(name), f"is not a request field (the fields: {names})", value)
         for name, value in returned.items()
-        if name not in API_FIELD_NAMES
+        if name not in REQUEST_FIELDS
     ]
     # A dict without a prompt leaves none: the operator's check then says it is required.
-    fields = {"prompt": None} | {name: value for name, value in returned.items() if name in API_FIELD_NAMES}
+    fields = {"prompt": None} | {name: value for name, value in returned.items() if name in REQUEST_FIELDS}
     return fields, unknown
 
 

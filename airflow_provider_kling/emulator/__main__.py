@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_kling.emulator.config import (
+    APIS,
+    DEFAULT_ACCESS_KEY,
     DEFAULT_API_KEY,
     FAULT_ENDPOINTS,
     EmulatorConfig,
@@ -29,7 +31,7 @@ FAULT_NAMES = [rate_field.name for rate_field in fields(FaultRates)]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kling-emulator", description="Serve an emulator of the Kling 2.6 video API for offline tests."
+        prog="kling-emulator", description="Serve an emulator of a Kling video API for offline tests."
     )
     defaults = EmulatorConfig()
     _add_server_options(parser.add_argument, defaults)
@@ -42,12 +44,22 @@ def _add_server_options(add: Callable[..., Any], defaults: EmulatorConfig) -> No
     """Where it listens, whom it serves, and what it keeps across restarts."""
     add("--host", default=defaults.host, help="address to listen on (default: %(default)s)")
     add("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
+    add("--api", choices=APIS, default=defaults.api, help="the API it speaks (default: %(default)s)")
     add(
         "--api-key",
         action="append",
         dest="api_keys",
         metavar="KEY",
-        help=f"an accepted API key; repeat for several accounts (default: {DEFAULT_API_KEY})",
+        help=f"an accepted API key (on klingai: a Secret Key); repeat for several accounts "
+        f"(default: {DEFAULT_API_KEY})",
+    )
+    add(
+        "--access-key",
+        action="append",
+        dest="access_keys",
+        metavar="KEY",
+        help=f"on klingai, the Access Key of each --api-key, in order (default: {DEFAULT_ACCESS_KEY}, "
+        f"then {DEFAULT_ACCESS_KEY}-2...)",
     )
     add(
         "--credits",
@@ -100,6 +112,11 @@ def _add_fault_options(add: Callable[..., Any], defaults: EmulatorConfig) -> Non
         type=float,
         help="API requests an account may make in any one second; 429 beyond it (default: no limit)",
     )
+    add(
+        "--concurrency",
+        type=int,
+        help="on klingai, jobs an account may run at once; 429 (code 1303) beyond it (default: no limit)",
+    )
 
 
 def _config(args: argparse.Namespace) -> EmulatorConfig:
@@ -111,6 +128,7 @@ def _config(args: argparse.Namespace) -> EmulatorConfig:
         field.name: getattr(args, field.name) for field in fields(EmulatorConfig) if hasattr(args, field.name)
     }
     given["api_keys"] = tuple(args.api_keys or (DEFAULT_API_KEY,))
+    given["access_keys"] = tuple(args.access_keys or ())
     return EmulatorConfig(**given, submit_faults=rates("submit"), status_faults=rates("status"))
 
 

@@ -7,8 +7,12 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 
-#: Accepted when no key is configured; not a secret, so the CLI may name it.
+#: Accepted when no key is configured; not a secret, so the CLI may name it. On ``api="klingai"`` it
+#: is the Secret Key of the Access Key :data:`DEFAULT_ACCESS_KEY`.
 DEFAULT_API_KEY = "kling-emulator-key"
+DEFAULT_ACCESS_KEY = "kling-emulator-access-key"
+#: The APIs the emulator can speak (core.dialects), one per run.
+APIS = ("ulazai", "klingai")
 
 #: The API endpoints faults can be injected on.
 FAULT_ENDPOINTS = ("submit", "status")
@@ -93,7 +97,11 @@ class EmulatorConfig:
     are answered 429 with ``Retry-After: retry_after``, as a vendor's account-wide limit would.
     """
 
+    api: str = "ulazai"
     api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
+    #: On ``klingai``, the Access Key of each of ``api_keys`` (its Secret Key), in order; by default
+    #: DEFAULT_ACCESS_KEY for the first, then DEFAULT_ACCESS_KEY-2...
+    access_keys: tuple[str, ...] = ()
     credits: int = 10_000
     min_seconds: float = 60.0
     max_seconds: float = 90.0
@@ -105,6 +113,9 @@ class EmulatorConfig:
     slow_seconds: float = 5.0
     retry_after: float = 1.0
     rate_limit: float | None = None
+    #: On ``klingai``, the jobs an account may have running at once; a create beyond it is refused
+    #: (429, code 1303), as the account's resource pack limits it.
+    concurrency: int | None = None
     state_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 0
@@ -116,6 +127,17 @@ class EmulatorConfig:
         if len(set(keys)) != len(keys):
             raise ValueError("api_keys must not repeat a key")
         object.__setattr__(self, "api_keys", keys)
+        if self.api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
+        object.__setattr__(self, "access_keys", tuple(self.access_keys))
+        access = self.key_pairs
+        if len(set(access)) != len(keys):
+            raise ValueError("access_keys must name one distinct Access Key for each of api_keys")
+        concurrency = self.concurrency
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
         if self.state_file is not None:
             object.__setattr__(self, "state_file", Path(self.state_file))
         if isinstance(self.credits, bool) or not isinstance(self.credits, int) or self.credits < 0:
@@ -137,6 +159,17 @@ class EmulatorConfig:
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+
+    @property
+    def key_pairs(self) -> dict[str, str]:
+        """On ``klingai``: each Access Key and its Secret Key (one of ``api_keys``)."""
+        access = self.access_keys or tuple(
+            DEFAULT_ACCESS_KEY if number == 1 else f"{DEFAULT_ACCESS_KEY}-{number}"
+            for number in range(1, len(self.api_keys) + 1)
+        )
+        if len(access) != len(self.api_keys):
+            raise ValueError("access_keys must name one distinct Access Key for each of api_keys")
+        return dict(zip(access, self.api_keys, strict=True))
 
     @property
     def estimated_time(self) -> str:

@@ -68,8 +68,14 @@ class KlingEmulator:
 
     @property
     def api_key(self) -> str:
-        """The first configured key (``kling-emulator-key`` unless told otherwise)."""
+        """The first configured key (``kling-emulator-key`` unless told otherwise); on ``klingai``, the
+        Secret Key of :attr:`access_key`."""
         return self.config.api_keys[0]
+
+    @property
+    def access_key(self) -> str:
+        """On ``klingai``: the Access Key of :attr:`api_key`, what a connection's login should be."""
+        return next(iter(self.config.key_pairs))
 
     def start(self) -> KlingEmulator:
         if self._thread is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import tempfile
@@ -20,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_kling.core.dialects.ulazai import VENDOR_COMPLETED, VENDOR_FAILED, VENDOR_PROCESSING
 from airflow_provider_kling.core.request import GenerationRequest
-from airflow_provider_kling.core.responses import VENDOR_COMPLETED, VENDOR_FAILED, VENDOR_PROCESSING, JobState
+from airflow_provider_kling.core.responses import JobState
 from airflow_provider_kling.emulator.config import (
     FAULT_ENDPOINTS,
     SCRIPTED_FAULT_ENDPOINTS,
@@ -53,10 +55,18 @@ VIDEO_REQUESTS_KEPT = 100
 class InsufficientCreditsError(Exception):
     """The account cannot pay for the job; nothing was created or charged."""
 
-    def __init__(self, required: int, remaining: int) -> None:
-        super().__init__(f"{required} credits required, {remaining} remaining")
+    def __init__(self, required: float, remaining: float) -> None:
+        super().__init__(f"{required:g} credits required, {remaining:g} remaining")
         self.required = required
         self.remaining = remaining
+
+
+class ExternalTaskIdTakenError(Exception):
+    """The account already has a job with this external_task_id; nothing was created."""
+
+
+class ConcurrencyFullError(Exception):
+    """The account runs as many jobs as ``concurrency`` allows; nothing was created."""
 
 
 def _check_whole(name: str, value: object, minimum: int) -> None:
@@ -76,12 +86,14 @@ class Job:
     request: dict[str, Any]
     duration: int
     sound: bool
-    credits_used: int
+    credits_used: float
     created_at: float
     ready_at: float
     fails: bool
     status_polls: list[float] = field(default_factory=list)
     held: bool = False
+    generation_mode: str = "text_to_video"
+    external_task_id: str | None = None
 
     def state(self, now: float) -> JobState:
         if self.held or now < self.ready_at:
@@ -103,10 +115,17 @@ class Job:
 TRAFFIC_SECONDS_KEPT = 3600
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """What a ``Bearer`` Authorization header carries, or None for any other header."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 class EmulatorState:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self._account_of_key = {key: f"key-{number}" for number, key in enumerate(config.api_keys, 1)}
+        self._secret_of_access_key = config.key_pairs
         self._save_handle: asyncio.TimerHandle | None = None
         self._clear()
         if config.state_file is not None and config.state_file.exists():
@@ -117,7 +136,9 @@ class EmulatorState:
         # Faults draw from their own generator, so polling never shifts the ids or durations of jobs.
         self._job_rng = random.Random(seed)
         self._fault_rng = random.Random(None if seed is None else f"faults-{seed}")
-        self._credits = {account: self.config.credits for account in self._account_of_key.values()}
+        self._credits: dict[str, float] = {
+            account: self.config.credits for account in self._account_of_key.values()
+        }
         self._jobs: dict[str, Job] = {}
         self._scripted_faults: dict[str, deque[Fault]] = {
             endpoint: deque() for endpoint in SCRIPTED_FAULT_ENDPOINTS
@@ -141,11 +162,15 @@ class EmulatorState:
     # The API
 
     def account(self, authorization: str | None) -> str | None:
-        """The account a ``Bearer`` Authorization header opens, or None."""
-        scheme, _, token = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return self._account_of_key.get(token.strip())
+        """The account a ``Bearer`` Authorization header with an API key opens, or None."""
+        return self._account_of_key.get(bearer_token(authorization) or "")
+
+    def account_of_secret(self, secret_key: str) -> str | None:
+        return self._account_of_key.get(secret_key)
+
+    def secret_of(self, access_key: str) -> str | None:
+        """An Access Key's Secret Key, which signs its tokens."""
+        return self._secret_of_access_key.get(access_key)
 
     def admit(self, account: str, now: float) -> bool:
         """Whether the account's request at ``now`` is within ``rate_limit`` (then it counts against
@@ -169,29 +194,47 @@ class EmulatorState:
         """Per second (Unix time, whole): [API requests received, refused by the rate limit]."""
         return {str(second): list(counts) for second, counts in sorted(self._traffic.items())}
 
-    def create_job(self, account: str, generation: GenerationRequest, body: dict[str, Any]) -> Job:
+    def create_job(
+        self,
+        account: str,
+        generation: GenerationRequest,
+        body: dict[str, Any],
+        *,
+        external_task_id: str | None = None,
+        charge_failed: bool = True,
+    ) -> Job:
+        """Create (and charge) a job; a job that will fail is charged only if ``charge_failed``."""
         price = generation.estimated_credits
         remaining = self._credits[account]
         if price > remaining:
             raise InsufficientCreditsError(price, remaining)
+        now = time.time()
+        if external_task_id is not None and any(
+            job.account == account and job.external_task_id == external_task_id for job in self._jobs.values()
+        ):
+            raise ExternalTaskIdTakenError(external_task_id)
+        if self.config.concurrency is not None and self.running_jobs(account, now) >= self.config.concurrency:
+            raise ConcurrencyFullError()
         task_id = self._new_task_id()
         nominal_seconds = self._job_rng.uniform(self.config.min_seconds, self.config.max_seconds)
         fails = self._job_rng.random() < self.config.job_failure_rate
-        now = time.time()
+        charge = price if charge_failed or not fails else 0
         job = Job(
             task_id=task_id,
             account=account,
             request=body,
             duration=int(generation.duration),
             sound=generation.sound,
-            credits_used=price,
+            credits_used=charge,
             created_at=now,
             ready_at=now + nominal_seconds / self.config.speed,
             fails=fails,
             held=self._jobs_to_hold > 0,
+            generation_mode=generation.generation_mode.value,
+            external_task_id=external_task_id,
         )
         self._jobs_to_hold = max(0, self._jobs_to_hold - 1)
-        self._credits[account] = remaining - price
+        self._credits[account] = remaining - charge
         self._jobs[task_id] = job
         self._jobs_created += 1
         self._changed()
@@ -204,14 +247,30 @@ class EmulatorState:
             if task_id not in self._jobs:
                 return task_id
 
-    def credits_remaining(self, account: str) -> int:
+    def credits_remaining(self, account: str) -> float:
         return self._credits[account]
 
-    def poll(self, account: str, task_id: str, now: float) -> Job | None:
-        """The account's job, noting that it was asked about at ``now``, the moment its answer is
-        for; None for unknown or foreign ids."""
+    def running_jobs(self, account: str, now: float) -> int:
+        return sum(
+            1 for job in self._jobs.values() if job.account == account and job.state(now) is JobState.RUNNING
+        )
+
+    def account_jobs(self, account: str, generation_mode: str) -> list[Job]:
+        """The account's jobs of one generation mode, newest first (the task list's order)."""
+        mine = [
+            job
+            for job in self._jobs.values()
+            if job.account == account and job.generation_mode == generation_mode
+        ]
+        return sorted(mine, key=lambda job: job.created_at, reverse=True)
+
+    def poll(self, account: str, task_id: str, now: float, generation_mode: str | None = None) -> Job | None:
+        """The account's job (of ``generation_mode``, where the API reads each mode apart), noting
+        that it was asked about at ``now``, the moment its answer is for; None for unknown or foreign ids."""
         job = self._jobs.get(task_id)
         if job is None or job.account != account:
+            return None
+        if generation_mode is not None and job.generation_mode != generation_mode:
             return None
         job.status_polls.append(now)
         self._changed()
@@ -339,12 +398,17 @@ class EmulatorState:
             self._changed()
         return len(held)
 
-    def set_credits(self, api_key: str, credits: int) -> str:
+    def set_credits(self, api_key: str, credits: float) -> str:
         """Set a key's balance; returns the key's account label."""
         account = self._account_of_key.get(api_key) if isinstance(api_key, str) else None
         if account is None:
             raise ValueError("api_key is not one of the emulator's keys")
-        _check_whole("credits", credits, 0)
+        if self.config.api == "ulazai":  # whole credits there; decimal units on Kling's own API
+            _check_whole("credits", credits, 0)
+        elif (
+            isinstance(credits, bool) or not isinstance(credits, (int, float)) or not 0 <= credits < math.inf
+        ):
+            raise ValueError(f"credits must be a number >= 0, got {credits!r}")
         self._credits[account] = credits
         self._changed()
         return account

@@ -1,4 +1,4 @@
-"""KlingHook: the Kling API with an Airflow connection's credentials, sync (requests) and async (aiohttp)."""
+"""KlingHook: a Kling API with an Airflow connection's credentials, sync (requests) and async (aiohttp)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import math
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,13 +25,17 @@ from urllib3.exceptions import NewConnectionError
 from airflow_provider_kling import DEFAULT_CONN_ID, metrics
 from airflow_provider_kling.core import api, videos
 from airflow_provider_kling.core.addresses import ALLOWED_VIDEO_HOSTS, AddressPolicy, parse_allowed
+from airflow_provider_kling.core.dialects import DIALECTS, Credentials, Dialect
+from airflow_provider_kling.core.dialects.klingai import KlingAI, external_id_of, names_external_id
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
+    KlingBadRequestError,
     KlingConnectionSettingError,
     KlingDownloadError,
     KlingError,
     KlingNotFoundError,
     KlingRateLimitError,
+    KlingSubmitUncertainError,
     KlingTimeoutError,
     KlingTransportError,
     error_from_response,
@@ -43,7 +47,7 @@ from airflow_provider_kling.core.errors import (
     shorten,
     transport_error,
 )
-from airflow_provider_kling.core.request import GenerationRequest
+from airflow_provider_kling.core.request import DEFAULT_API, GenerationMode, GenerationRequest
 from airflow_provider_kling.core.responses import JobStatus, SubmitResult
 from airflow_provider_kling.core.urls import is_http_url
 from airflow_provider_kling.hooks._guard import CallGuard, guarded, guarded_session
@@ -57,6 +61,10 @@ LOW_CREDIT_WARNING = "low_credit_warning"
 MAX_POLLS_PER_SECOND = "max_polls_per_second"
 #: The connection extra that turns off the adaptive poll rate (on unless set false).
 ADAPTIVE_RATE = "adaptive_rate"
+#: The connection extra naming the API the connection speaks: "ulazai" (the default) or "klingai".
+API = "api"
+#: How many times a findable submit (external_task_id) may be sent after its answer was lost.
+FIND_ROUNDS = 3
 #: Redirects a video download follows, each hop's address checked again.
 MAX_VIDEO_REDIRECTS = 5
 
@@ -95,21 +103,37 @@ def _flag(conn_id: str, extra: Mapping[str, Any], name: str, default: bool) -> b
 @dataclass(frozen=True)
 class _ApiSettings:
     base_url: str
-    api_key: str = field(repr=False)
+    dialect: Dialect
+    credentials: Credentials = field(repr=False)
     low_credit_warning: int | None = None
     max_polls_per_second: float | None = None
     adaptive_rate: bool = True
     allowed_video_hosts: tuple[frozenset[str], tuple[Any, ...]] = (frozenset(), ())
+    #: The secrets already told to Airflow's log masker (a token is told once, when first made).
+    masked: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    def secrets_to_mask(self) -> tuple[str, ...]:
+        """The secrets made since the masker was last told, now counted as told."""
+        new = tuple(secret for secret in self.credentials.secrets() if secret not in self.masked)
+        self.masked.update(new)
+        return new
 
     @classmethod
     def from_connection(cls, conn: Connection) -> _ApiSettings:
         """Every setting of the connection, read the same way in workers and in the triggerer: a bad
         one is the same clear error on both, and comes before any request is sent."""
+        conn_id, extra = conn.conn_id, _extra_of(conn)
+        dialect = _dialect_of(conn_id, extra)
         if not conn.password:
             raise KlingAuthError(
-                f"The Kling connection {conn.conn_id!r} has no API key: set it as the connection's password."
+                f"The Kling connection {conn_id!r} has no {dialect.password_label}: set it as the "
+                "connection's password."
             )
-        conn_id, extra = conn.conn_id, _extra_of(conn)
+        if dialect.login_label and not conn.login:
+            raise KlingAuthError(
+                f"The Kling connection {conn_id!r} has no {dialect.login_label}: set it as the "
+                "connection's login."
+            )
         threshold = _number(
             conn_id, extra, LOW_CREDIT_WARNING, "it must be a whole number above 0, or empty", whole=True
         )
@@ -120,8 +144,9 @@ class _ApiSettings:
                 f"The Kling connection {conn_id!r} sets {ALLOWED_VIDEO_HOSTS}: {bad}"
             ) from None
         return cls(
-            base_url=api.base_url(conn.host, conn.port),
-            api_key=conn.password,
+            base_url=api.base_url(conn.host, conn.port, dialect.default_base_url),
+            dialect=dialect,
+            credentials=dialect.credentials(conn.login, conn.password),
             low_credit_warning=None if threshold is None else int(threshold),
             max_polls_per_second=_number(
                 conn_id,
@@ -134,9 +159,13 @@ class _ApiSettings:
             allowed_video_hosts=allowed,
         )
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return api.auth_headers(self.api_key)
+
+def _dialect_of(conn_id: str, extra: Mapping[str, Any]) -> Dialect:
+    name = extra.get(API) or DEFAULT_API
+    dialect = DIALECTS.get(name) if isinstance(name, str) else None
+    if dialect is None:
+        raise _setting_error(conn_id, API, name, f"it must be one of {', '.join(DIALECTS)}")
+    return dialect
 
 
 def _read_capped(response: requests.Response) -> bytes:
@@ -157,13 +186,13 @@ def _requests_error(error: requests.RequestException, url: str) -> KlingTranspor
 
 
 class _HeadersAuth(requests.auth.AuthBase):
-    """Sets the API's auth headers on each request."""
+    """Sets the API's auth headers on each request, as they are then (a token may be renewed)."""
 
-    def __init__(self, headers: Mapping[str, str]) -> None:
-        self._headers = dict(headers)
+    def __init__(self, headers: Callable[[], Mapping[str, str]]) -> None:
+        self._headers = headers
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers.update(self._headers)
+        request.headers.update(self._headers())
         return request
 
 
@@ -287,37 +316,44 @@ def _api_endpoints(base_url: str) -> frozenset[tuple[str, int]]:
         return frozenset()
 
 
-def _register_with_masker(api_key: str) -> None:
-    """Airflow masks a connection's password in logs; add the forms a server may echo it in."""
+def _register_with_masker(secrets: tuple[str, ...]) -> None:
+    """Airflow masks a connection's password in logs; add the forms a server may echo it in, and
+    the tokens made from it."""
     try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # not inside an Airflow process
         return
-    for form in secret_forms(api_key):
-        mask_secret(form)
+    for secret in secrets:
+        for form in secret_forms(secret):
+            mask_secret(form)
 
 
-async def _aregister_with_masker(api_key: str) -> None:
+async def _aregister_with_masker(secrets: tuple[str, ...]) -> None:
     """The triggerer's :func:`_register_with_masker`, where Airflow has an async one (3.3+)."""
     try:
         from airflow.sdk.log import amask_secret
-    except ImportError:  # older Airflow: its own connection fetch masked the key as it is
+    except ImportError:  # older Airflow: its own connection fetch masked the password as it is
         return
-    for form in secret_forms(api_key):
-        await amask_secret(form)
+    for secret in secrets:
+        for form in secret_forms(secret):
+            await amask_secret(form)
 
 
 class KlingHook(BaseHook):
-    """Talk to the Kling 2.6 API: connection host = base URL (default https://ulazai.com), password = key.
+    """Talk to a Kling API: UlazAI's (the default) or Kling's own, as the connection's ``api`` extra says.
 
     Status calls retry transient failures (429 honouring Retry-After, 5xx, timeouts, resets);
-    a submit is repeated only when the server provably created no job. Every call has a total
-    time budget (:class:`~airflow_provider_kling.core.api.Budgets`), follows no redirect, and
-    strips the key from any error text, even where a server echoes it.
+    a submit is repeated only when the server provably created no job, or, on an API whose submits
+    carry the caller's ``external_task_id`` (``klingai``), when the account's task list proves no
+    job has that id. Every call has a total time budget
+    (:class:`~airflow_provider_kling.core.api.Budgets`), follows no redirect, and strips the
+    secrets (the key, and any token made from it) from any error text, even where a server echoes them.
 
-    :param kling_conn_id: the Airflow connection (type ``kling``): host = base URL (default
-        https://ulazai.com), password = API key; extras ``low_credit_warning``,
-        ``max_polls_per_second`` and ``allowed_video_hosts``.
+    :param kling_conn_id: the Airflow connection (type ``kling``). Extra ``api``: ``"ulazai"``
+        (the default: host = base URL, default https://ulazai.com; password = API key) or
+        ``"klingai"`` (host default https://api-singapore.klingai.com; login = Access Key,
+        password = Secret Key). Extras ``low_credit_warning``, ``max_polls_per_second``,
+        ``adaptive_rate`` and ``allowed_video_hosts``.
     :param status_retry_policy: how status reads and downloads retry transient failures.
     :param submit_retry_policy: how a submit retries, when the server provably created no job.
     :param budgets: the time budgets of a request, a call with its retries, and a download.
@@ -349,12 +385,23 @@ class KlingHook(BaseHook):
     def _settings(self) -> _ApiSettings:
         connection = self.get_connection(self.kling_conn_id)
         settings = _ApiSettings.from_connection(connection)
-        _register_with_masker(settings.api_key)
+        _register_with_masker(settings.secrets_to_mask())
         return settings
 
     @property
     def base_url(self) -> str:
         return self._settings.base_url
+
+    @property
+    def dialect(self) -> Dialect:
+        """The API the connection speaks."""
+        return self._settings.dialect
+
+    def _headers(self) -> Mapping[str, str]:
+        """The auth headers for a request now; a token made for them is masked in logs from now on."""
+        headers = self._settings.credentials.headers()
+        _register_with_masker(self._settings.secrets_to_mask())
+        return headers
 
     def get_conn(self) -> requests.Session:
         """The pooled session the API's sync calls go through (not downloads: they carry no key)."""
@@ -363,9 +410,8 @@ class KlingHook(BaseHook):
     @cached_property
     def _session(self) -> requests.Session:
         session = guarded_session()
-        session.headers.update(self._settings.headers)
         # As the session's auth, it keeps requests from replacing our header with a ~/.netrc login.
-        session.auth = _HeadersAuth(self._settings.headers)
+        session.auth = _HeadersAuth(self._headers)
         return session
 
     @contextmanager
@@ -375,16 +421,17 @@ class KlingHook(BaseHook):
         try:
             yield
         except KlingError as error:
-            self._finish_error(error, self._settings.api_key)
+            self._finish_error(error, self._settings.credentials.secrets())
             raise
 
     def _retried(self) -> None:
         metrics.retried(self.kling_conn_id)
 
-    def _finish_error(self, error: KlingError, api_key: str) -> None:
-        """Take every echo of the key out of ``error``; make an auth error name the connection.
+    def _finish_error(self, error: KlingError, secrets: tuple[str, ...]) -> None:
+        """Take every echo of the secrets out of ``error``; make an auth error name the connection.
         Counts a 429 (every call to the API ends here when it fails)."""
-        redact_error(error, api_key)
+        for secret in secrets:
+            redact_error(error, secret)
         if isinstance(error, KlingRateLimitError):
             metrics.rate_limited(self.kling_conn_id)
         if isinstance(error, KlingAuthError) and f"connection {self.kling_conn_id!r}" not in error.message:
@@ -394,7 +441,17 @@ class KlingHook(BaseHook):
     def _call_api(
         self, method: str, path: str, deadline: api.Deadline, what: str, **kwargs: Any
     ) -> tuple[int, bytes, Mapping[str, str]]:
-        """One request to the API within ``deadline`` and the per-request budget; no redirects."""
+        """One request to the API within ``deadline`` and the per-request budget; no redirects. Asked
+        once more, with fresh proof, when the answer says the token expired."""
+        answer = self._request_api(method, path, deadline, what, **kwargs)
+        if self._settings.dialect.token_expired(answer[0], answer[1]):
+            self._settings.credentials.renew()
+            answer = self._request_api(method, path, deadline, what, **kwargs)
+        return answer
+
+    def _request_api(
+        self, method: str, path: str, deadline: api.Deadline, what: str, **kwargs: Any
+    ) -> tuple[int, bytes, Mapping[str, str]]:
         url = self.base_url + path
         seconds = min(self.budgets.request, deadline.remaining())
         if seconds <= 0:
@@ -430,23 +487,85 @@ class KlingHook(BaseHook):
 
     # -- sync -----------------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, timeout: float | None = None) -> SubmitResult:
+    def submit(
+        self, request: GenerationRequest, timeout: float | None = None, external_task_id: str | None = None
+    ) -> SubmitResult:
         """Start a generation: credits are spent once this returns.
 
-        :param request: the validated request.
+        :param request: the validated request, for the connection's API.
         :param timeout: seconds the call may take with its retries, if less than ``budgets.call``.
+        :param external_task_id: the caller's own id for the job, on an API that takes one
+            (``klingai``): the same for every try of one take. A submit whose answer was lost, or that
+            the API refuses because the id is taken, is then found by it in the account's task list
+            and returned; it is sent again only when the whole list holds no such job.
         """
+        if request.api != self.dialect.name:
+            raise KlingConnectionSettingError(
+                f"The request is for api={request.api!r}, but the Kling connection {self.kling_conn_id!r} "
+                f"speaks api={self.dialect.name!r}: set its '{API}' extra, or use another connection."
+            )
         deadline = api.Deadline.after(self.budgets.call).sooner(timeout)
-        submitted = self.submit_retry_policy.run(
+        if external_task_id is None:
+            submitted = self._submit(request, deadline, None)
+        else:
+            submitted = self._submit_findable(request, external_task_id, deadline)
+        self._warn_if_credits_low(submitted.credits_remaining)
+        return submitted
+
+    def _submit(
+        self, request: GenerationRequest, deadline: api.Deadline, external_task_id: str | None
+    ) -> SubmitResult:
+        return self.submit_retry_policy.run(
             is_safe_to_resubmit,
             self._submit_once,
             request,
             deadline,
+            external_task_id,
             deadline=deadline,
             on_retry=self._retried,
         )
-        self._warn_if_credits_low(submitted.credits_remaining)
-        return submitted
+
+    def _submit_findable(
+        self, request: GenerationRequest, external_task_id: str, deadline: api.Deadline
+    ) -> SubmitResult:
+        """Submit with the caller's id; after an uncertain answer, the job with that id, or a new
+        submit once the task list proves there is none. Never a second job for one id: the API
+        refuses a taken id, and that refusal is read as "find it"."""
+        if not self.dialect.has_external_task_id:
+            raise KlingConnectionSettingError(
+                f"{self.dialect.name!r} submits carry no external_task_id to find an uncertain submit by"
+            )
+        for _round in range(FIND_ROUNDS):
+            try:
+                return self._submit(request, deadline, external_task_id)
+            except (KlingSubmitUncertainError, KlingBadRequestError) as error:
+                if isinstance(error, KlingBadRequestError) and not names_external_id(error):
+                    raise
+                uncertain = error
+            found = self.find_job(external_task_id, request.generation_mode, timeout=deadline.remaining())
+            if found is not None:
+                self.log.warning(
+                    "The Kling submit's answer was lost (%s); found its job %s by external_task_id %s.",
+                    uncertain,
+                    found.task_id,
+                    external_task_id,
+                )
+                return SubmitResult(
+                    task_id=found.task_id,
+                    status=found.status,
+                    credits_used=None,
+                    credits_remaining=None,
+                    estimated_time=None,
+                    message=None,
+                    extra={"found_by_external_task_id": external_task_id, "found_state": found.state.value},
+                )
+            self.log.warning(
+                "The Kling submit's answer was lost (%s), and the account's task list holds no job with "
+                "external_task_id %s: sending it again (the API refuses a second job with that id).",
+                uncertain,
+                external_task_id,
+            )
+        raise api.uncertain_submit(uncertain)
 
     def _warn_if_credits_low(self, credits_remaining: int | None) -> None:
         threshold = self._settings.low_credit_warning
@@ -459,39 +578,114 @@ class KlingHook(BaseHook):
                 self.kling_conn_id,
             )
 
-    def _submit_once(self, request: GenerationRequest, deadline: api.Deadline) -> SubmitResult:
+    def _submit_once(
+        self, request: GenerationRequest, deadline: api.Deadline, external_task_id: str | None
+    ) -> SubmitResult:
+        payload = request.to_payload()
+        if external_task_id is not None:
+            payload["external_task_id"] = external_task_id
         with self._clean_errors():
             try:
                 http_status, body, headers = self._call_api(
-                    "POST", api.SUBMIT_PATH, deadline, "submit answer", json=request.to_payload()
+                    "POST", self.dialect.submit_path(request), deadline, "submit answer", json=payload
                 )
             except KlingTransportError as error:
                 if error.request_sent:
                     raise api.uncertain_submit(error) from error
                 raise
             return api.read_submit_response(
-                http_status, body, headers.get("Retry-After"), headers.get("Location")
+                self.dialect, http_status, body, headers.get("Retry-After"), headers.get("Location")
             )
 
-    def get_status(self, task_id: str, timeout: float | None = None) -> JobStatus:
+    def get_status(
+        self, task_id: str, timeout: float | None = None, generation_mode: GenerationMode | None = None
+    ) -> JobStatus:
         """The job's status, retrying transient failures.
 
         :param task_id: the vendor task_id.
         :param timeout: seconds the call may take with its retries, if less than ``budgets.call``.
+        :param generation_mode: the job's mode, where the API reads each mode's jobs at a path of its
+            own (``klingai``); unknown, each path is asked in turn.
         """
         deadline = api.Deadline.after(self.budgets.call).sooner(timeout)
+        *others, last = self.dialect.status_paths(task_id, generation_mode)
+        for path in others:
+            try:
+                return self._read_status(task_id, path, deadline)
+            except KlingNotFoundError:
+                continue
+        return self._read_status(task_id, last, deadline)
+
+    def _read_status(self, task_id: str, path: str, deadline: api.Deadline) -> JobStatus:
         return self.status_retry_policy.run(
-            is_transient, self._get_status_once, task_id, deadline, deadline=deadline, on_retry=self._retried
+            is_transient,
+            self._get_status_once,
+            task_id,
+            path,
+            deadline,
+            deadline=deadline,
+            on_retry=self._retried,
         )
 
-    def _get_status_once(self, task_id: str, deadline: api.Deadline) -> JobStatus:
+    def _get_status_once(self, task_id: str, path: str, deadline: api.Deadline) -> JobStatus:
+        with self._clean_errors():
+            http_status, body, headers = self._call_api("GET", path, deadline, "status answer")
+            return api.read_status_response(
+                self.dialect, http_status, body, headers.get("Retry-After"), task_id, headers.get("Location")
+            )
+
+    def find_job(
+        self, external_task_id: str, generation_mode: GenerationMode, timeout: float | None = None
+    ) -> JobStatus | None:
+        """The job submitted with ``external_task_id``, or None when the account's task list, read
+        to its end, holds none. The list's order is not relied on. A list that cannot be read to its
+        end within the time leaves the question open: a :class:`KlingSubmitUncertainError`, never None.
+
+        :param external_task_id: the id the submit carried.
+        :param generation_mode: the job's mode (each mode has a list of its own).
+        :param timeout: seconds the reading may take, if less than ``budgets.call``.
+        """
+        dialect = self.dialect
+        if not isinstance(dialect, KlingAI):
+            raise KlingConnectionSettingError(f"{dialect.name!r} has no external_task_id to find a job by")
+        deadline = api.Deadline.after(self.budgets.call).sooner(timeout)
+        try:
+            for page in itertools.count(1):
+                tasks, count = self.status_retry_policy.run(
+                    is_transient,
+                    self._list_page_once,
+                    dialect,
+                    generation_mode,
+                    page,
+                    deadline,
+                    deadline=deadline,
+                )
+                for task in tasks:
+                    if external_id_of(task.extra) == external_task_id:
+                        return task
+                if count < dialect.page_size:
+                    return None
+        except KlingError as unreadable:
+            raise KlingSubmitUncertainError(
+                f"Could not read the Kling task list to its end to find the job with external_task_id "
+                f"{external_task_id} ({unreadable}); whether it exists is unknown, so nothing was sent. A "
+                "retry looks again.",
+                http_status=unreadable.http_status,
+            ) from unreadable
+        raise AssertionError("unreachable")  # itertools.count never ends
+
+    def _list_page_once(
+        self, dialect: KlingAI, generation_mode: GenerationMode, page: int, deadline: api.Deadline
+    ) -> tuple[list[JobStatus], int]:
         with self._clean_errors():
             http_status, body, headers = self._call_api(
-                "GET", api.status_path(task_id), deadline, "status answer"
+                "GET", dialect.list_path(generation_mode, page), deadline, "task list"
             )
-            return api.read_status_response(
-                http_status, body, headers.get("Retry-After"), task_id, headers.get("Location")
-            )
+            if not 200 <= http_status < 300:
+                raise dialect.error_from_response(
+                    http_status, body[: api.MAX_BODY_BYTES], retry_after=headers.get("Retry-After")
+                )
+            return dialect.read_list(api.read_json_body(body, http_status, what="task list"), http_status)
 
     def download_video(
         self,
@@ -609,7 +803,7 @@ class KlingHook(BaseHook):
     def _download_session(self) -> requests.Session:
         session = guarded_session()
         # An auth of its own (sending nothing) keeps requests from adding a ~/.netrc login.
-        session.auth = _HeadersAuth({})
+        session.auth = _HeadersAuth(dict)
         return session
 
     def test_connection(self) -> tuple[bool, str]:
@@ -620,9 +814,21 @@ class KlingHook(BaseHook):
         """
         try:
             deadline = api.Deadline.after(self.budgets.request)
-            self._get_status_once(f"airflow-connection-test-{uuid.uuid4().hex}", deadline)
-        except KlingNotFoundError:
-            return True, f"Connected to {self.base_url}: the API key was accepted (no credits spent)."
+            task_id = f"airflow-connection-test-{uuid.uuid4().hex}"
+            path = self.dialect.status_paths(task_id, GenerationMode.TEXT_TO_VIDEO)[0]
+            self._get_status_once(task_id, path, deadline)
+        except (KlingNotFoundError, KlingBadRequestError) as refused:
+            # A refusal of the request, not of the credentials: they were accepted. Only an API that
+            # says so in a code of its own is believed about a bad request.
+            if isinstance(refused, KlingNotFoundError) or refused.vendor_code is not None:
+                dialect = self.dialect
+                accepted = (
+                    f"the {dialect.login_label} and {dialect.password_label} were"
+                    if dialect.login_label
+                    else f"the {dialect.password_label} was"
+                )
+                return True, f"Connected to {self.base_url}: {accepted} accepted (no credits spent)."
+            return False, f"Could not check the Kling connection at {self.base_url}: {refused}"
         except KlingAuthError as error:
             # The UI's Test button tests the form under a made-up connection id: naming it misleads.
             return False, error.message.replace(f" (connection {self.kling_conn_id!r})", "")
@@ -641,30 +847,49 @@ class KlingHook(BaseHook):
         async with shared_for_loop():
             yield
 
-    async def aget_status(self, task_id: str) -> JobStatus:
+    async def aget_status(self, task_id: str, generation_mode: GenerationMode | None = None) -> JobStatus:
         """The async :meth:`get_status`, for triggers: same retries, on the event loop's shared session,
         paced with every other wait on this connection (the ``max_polls_per_second`` extra)."""
         from airflow_provider_kling.hooks._aio import shared_for_loop
 
         async with shared_for_loop() as shared:
             return await self.status_retry_policy.arun(
-                is_transient, self._aget_status_once, shared, task_id, on_retry=self._retried
+                is_transient, self._aget_status_once, shared, task_id, generation_mode, on_retry=self._retried
             )
 
-    async def _aget_status_once(self, shared: LoopShared, task_id: str) -> JobStatus:
-        settings: _ApiSettings = shared.known_settings(self.kling_conn_id) or await shared.settings(
-            self.kling_conn_id, self._read_async_settings
-        )
+    async def _aget_status_once(
+        self, shared: LoopShared, task_id: str, generation_mode: GenerationMode | None
+    ) -> JobStatus:
+        known: _ApiSettings | None = shared.known_settings(self.kling_conn_id)
+        settings = known or await shared.settings(self.kling_conn_id, self._read_async_settings)
+        *others, last = settings.dialect.status_paths(task_id, generation_mode)
+        for path in others:
+            try:
+                return await self._aread_status(shared, settings, task_id, path)
+            except KlingNotFoundError:
+                continue
+        return await self._aread_status(shared, settings, task_id, last)
+
+    async def _aread_status(
+        self, shared: LoopShared, settings: _ApiSettings, task_id: str, path: str
+    ) -> JobStatus:
         pacer = shared.pacer(self.kling_conn_id, settings.max_polls_per_second, settings.adaptive_rate)
         if pacer.holds_back:
             await pacer.turn()
         pacer.sent()
         try:
-            http_status, body, headers = await shared.get(
-                settings.base_url, api.status_path(task_id), settings.headers, self.budgets
-            )
+            answer = await self._aget(shared, settings, path)
+            if settings.dialect.token_expired(answer[0], answer[1]):
+                settings.credentials.renew()
+                answer = await self._aget(shared, settings, path)
+            http_status, body, headers = answer
             status = api.read_status_response(
-                http_status, body, headers.get("Retry-After"), task_id, headers.get("Location")
+                settings.dialect,
+                http_status,
+                body,
+                headers.get("Retry-After"),
+                task_id,
+                headers.get("Location"),
             )
             pacer.answered()
             return status
@@ -673,13 +898,21 @@ class KlingHook(BaseHook):
                 pacer.limited(self.status_retry_policy.group_pause(error))
             elif isinstance(error, KlingAuthError):
                 shared.forget_settings(self.kling_conn_id)  # the key may have changed: read it again
-            self._finish_error(error, settings.api_key)
+            self._finish_error(error, settings.credentials.secrets())
             raise
+
+    async def _aget(
+        self, shared: LoopShared, settings: _ApiSettings, path: str
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        headers = settings.credentials.headers()
+        if new := settings.secrets_to_mask():
+            await _aregister_with_masker(new)
+        return await shared.get(settings.base_url, path, headers, self.budgets)
 
     async def _read_async_settings(self) -> _ApiSettings:
         connection = await get_async_connection(self.kling_conn_id, hook=self)
         settings = _ApiSettings.from_connection(connection)
-        await _aregister_with_masker(settings.api_key)
+        await _aregister_with_masker(settings.secrets_to_mask())
         return settings
 
 

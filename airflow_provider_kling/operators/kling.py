@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -13,6 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, conf
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from airflow_provider_kling import DEFAULT_CONN_ID, metrics
+from airflow_provider_kling.core.dialects.ulazai import PROMPT_DIRECTORY_DISCOUNT
 from airflow_provider_kling.core.errors import (
     FieldError,
     KlingAuthError,
@@ -28,13 +30,12 @@ from airflow_provider_kling.core.errors import (
 )
 from airflow_provider_kling.core.polling import schedule_for
 from airflow_provider_kling.core.request import (
-    API_FIELD_NAMES,
     DEFAULT_DURATION,
     DEFAULT_SOUND,
-    PROMPT_DIRECTORY_DISCOUNT,
+    REQUEST_FIELDS,
     GenerationRequest,
 )
-from airflow_provider_kling.core.responses import JobState, SubmitResult, job_state
+from airflow_provider_kling.core.responses import JobState, SubmitResult
 from airflow_provider_kling.core.run_credits import LedgerEntry, claim
 from airflow_provider_kling.core.submission import Submission
 from airflow_provider_kling.core.waiting import (
@@ -71,10 +72,10 @@ LEDGER_KEY = "kling_credits"
 DEFER_SAFETY_MARGIN = timedelta(minutes=5)
 #: The alias written videos are announced under, unless the task's outlets name one.
 DEFAULT_ASSET_ALIAS = "kling_videos"
-#: The operator's default for prompt_directory_optin. It differs on purpose from the API's default
-#: (core.request.DEFAULT_PROMPT_DIRECTORY_OPTIN, True, which the emulator applies to a body without the
-#: field): opting in publishes the prompt in the vendor's public Prompt Directory, and a DAG should do
-#: that by choice, for the PROMPT_DIRECTORY_DISCOUNT, never by leaving a parameter out.
+#: The operator's default for prompt_directory_optin. It differs on purpose from UlazAI's default
+#: (core.dialects.ulazai.DEFAULT_PROMPT_DIRECTORY_OPTIN, True, which the emulator applies to a body
+#: without the field): opting in publishes the prompt in the vendor's public Prompt Directory, and a
+#: DAG should do that by choice, for the PROMPT_DIRECTORY_DISCOUNT, never by leaving a parameter out.
 OPERATOR_DEFAULT_PROMPT_DIRECTORY_OPTIN = False
 #: What ``regenerate`` accepts once templated, besides a bool (strings compared case-insensitively).
 REGENERATE_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "": False}
@@ -85,7 +86,6 @@ UNCONFIRMED = "kling-provider:unconfirmed"  # an earlier try sent the request bu
 SUPERSEDED = "kling-provider:superseded"  # the stored job was for other parameters (the task changed)
 VANISHED = "kling-provider:vanished"  # the vendor no longer knows the stored job
 RETAKE = "kling-provider:retake"  # regenerate=True, and the stored job is from before the task was cleared
-_NOT_A_JOB_STATUS = frozenset({UNCONFIRMED, SUPERSEDED, VANISHED, RETAKE})
 
 
 def _seconds(value: float | timedelta) -> float:
@@ -112,25 +112,43 @@ def clear_round(context: Context) -> int:
 def _check_settings(run_credit_limit: Any, on_unconfirmed_submit: Any, poll_interval: Any) -> None:
     """Refuse, when the DAG is parsed, settings that are not templated and can never work."""
     if run_credit_limit is not None and (
-        isinstance(run_credit_limit, bool) or not isinstance(run_credit_limit, int) or run_credit_limit < 0
+        isinstance(run_credit_limit, bool)
+        or not isinstance(run_credit_limit, (int, float))
+        or not 0 <= run_credit_limit < float("inf")
     ):
         raise ValueError(
-            f"run_credit_limit must be a whole number of credits or None, got {run_credit_limit!r}"
+            f"run_credit_limit must be a number of credits (units on Kling's own API) or None, "
+            f"got {run_credit_limit!r}"
         )
     if on_unconfirmed_submit not in ("fail", "resubmit"):
         raise ValueError(f"on_unconfirmed_submit must be 'fail' or 'resubmit', got {on_unconfirmed_submit!r}")
     check_poll_interval(poll_interval)
 
 
+def external_task_id_for(ti: Any, round: int, fingerprint: str, after: str | None) -> str:
+    """The id a take's submits carry on an API that takes one: the same for every try of one take of
+    one task instance, and another after the take's job (``after``) failed or vanished, or when the
+    request changed. Hashed: run ids and task ids may hold what the API would not take."""
+    parts = (ti.dag_id, ti.run_id, ti.task_id, str(ti.map_index), str(round), fingerprint, after or "")
+    digest = hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+    return f"airflow-{digest[:40]}"
+
+
+#: How many failed jobs one submit steps past when each id it tries is taken by one (Kling's own API).
+MAX_TAKEN_IDS = 10
+
+
 def _prompt_sharing(request: GenerationRequest) -> str:
     """For the submit log: whether the prompt is published, and what opting in would save."""
+    if request.prompt_directory_optin is None:  # an API without a Prompt Directory
+        return ""
     if request.prompt_directory_optin:
         return (
-            "The prompt will be published in the vendor's public Prompt Directory "
+            " The prompt will be published in the vendor's public Prompt Directory "
             f"(prompt_directory_optin=True, {PROMPT_DIRECTORY_DISCOUNT} credits off)."
         )
     return (
-        "The prompt is not shared in the vendor's public Prompt Directory; opting in "
+        " The prompt is not shared in the vendor's public Prompt Directory; opting in "
         f"(prompt_directory_optin=True) would publish it and save {PROMPT_DIRECTORY_DISCOUNT} credits."
     )
 
@@ -148,17 +166,33 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     one failed, vanished, or was for other parameters (the task was changed and cleared), or when
     ``regenerate`` asks for a fresh take after the task was cleared.
 
-    :param prompt: (templated) what the video shows, at most 2,000 characters.
+    The connection's ``api`` extra picks the API: ``ulazai`` (the default) or ``klingai``. Each
+    field below is checked against that API's rules before anything is sent; a field it does not
+    have is an error there, never dropped. On ``klingai`` every submit carries an
+    ``external_task_id`` derived from the task instance and its take, so a submit whose answer was
+    lost is found again, and ``on_unconfirmed_submit`` is not needed.
+
+    :param prompt: (templated) what the video shows, at most 2,000 characters (2,500 on ``klingai``).
     :param generation_mode: (templated) ``"text_to_video"`` or ``"image_to_video"``; by default
         image_to_video when ``image_urls`` is given, else text_to_video.
     :param image_urls: (templated) for image_to_video, exactly one http(s) URL of the first frame.
     :param duration: (templated) 5 or 10 seconds (int or string).
     :param aspect_ratio: (templated) ``"16:9"`` (the default), ``"9:16"`` or ``"1:1"``; text_to_video
         only.
-    :param sound: generate native audio too (doubles the price).
-    :param prompt_directory_optin: publish the prompt in the vendor's public Prompt Directory for a
-        discount of ``PROMPT_DIRECTORY_DISCOUNT`` (10) credits. Defaults to ``False``, keeping the
-        prompt private, although the API's own default is ``True``; the submit log line says which.
+    :param sound: generate native audio too (doubles the price; on ``klingai`` ``kling-v2-6`` pro only).
+    :param prompt_directory_optin: ``ulazai`` only: publish the prompt in the vendor's public Prompt
+        Directory for a discount of ``PROMPT_DIRECTORY_DISCOUNT`` (10) credits. Defaults to ``False``,
+        keeping the prompt private, although the API's own default is ``True``; the submit log line
+        says which.
+    :param model_name: (templated) ``klingai`` only: ``kling-v2-6`` (the default) or ``kling-v2-5-turbo``.
+    :param mode: (templated) ``klingai`` only: ``std`` (the default) or ``pro``.
+    :param negative_prompt: (templated) ``klingai`` only: what the video should not show, at most
+        2,500 characters.
+    :param camera_control: ``klingai`` only: ``{"type": "simple", "config": {one axis: -10..10}}``
+        or ``{"type": <preset>}``; not with an end frame.
+    :param cfg_scale: ``klingai`` only, and not for the v2 models this provider prices.
+    :param image_tail_url: (templated) ``klingai`` image_to_video only: the end frame's http(s) URL
+        (on ``kling-v2-6`` in pro mode, silent).
     :param regenerate: (templated) submit a new job, paying again, even when this task instance
         already has a job for the same parameters from before it was cleared, for a fresh take of a
         video. Retries within one run (between clears) still reattach to that run's job, so a retry
@@ -173,7 +207,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         returns the vendor task_id as soon as the job exists, for a sensor to wait on.
     :param deferrable: wait in the triggerer, holding no worker slot (default
         ``[operators] default_deferrable``).
-    :param max_credits: refuse, before sending, a request whose price-table estimate exceeds this.
+    :param max_credits: refuse, before sending, a request whose price-table estimate exceeds this
+        (credits on ``ulazai``, decimal units on ``klingai``).
     :param output_path: keep the video at this object storage URL (templated, e.g.
         ``file:///data/videos/{{ ds }}/{{ ti.map_index }}.mp4``), written atomically, and announce
         it as an Asset event through the task's ``AssetAlias`` outlets (``kling_videos`` by default).
@@ -181,9 +216,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         instead: it polls rarely while the video renders and closely around the end the job's
         progress points to (about four requests for a 60-90 s job, its end seen about half a
         second late at the median).
-    :param on_unconfirmed_submit: what a retry does when an earlier try sent the request but never
-        learnt its task_id (the worker died mid-request, or the answer was lost): ``"fail"`` (the
-        default: check the vendor dashboard first) or ``"resubmit"`` (may pay twice).
+    :param on_unconfirmed_submit: ``ulazai`` only (``klingai`` finds the job by its id): what a retry
+        does when an earlier try sent the request but never learnt its task_id (the worker died
+        mid-request, or the answer was lost): ``"fail"`` (the default: check the vendor dashboard
+        first) or ``"resubmit"`` (may pay twice).
     :param timeout: how long to wait for the video (seconds or a timedelta, default 30 minutes);
         it also bounds a retry's reads of the stored job. The job is not cancelled (the API has no
         cancel call).
@@ -203,6 +239,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         "aspect_ratio",
         "output_path",
         "regenerate",
+        "model_name",
+        "mode",
+        "negative_prompt",
+        "image_tail_url",
     )
     ui_color = "#f2e6ff"
     external_id_key = "kling_submission"
@@ -223,12 +263,18 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float | None = None,
         timeout: float | timedelta = timedelta(minutes=30),
-        max_credits: int | None = None,
+        max_credits: float | None = None,
         output_path: str | None = None,
         on_unconfirmed_submit: Literal["fail", "resubmit"] = "fail",
         regenerate: bool | str = False,
         openlineage_include_prompt: bool = False,
-        run_credit_limit: int | None = None,
+        run_credit_limit: float | None = None,
+        model_name: str | None = None,
+        mode: str | None = None,
+        negative_prompt: str | None = None,
+        camera_control: dict[str, Any] | None = None,
+        cfg_scale: float | None = None,
+        image_tail_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -251,12 +297,20 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         self.regenerate = regenerate
         self.openlineage_include_prompt = openlineage_include_prompt
         self.run_credit_limit = run_credit_limit
+        self.model_name = model_name
+        self.mode = mode
+        self.negative_prompt = negative_prompt
+        self.camera_control = camera_control
+        self.cfg_scale = cfg_scale
+        self.image_tail_url = image_tail_url
         if output_path and not any(isinstance(outlet, AssetAlias) for outlet in self.outlets):
             self.outlets = [*self.outlets, AssetAlias(DEFAULT_ASSET_ALIAS)]
 
     def _generation_request(self) -> GenerationRequest:
-        # The operator's parameters of the request bear the request's own names.
-        return GenerationRequest(**{name: getattr(self, name) for name in API_FIELD_NAMES})
+        # The operator's parameters of the request bear the request's own names; the connection
+        # says which API's rules they must meet.
+        fields = {name: getattr(self, name) for name in REQUEST_FIELDS}
+        return GenerationRequest(api=self.hook.dialect.name, **fields)
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -269,7 +323,11 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         if problems := self._request_problems():
             raise AirflowFailException(str(KlingValidationError(problems)))
         self._store = context.get("task_state_store") if self.durable else None
-        if self._store is None and context["ti"].try_number > 1:
+        if (
+            self._store is None
+            and context["ti"].try_number > 1
+            and not self.hook.dialect.has_external_task_id
+        ):
             self.log.warning(
                 "No task_state_store here (it needs Airflow 3.3 and durable=True): this retry submits a "
                 "new Kling job, paying again, even if the previous try's job is still running; the DAG "
@@ -284,7 +342,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         except FINAL_ERRORS as error:
             raise AirflowFailException(str(error)) from error
         except KlingSubmitUncertainError as error:
-            if self.on_unconfirmed_submit == "fail":
+            # Where submits carry an external_task_id, a retry finds the job by it: nothing to fail for.
+            if self.on_unconfirmed_submit == "fail" and not self.hook.dialect.has_external_task_id:
                 raise AirflowFailException(f"{error} {self._how_to_reset(context)}") from error
             raise
 
@@ -301,6 +360,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                 self._request.check_budget(self.max_credits)
         except KlingValidationError as invalid:
             problems += invalid.errors
+        except (KlingConnectionSettingError, KlingAuthError) as unusable:  # the connection names the API
+            raise AirflowFailException(str(unusable)) from unusable
         return problems
 
     # -- ResumableJobMixin: submit once, reattach on retry -----------------------------------------
@@ -311,9 +372,13 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         request: GenerationRequest = self._request
         # Read the connection before marking the request as sent: an unusable one (no key, a bad
         # extra) fails here, leaving no mark that would make a retry fear a paid job.
-        _ = self.hook.base_url
+        dialect = self.hook.dialect
         previous = self._stored()
-        self._check_unconfirmed(previous, request, context)
+        external_id = (
+            self._external_task_id(previous, request, context) if dialect.has_external_task_id else None
+        )
+        if external_id is None:  # a lost answer cannot be found again: on_unconfirmed_submit decides
+            self._check_unconfirmed(previous, request, context)
         paid = self._paid_so_far(previous, context)
         claim(
             self._ledger,
@@ -321,40 +386,102 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             request.estimated_credits,
             self.run_credit_limit,
             deadline=time.time() + self._time_left(),
+            unit=dialect.credit_unit,
         )
-        if self._store is not None:  # marked as sent: a retry that finds only this mark fears a paid job
-            sent = Submission(fingerprint=request.fingerprint(), round=clear_round(context), paid_before=paid)
-            self._store.set(self.external_id_key, sent.to_json())
-        submitted = self._send(request, previous, paid)
+        submitted, external_id = self._send(request, previous, paid, external_id, context)
         # submitted_at after any retries: the job's age counts from its answer.
         submission = Submission.accepted(
-            request.fingerprint(), clear_round(context), submitted, time.time(), paid_before=paid
+            request.fingerprint(),
+            clear_round(context),
+            submitted,
+            time.time(),
+            paid_before=paid,
+            external_task_id=external_id,
         )
         # ResumableJobMixin stores the submission as soon as this returns, before anything else
         # (the task_id's XCom included, pushed when the wait starts) can fail.
-        self.log.info(
-            "Kling job %s accepted: %s credits used, %s remaining",
-            submitted.task_id,
-            submitted.credits_used,
-            submitted.credits_remaining,
-        )
+        if submitted.credits_used is None:
+            self.log.info("Kling job %s accepted; what it costs is known when it ends.", submitted.task_id)
+        else:
+            self.log.info(
+                "Kling job %s accepted: %s credits used, %s remaining",
+                submitted.task_id,
+                submitted.credits_used,
+                submitted.credits_remaining,
+            )
         tags = metrics.task_tags(self.kling_conn_id, context["ti"])
         metrics.submitted(tags, submitted.credits_used, submitted.credits_remaining)
         return submission.to_json()
 
-    def _send(self, request: GenerationRequest, previous: Submission | None, paid: int) -> SubmitResult:
+    def _external_task_id(
+        self, previous: Submission | None, request: GenerationRequest, context: Context
+    ) -> str:
+        """This take's external_task_id: a stored uncertain submit's own (its job is then found by
+        it), else one derived from the task instance, its take, and the job it replaces."""
+        fingerprint = request.fingerprint()
+        if (
+            previous is not None
+            and previous.pending
+            and previous.external_task_id
+            and previous.fingerprint == fingerprint
+            and not self._is_retake(previous, context)
+        ):
+            return previous.external_task_id
+        replaced = previous.task_id if previous is not None else None
+        return external_task_id_for(context["ti"], clear_round(context), fingerprint, replaced)
+
+    def _mark_sent(
+        self, request: GenerationRequest, paid: float, external_id: str | None, context: Context
+    ) -> None:
+        """Mark the request as sent: a retry that finds only this mark fears a paid job, or, with an
+        external_task_id, looks for it."""
+        if self._store is not None:
+            sent = Submission(
+                fingerprint=request.fingerprint(),
+                round=clear_round(context),
+                external_task_id=external_id,
+                paid_before=paid,
+            )
+            self._store.set(self.external_id_key, sent.to_json())
+
+    def _send(
+        self,
+        request: GenerationRequest,
+        previous: Submission | None,
+        paid: float,
+        external_id: str | None,
+        context: Context,
+    ) -> tuple[SubmitResult, str | None]:
         """Submit ``request``; when that provably created no job, take back the sent mark and the
-        run ledger's reservation, so a retry may send it again."""
+        run ledger's reservation, so a retry may send it again. With an external_task_id taken by a
+        job that failed (an earlier try's), the take goes on under the next id."""
         self.log.info(
-            "Submitting Kling %s, %s s%s (estimated %d credits). %s",
+            "Submitting Kling %s, %s s%s (estimated %g %s).%s",
             request.generation_mode.value,
             request.duration,
             " with sound" if request.sound else "",
             request.estimated_credits,
+            request.dialect.credit_unit,
             _prompt_sharing(request),
         )
         try:
-            return self.hook.submit(request)
+            for _taken in range(MAX_TAKEN_IDS):
+                self._mark_sent(request, paid, external_id, context)
+                submitted = self.hook.submit(request, external_task_id=external_id)
+                if submitted.extra.get("found_state") != JobState.FAILED.value:
+                    return submitted, external_id
+                self.log.warning(
+                    "Kling job %s, found by external_task_id %s, had failed: submitting under the next id.",
+                    submitted.task_id,
+                    external_id,
+                )
+                external_id = external_task_id_for(
+                    context["ti"], clear_round(context), request.fingerprint(), submitted.task_id
+                )
+            raise KlingError(
+                f"{MAX_TAKEN_IDS} Kling jobs of this take, found by their external_task_id, had all "
+                "failed; not submitting another. Clear the task to try again."
+            )
         except Exception as error:
             if created_no_job(error):
                 if self._store is not None:  # first: a mark left behind would make a retry fear a paid job
@@ -366,7 +493,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         """The record task_state_store keeps of this task instance's submission, if any."""
         return None if self._store is None else Submission.from_json(self._store.get(self.external_id_key))
 
-    def _paid_so_far(self, previous: Submission | None, context: Context) -> int:
+    def _paid_so_far(self, previous: Submission | None, context: Context) -> float:
         """Credits this task instance's earlier tries in this DAG run paid, as far as can be known: the
         stored record's count; without task_state_store, the estimate once per earlier try, since each
         may have paid for a job and nothing else remembers (the run's credit limit errs safe)."""
@@ -457,7 +584,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         task_id = str(stored.task_id)
         self._announce(context, task_id)
         try:
-            return self.hook.get_status(task_id, timeout=self._time_left()).status
+            status = self.hook.get_status(
+                task_id, timeout=self._time_left(), generation_mode=self._request.generation_mode
+            )
+            return status.state.value  # what the vendor's word means, whichever API said it
         except KlingNotFoundError:
             self.log.warning("The vendor no longer knows the stored Kling job %s: submitting anew.", task_id)
             return VANISHED
@@ -470,10 +600,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         )
 
     def is_job_active(self, status: str) -> bool:
-        return status not in _NOT_A_JOB_STATUS and job_state(status) is JobState.RUNNING
+        return status == JobState.RUNNING.value
 
     def is_job_succeeded(self, status: str) -> bool:
-        return status not in _NOT_A_JOB_STATUS and job_state(status) is JobState.COMPLETED
+        return status == JobState.COMPLETED.value
 
     def poll_until_complete(self, external_id: Any, context: Context) -> Any:
         # The mixin returns this on a reattach, and calls get_job_result after it on a fresh submit.
@@ -495,6 +625,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                     deadline=deadline,
                     poll_interval=self.poll_interval,
                     kling_conn_id=self.kling_conn_id,
+                    generation_mode=self._request.generation_mode.value,
                     submitted_at=job.submitted_at,
                     expected_seconds=job.expected_seconds,
                     # A ready video ends the task in the triggerer (one task start per generation)
@@ -526,7 +657,10 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
     async def _wait_here(self, task_id: str, deadline: float, schedule: Any) -> dict[str, Any]:
         """The trigger's wait, run in this worker (not deferrable): the same core loop and event."""
         async with self.hook.polling_session():
-            return await wait_for_job(lambda: self.hook.aget_status(task_id), task_id, deadline, schedule)
+            mode = self._request.generation_mode
+            return await wait_for_job(
+                lambda: self.hook.aget_status(task_id, generation_mode=mode), task_id, deadline, schedule
+            )
 
     def get_job_result(self, external_id: Any, context: Context) -> Any:
         job = self._job(external_id)
@@ -535,7 +669,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         if hasattr(self, "_finished"):
             return self._finished
         # An earlier try's job had already finished: read its result once more.
-        status = self.hook.get_status(str(job.task_id), timeout=self._time_left())
+        status = self.hook.get_status(
+            str(job.task_id), timeout=self._time_left(), generation_mode=self._request.generation_mode
+        )
         return self._result(status.as_dict(), job, context)
 
     def _time_left(self) -> float:

@@ -316,11 +316,11 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value and value != "None" else None
 
 
-def run_spend(session: Session, shown: list[Generation]) -> dict[tuple[str, str], int]:
+def run_spend(session: Session, shown: list[Generation]) -> dict[tuple[str, str], float]:
     """Credits spent by each shown generation's DAG run: the sum of its credit ledger, which counts
     every generation of the run (refused and failed ones too); else the shown results' charges."""
     runs = {generation.run for generation in shown}
-    spent: dict[tuple[str, str], int] = {}
+    spent: dict[tuple[str, str], float] = {}
     for (dag_id, run_id, _, _), value in _xcoms(session, runs, LEDGER_KEY, GENERATORS).items():
         if (entry := LedgerEntry.from_json(value)) is not None:
             charged = entry.spent + (entry.pending if entry.sending else 0)
@@ -450,7 +450,7 @@ def _card(generation: Generation) -> str:
 
 def page(
     shown: list[Generation],
-    spend: dict[tuple[str, str], int],
+    spend: dict[tuple[str, str], float],
     dags: list[str],
     dag_id: str | None,
     since: date | None,

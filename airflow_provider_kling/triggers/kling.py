@@ -19,6 +19,7 @@ from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_kling import DEFAULT_CONN_ID, metrics
 from airflow_provider_kling.core.polling import schedule_for
+from airflow_provider_kling.core.request import GenerationMode
 from airflow_provider_kling.core.waiting import (
     WaitOutcome,
     check_poll_interval,
@@ -59,6 +60,8 @@ class KlingStatusTrigger(BaseTrigger):
         raises as before.
     :param multiple_outputs: with ``end_from_trigger``, also push each key of the result as an XCom
         of its own, as a worker does for a task with ``multiple_outputs``.
+    :param generation_mode: the job's mode (``text_to_video`` or ``image_to_video``), where the API
+        reads each mode's jobs at a path of its own (``klingai``); unknown, each path is asked.
     :param credits_used: what the job cost, for the result and the kill warning.
     :param credits_remaining: the account's credits after the submit, for the result.
     """
@@ -72,6 +75,7 @@ class KlingStatusTrigger(BaseTrigger):
         submitted_at: float | None = None,
         expected_seconds: tuple[float, float] | list[float] | None = None,
         end_from_trigger: bool = False,
+        generation_mode: str | None = None,
         credits_used: int | None = None,
         credits_remaining: int | None = None,
         multiple_outputs: bool = False,
@@ -85,6 +89,7 @@ class KlingStatusTrigger(BaseTrigger):
         self.submitted_at = submitted_at
         self.expected_seconds = list(expected_seconds) if expected_seconds else None
         self.end_from_trigger = end_from_trigger
+        self.generation_mode = generation_mode
         self.credits_used = credits_used
         self.credits_remaining = credits_remaining
         self.multiple_outputs = multiple_outputs
@@ -101,6 +106,7 @@ class KlingStatusTrigger(BaseTrigger):
                 "submitted_at": self.submitted_at,
                 "expected_seconds": self.expected_seconds,
                 "end_from_trigger": self.end_from_trigger,
+                "generation_mode": self.generation_mode,
                 "credits_used": self.credits_used,
                 "credits_remaining": self.credits_remaining,
                 "multiple_outputs": self.multiple_outputs,
@@ -181,9 +187,10 @@ class KlingStatusTrigger(BaseTrigger):
     async def wait(self) -> dict[str, Any]:
         """The wait itself (the core's :func:`wait_for_job`) on the hook's shared polling session."""
         hook = self.hook
+        mode = GenerationMode(self.generation_mode) if self.generation_mode else None
         async with hook.polling_session():  # held for the whole wait, so polls reuse its connections
             return await wait_for_job(
-                lambda: hook.aget_status(self.kling_task_id),
+                lambda: hook.aget_status(self.kling_task_id, generation_mode=mode),
                 self.kling_task_id,
                 math.inf if self.deadline is None else self.deadline,
                 schedule_for(self.poll_interval, self.submitted_at, self.expected_seconds),
