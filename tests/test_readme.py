@@ -258,10 +258,26 @@ def exported_connections() -> dict[str, str]:
         name, _, value = argv[1].partition("=")
         assert name == "AIRFLOW_CONN_KLING_DEFAULT", ENV_CONNECTIONS
         kind = "emulator" if README_EMULATOR_ADDRESS in value else "json" if value.startswith("{") else "uri"
+        kind = "klingai" if '"api": "klingai"' in value else kind
         assert kind not in forms, f"{ENV_CONNECTIONS}: two {kind} forms"
         forms[kind] = value
-    assert sorted(forms) == ["emulator", "json", "uri"], ENV_CONNECTIONS
+    assert sorted(forms) == ["emulator", "json", "klingai", "uri"], ENV_CONNECTIONS
     return forms
+
+
+def test_env_connection_for_kling_s_own_api_points_the_hook_at_it_with_both_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    value = exported_connections()["klingai"]
+    assert "YOUR_ACCESS_KEY" in value and "YOUR_SECRET_KEY" in value, ENV_CONNECTIONS
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KLING_DEFAULT",
+        value.replace("YOUR_ACCESS_KEY", "ak").replace("YOUR_SECRET_KEY", TEST_KEY),
+    )
+    hook = KlingHook()
+    assert hook.dialect.name == "klingai" and hook.base_url == "https://api-singapore.klingai.com"
+    connection = hook.get_connection(hook.kling_conn_id)
+    assert (connection.login, connection.password) == ("ak", TEST_KEY), ENV_CONNECTIONS
 
 
 @pytest.mark.parametrize("form", ["uri", "json"])

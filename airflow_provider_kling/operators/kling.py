@@ -17,6 +17,7 @@ from airflow_provider_kling import DEFAULT_CONN_ID, metrics
 from airflow_provider_kling.core.dialects.ulazai import PROMPT_DIRECTORY_DISCOUNT
 from airflow_provider_kling.core.errors import (
     FieldError,
+    KlingAccountError,
     KlingAuthError,
     KlingBadRequestError,
     KlingConnectionSettingError,
@@ -62,6 +63,7 @@ FINAL_ERRORS = (
     KlingValidationError,
     KlingConnectionSettingError,
     KlingAuthError,
+    KlingAccountError,
     KlingInsufficientCreditsError,
     KlingBadRequestError,
     KlingRunBudgetError,

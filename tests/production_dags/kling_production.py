@@ -1,4 +1,8 @@
-"""The production-shaped deployment's DAGs (tests/test_production.py): deferrable generations in bulk."""
+"""The production-shaped deployment's DAGs (tests/test_production.py): deferrable generations in bulk.
+
+Each DAG whose id ends in ``_klingai`` runs on Kling's own API (connection ``kling_klingai``), the
+others on UlazAI's (``kling_default``): one deployment drives both APIs, one emulator each.
+"""
 
 from __future__ import annotations
 
@@ -18,19 +22,26 @@ COMMON = {
 }
 
 
-def generations(dag_id: str, count: int, **operator: object) -> None:
+#: The connection of each API's DAGs.
+CONNECTIONS = {"ulazai": "kling_default", "klingai": "kling_klingai"}
+
+
+def generations(dag_id: str, count: int, api: str = "ulazai", **operator: object) -> None:
     """``count`` mapped deferrable generations, prompts named after the DAG so jobs can be told apart."""
     with DAG(dag_id=dag_id, **COMMON):
         KlingGenerateOperator.partial(
-            task_id="generate", deferrable=True, poll_interval=2, **operator
+            task_id="generate", deferrable=True, poll_interval=2, kling_conn_id=CONNECTIONS[api], **operator
         ).expand(prompt=[f"{dag_id} clip {index}: a lighthouse at dusk" for index in range(count)])
 
 
 # Submits under a pool of 6 (deferred waits hold no slot), waits spread over both triggerers.
 generations("kling_bulk", 20, pool="kling_bulk", retries=0)
-generations("kling_failover", 20, retries=0)
-# A worker killed mid-submit: the retry reattaches, or fails as an unconfirmed submit.
-generations("kling_worker_kill", 8, retries=2, retry_delay=timedelta(seconds=2))
+for api, suffix in (("ulazai", ""), ("klingai", "_klingai")):
+    generations(f"kling_failover{suffix}", 20, api, retries=0)
+    # A worker killed mid-submit: the retry reattaches, or on UlazAI fails as an unconfirmed submit.
+    generations(f"kling_worker_kill{suffix}", 8, api, retries=2, retry_delay=timedelta(seconds=2))
+# Every create's answer lost after the job was made: Kling's own API finds each job by its id.
+generations("kling_lost_answers_klingai", 4, "klingai", retries=0)
 
 # Twelve generations of 55 credits claim at once, on both workers, under a run limit of 300 credits
 # set for the whole DAG: five fit (275 credits), seven are refused before sending. The claims are what
