@@ -46,6 +46,12 @@ def get_provider_info() -> dict[str, Any]:
                         "down and then find the rate the account allows, so that several triggerers "
                         "together stay under its limit. Off: only the 429's pause and the cap.",
                     },
+                    "job_seconds": {
+                        "label": "How long a job takes (seconds)",
+                        "schema": {"type": ["string", "null"]},
+                        "description": 'As "60-90": when to poll, where the API announces nothing (Kling\'s '
+                        "own API). Empty: the documented 60-90 s.",
+                    },
                     "allowed_video_hosts": {
                         "label": "Allowed video hosts",
                         "schema": {"type": ["string", "null"]},

@@ -97,13 +97,18 @@ API_TIMEOUT = 2 * SQLITE_LOCK_WAIT
 
 
 def connection_env(
-    kling_url: str, api_key: str, conn_id: str = "kling_default", access_key: str | None = None
+    kling_url: str,
+    api_key: str,
+    conn_id: str = "kling_default",
+    access_key: str | None = None,
+    job_seconds: str | None = None,
 ) -> dict[str, str]:
     """The environment variable that defines ``conn_id``: Kling at ``kling_url`` with ``api_key``;
-    with an ``access_key``, Kling's own API (``api_key`` its Secret Key)."""
+    with an ``access_key``, Kling's own API (``api_key`` its Secret Key), its jobs taking
+    ``job_seconds`` ("15-22.5")."""
     connection: dict[str, Any] = {"conn_type": "kling", "host": kling_url, "password": api_key}
     if access_key is not None:
-        connection |= {"login": access_key, "extra": {"api": "klingai"}}
+        connection |= {"login": access_key, "extra": {"api": "klingai", "job_seconds": job_seconds}}
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
 
 

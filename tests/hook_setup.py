@@ -71,9 +71,12 @@ def connect(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """``conn_id`` pointed at ``emulator`` in the API it speaks, with its key (on ``klingai``: its
-    Access Key and Secret Key) unless ``api_key`` is given."""
+    Access Key and Secret Key) unless ``api_key`` is given. Where the API announces no job's
+    duration, the connection says how long the emulator's jobs take, as a user who knows would."""
     api = emulator.config.api
     login = emulator.access_key if api != "ulazai" else None
+    if api != "ulazai":
+        extra = {"job_seconds": emulator.config.estimated_time, **(extra or {})}
     use_connection(monkeypatch, emulator.base_url, api_key or emulator.api_key, extra, conn_id, login, api)
 
 

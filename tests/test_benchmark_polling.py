@@ -10,13 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "polling_schedule.py"
 
 
-def test_the_polling_benchmark_reports_both_schedules_for_every_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
+def test_the_polling_benchmark_reports_both_schedules_for_every_job(tmp_path: Path, api: str) -> None:
     figures_file = tmp_path / "polling.json"
+    options = ["--jobs", "20", "--speed", "30", "--api", api, "--json", str(figures_file)]
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--jobs", "20", "--speed", "30", "--json", str(figures_file)],
+        [sys.executable, str(SCRIPT), *options],
         capture_output=True,
         text=True,
         timeout=120,

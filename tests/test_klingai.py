@@ -15,7 +15,7 @@ import pytest
 import requests
 from hook_setup import QUICK_RETRIES, ROOMY_BUDGETS, connect, quick_hook
 
-from airflow_provider_kling.core.api import Budgets
+from airflow_provider_kling.core.api import Budgets, RetryPolicy
 from airflow_provider_kling.core.dialects import klingai
 from airflow_provider_kling.core.dialects.klingai import DIALECT, KeyPair, check_token, make_token
 from airflow_provider_kling.core.errors import (
@@ -374,11 +374,13 @@ def test_a_full_concurrency_limit_creates_nothing(
     emulator = kling_emulator_factory(api="klingai", concurrency=1)
     connect(monkeypatch, emulator)
     emulator.hold(1)
-    hook = quick_hook()
+    # Its tries as a submit's, but the 30 s wait for a running job to end in hundredths of a second.
+    hook = quick_hook(retries=RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02, max_retry_after=0.01))
     hook.submit(request())
     with pytest.raises(KlingConcurrencyLimitError):
         hook.submit(request("a second fox"))
     assert emulator.stats()["jobs_created"] == 1
+    assert emulator.stats()["responses"]["submit"] == {"200": 1, "429": 3}  # waited and tried again
 
 
 # -- Exactly once, through external_task_id -------------------------------------------------------

@@ -156,7 +156,9 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]
     common = ("--speed", "4", "--api-key", API_KEY, "--credits", "1000000")
     ulazai = EmulatorProcess(*common, "--seed", "11")
     klingai = EmulatorProcess(*common, "--seed", "12", "--api", "klingai", "--access-key", ACCESS_KEY)
-    klingai_connection = connection_env(klingai.url, API_KEY, "kling_klingai", access_key=ACCESS_KEY)
+    klingai_connection = connection_env(
+        klingai.url, API_KEY, "kling_klingai", access_key=ACCESS_KEY, job_seconds="15-22.5"
+    )
     with (
         ulazai,
         klingai,

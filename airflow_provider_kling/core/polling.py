@@ -6,6 +6,9 @@ it takes a first reading late in the announced range, extrapolates the finish ti
 progress (``age * 99 / progress``, which never lands before the end when progress rises evenly and
 is rounded down), and wakes just after it. ``benchmarks/polling_schedule.py`` measures both.
 
+An API that reports no progress (Kling's own) leaves nothing to extrapolate: there the polls
+spread evenly over the expected duration range (:data:`WINDOW_POLLS` of them), then back off.
+
 Every interval is a fraction of the announced duration, so the schedule keeps its shape when an
 emulator runs jobs ten times faster and announces them so.
 """
@@ -31,6 +34,9 @@ CLOSE_SHARE = 1 / 90
 LONGEST_SHARE = 1 / 5
 #: Past the extrapolated end, each further poll waits this much longer than the one before.
 OVERDUE_BACKOFF = 1.5
+#: Without progress, the polls that spread over the expected range (5 s apart for 60-90 s): the
+#: end is seen about half that late on average.
+WINDOW_POLLS = 6
 
 
 @dataclass
@@ -66,9 +72,12 @@ class AdaptivePolling:
         return min(max(self.submitted_at + offset - now, 0.0), offset)
 
     def next_delay(self, now: float, progress: int | None) -> float:
-        """Seconds until the next poll, after a poll at ``now`` found the job running at ``progress``."""
+        """Seconds until the next poll, after a poll at ``now`` found the job running at ``progress``
+        (None: the API reports none)."""
         age = max(now - self.submitted_at, 0.0)
-        if progress is not None and progress >= MIN_USEFUL_PROGRESS:
+        if progress is None:
+            return self._window_delay(age)
+        if progress >= MIN_USEFUL_PROGRESS:
             finish_age = age * 99 / progress
         else:
             finish_age = max(self.expected_seconds[0], age + self.close_interval)
@@ -81,6 +90,19 @@ class AdaptivePolling:
         if remaining <= 4 * self.close_interval:
             return remaining
         return min(remaining * APPROACH, self.longest_sleep)
+
+    def _window_delay(self, age: float) -> float:
+        """No progress to read: a poll at the shortest expected duration, then evenly spaced ones to
+        the longest, then further apart (OVERDUE_BACKOFF) up to the longest sleep."""
+        shortest, longest = self.expected_seconds
+        spread = max((longest - shortest) / WINDOW_POLLS, self.close_interval)
+        if age < shortest:
+            return shortest - age
+        if age < longest:
+            return min(spread, longest - age) if longest - age > self.close_interval else spread
+        delay = spread * OVERDUE_BACKOFF ** (self._overdue_polls + 1)
+        self._overdue_polls += 1
+        return min(delay, self.longest_sleep)
 
 
 @dataclass(frozen=True)

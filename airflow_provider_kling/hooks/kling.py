@@ -48,7 +48,7 @@ from airflow_provider_kling.core.errors import (
     transport_error,
 )
 from airflow_provider_kling.core.request import DEFAULT_API, GenerationMode, GenerationRequest
-from airflow_provider_kling.core.responses import JobStatus, SubmitResult
+from airflow_provider_kling.core.responses import JobStatus, SubmitResult, parse_estimated_time
 from airflow_provider_kling.core.urls import is_http_url
 from airflow_provider_kling.hooks._guard import CallGuard, guarded, guarded_session
 
@@ -63,6 +63,9 @@ MAX_POLLS_PER_SECOND = "max_polls_per_second"
 ADAPTIVE_RATE = "adaptive_rate"
 #: The connection extra naming the API the connection speaks: "ulazai" (the default) or "klingai".
 API = "api"
+#: The connection extra saying how long the account's jobs take ("60-90"), for the waits of an API
+#: whose submit announces nothing (Kling's own).
+JOB_SECONDS = "job_seconds"
 #: How many times a findable submit (external_task_id) may be sent after its answer was lost.
 FIND_ROUNDS = 3
 #: Redirects a video download follows, each hop's address checked again.
@@ -109,6 +112,7 @@ class _ApiSettings:
     max_polls_per_second: float | None = None
     adaptive_rate: bool = True
     allowed_video_hosts: tuple[frozenset[str], tuple[Any, ...]] = (frozenset(), ())
+    job_seconds: tuple[float, float] | None = None
     #: The secrets already told to Airflow's log masker (a token is told once, when first made).
     masked: set[str] = field(default_factory=set, compare=False, repr=False)
 
@@ -157,7 +161,21 @@ class _ApiSettings:
             ),
             adaptive_rate=_flag(conn_id, extra, ADAPTIVE_RATE, default=True),
             allowed_video_hosts=allowed,
+            job_seconds=_seconds_range(conn_id, extra),
         )
+
+
+def _seconds_range(conn_id: str, extra: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The ``job_seconds`` extra ("60-90", "75", with or without "seconds"); empty means unset."""
+    value = extra.get(JOB_SECONDS)
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    seconds = parse_estimated_time(text) or parse_estimated_time(f"{text} seconds")
+    if seconds is None:
+        rule = 'it must be how long a job takes in seconds, as "60-90" or "75", or empty'
+        raise _setting_error(conn_id, JOB_SECONDS, value, rule)
+    return seconds
 
 
 def _dialect_of(conn_id: str, extra: Mapping[str, Any]) -> Dialect:
@@ -396,6 +414,11 @@ class KlingHook(BaseHook):
     def dialect(self) -> Dialect:
         """The API the connection speaks."""
         return self._settings.dialect
+
+    def expected_seconds(self, submitted: tuple[float, float] | None) -> tuple[float, float] | None:
+        """How long a job is expected to take: what its submit announced, else the connection's
+        ``job_seconds``, else None (the wait then plans on the documented 60-90 s)."""
+        return submitted or self._settings.job_seconds
 
     def _headers(self) -> Mapping[str, str]:
         """The auth headers for a request now; a token made for them is masked in logs from now on."""

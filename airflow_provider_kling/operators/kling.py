@@ -629,7 +629,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                     kling_conn_id=self.kling_conn_id,
                     generation_mode=self._request.generation_mode.value,
                     submitted_at=job.submitted_at,
-                    expected_seconds=job.expected_seconds,
+                    expected_seconds=self.hook.expected_seconds(job.expected_seconds),
                     # A ready video ends the task in the triggerer (one task start per generation)
                     # unless the task needs more of a worker's end: output_path's download and
                     # asset event, a callback, OpenLineage... (task_end.py).
@@ -641,7 +641,9 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                 kwargs={"submission": external_id},
                 timeout=timedelta(seconds=_seconds(self.timeout)) + DEFER_SAFETY_MARGIN,
             )
-        schedule = schedule_for(self.poll_interval, job.submitted_at, job.expected_seconds)
+        schedule = schedule_for(
+            self.poll_interval, job.submitted_at, self.hook.expected_seconds(job.expected_seconds)
+        )
         event = asyncio.run(self._wait_here(task_id, deadline, schedule))
         metrics.wait_ended(
             metrics.task_tags(self.kling_conn_id, context["ti"]), event, job.submitted_at, time.time()
