@@ -103,7 +103,7 @@ def measure(schedule: str, jobs: int, emulator: EmulatorProcess, speed: float, a
 def run(jobs: int, speed: float, api: str) -> list[ScheduleFigures]:
     options = ("--speed", str(speed), "--seed", "2026", "--credits", str(100 * jobs), "--api-key", API_KEY)
     with EmulatorProcess(*options, "--api", api, "--access-key", ACCESS_KEY) as emulator:
-        connection = {"conn_type": "kling", "host": emulator.url, "password": API_KEY}
+        connection: dict[str, Any] = {"conn_type": "kling", "host": emulator.url, "password": API_KEY}
         if api != "ulazai":
             connection |= {"login": ACCESS_KEY, "extra": {"api": api}}
         os.environ["AIRFLOW_CONN_KLING_DEFAULT"] = json.dumps(connection)

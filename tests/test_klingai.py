@@ -259,7 +259,7 @@ def test_an_account_error_says_what_to_do() -> None:
 def test_a_concurrency_refusal_waits_for_a_running_job_to_end() -> None:
     error = DIALECT.error_from_response(429, answer(1303))
     assert isinstance(error, KlingConcurrencyLimitError)
-    assert error.retry_after == klingai.CONCURRENCY_WAIT
+    assert error.retry_after == KlingConcurrencyLimitError.DEFAULT_WAIT == 30
 
 
 def test_an_unknown_task_on_a_query_is_not_found() -> None:

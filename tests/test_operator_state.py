@@ -7,6 +7,7 @@ which test_operator.py and test_end_to_end.py use) and the emulator as the API.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from typing import Any
 
@@ -579,3 +580,23 @@ def test_a_field_kling_s_own_api_lacks_fails_the_task_before_sending(emulator: K
     with pytest.raises(AirflowFailException, match="prompt_directory_optin: is not part of Kling's own API"):
         operator(prompt_directory_optin=True).execute(context_with(FakeStore()))
     assert emulator.stats()["requests"]["submit"] == 0
+
+
+@only_on("klingai")
+def test_a_full_concurrency_limit_holds_the_submit_back_until_a_running_job_ends(
+    kling_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    emulator = kling_emulator_factory(api="klingai", concurrency=1, retry_after=0.5)
+    connect(monkeypatch, emulator)
+    emulator.hold(1)
+    running = quick_hook().submit(GenerationRequest("another task's fox"))  # the account's one slot
+    releaser = threading.Timer(3.0, emulator.release, args=([running.task_id],))
+    releaser.start()
+    try:
+        result = operator().execute(context_with(FakeStore()))
+    finally:
+        releaser.cancel()
+    assert result["status"] == "succeed"
+    assert "Submitting again in 0.5 s" in logged(capfd)
+    assert emulator.stats()["jobs_created"] == 2
+    assert emulator.stats()["responses"]["submit"]["429"] >= 3  # refused while the slot was taken

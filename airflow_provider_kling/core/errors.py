@@ -123,6 +123,14 @@ class KlingConcurrencyLimitError(KlingRateLimitError):
     """The account runs as many jobs as its plan allows: no job was created, and a submit may go
     again once a running job ends."""
 
+    #: The wait when the answer names none: a job runs a minute or more, so sooner is no use.
+    DEFAULT_WAIT = 30.0
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(
+            message, retry_after=self.DEFAULT_WAIT if retry_after is None else retry_after, **kwargs
+        )
+
 
 class KlingServerError(KlingAPIError):
     """HTTP 5xx: the vendor (or a proxy in front of it) failed."""

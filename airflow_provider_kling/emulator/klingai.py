@@ -154,7 +154,11 @@ class KlingAIFace:
                 400, klingai.CODE_BAD_PARAMETER, f"external_task_id {external_task_id} already exists"
             )
         except ConcurrencyFullError:
-            return _error(429, klingai.CODE_CONCURRENCY, "The account's concurrency limit is reached")
+            # With the Retry-After a rate limit names (the documentation shows none here; a client
+            # then waits its own 30 s), so that tests need not wait that long.
+            full = _error(429, klingai.CODE_CONCURRENCY, "The account's concurrency limit is reached")
+            full.headers["Retry-After"] = f"{self.state.config.retry_after:g}"
+            return full
         except InsufficientCreditsError:
             return _error(429, klingai.CODE_PACK_DEPLETED, "The resource pack is depleted")
         now = time.time()

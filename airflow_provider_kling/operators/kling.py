@@ -20,6 +20,7 @@ from airflow_provider_kling.core.errors import (
     KlingAccountError,
     KlingAuthError,
     KlingBadRequestError,
+    KlingConcurrencyLimitError,
     KlingConnectionSettingError,
     KlingError,
     KlingInsufficientCreditsError,
@@ -322,6 +323,15 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Context) -> Any:
         self._started = time.monotonic()
+        return self._generate(context)
+
+    def submit_when_a_job_ends(self, context: Context, event: Any = None, until: float | None = None) -> Any:
+        """Resume after waiting, in the triggerer, for a running job of the account to end (a submit
+        refused with code 1303), within the first try's ``timeout`` (``until``, Unix time)."""
+        self._started = time.monotonic() - (_seconds(self.timeout) - ((until or time.time()) - time.time()))
+        return self._generate(context)
+
+    def _generate(self, context: Context) -> Any:
         if problems := self._request_problems():
             raise AirflowFailException(str(KlingValidationError(problems)))
         self._store = context.get("task_state_store") if self.durable else None
@@ -343,11 +353,34 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             return self.execute_resumable(context)
         except FINAL_ERRORS as error:
             raise AirflowFailException(str(error)) from error
+        except KlingConcurrencyLimitError as full:
+            return self._when_a_job_ends(context, full)
         except KlingSubmitUncertainError as error:
             # Where submits carry an external_task_id, a retry finds the job by it: nothing to fail for.
             if self.on_unconfirmed_submit == "fail" and not self.hook.dialect.has_external_task_id:
                 raise AirflowFailException(f"{error} {self._how_to_reset(context)}") from error
             raise
+
+    def _when_a_job_ends(self, context: Context, full: KlingConcurrencyLimitError) -> Any:
+        """Submit again once a running job of the account may have ended: the API made no job, and
+        refused only for the account's jobs in progress. Waits in the triggerer when deferrable;
+        past the task's ``timeout`` the refusal ends the try, for the task's retries."""
+        wait = full.retry_after or full.DEFAULT_WAIT
+        if self._time_left() <= wait:
+            raise full
+        self.log.info(
+            "Kling runs as many jobs as the account allows; no job was made. Submitting again in %g s.", wait
+        )
+        if self.deferrable:
+            from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+            self.defer(
+                trigger=TimeDeltaTrigger(timedelta(seconds=wait)),
+                method_name="submit_when_a_job_ends",
+                kwargs={"until": time.time() + self._time_left()},
+            )
+        time.sleep(wait)
+        return self._generate(context)
 
     def _request_problems(self) -> list[FieldError]:
         """Every broken rule of this try's request, found before anything is sent."""

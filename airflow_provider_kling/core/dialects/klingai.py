@@ -304,8 +304,6 @@ def read_list(body: Any, http_status: int | None = None) -> tuple[list[JobStatus
 CODE_ACCOUNT, CODE_ARREARS, CODE_PACK_DEPLETED, CODE_NO_PERMISSION = 1100, 1101, 1102, 1103
 CODE_BAD_REQUEST, CODE_BAD_PARAMETER, CODE_BAD_METHOD, CODE_NOT_FOUND = 1200, 1201, 1202, 1203
 CODE_POLICY, CODE_CONTENT_SAFETY, CODE_RATE, CODE_CONCURRENCY, CODE_IP_POLICY = 1300, 1301, 1302, 1303, 1304
-#: A 1303's wait when the answer names none: a job runs a minute or more, so sooner is no use.
-CONCURRENCY_WAIT = 30.0
 
 
 def _code_of(body: bytes | str) -> int | None:
@@ -369,10 +367,9 @@ def error_for_code(
             f"Kling API rate limit hit ({where}){about}: {said}", retry_after=wait, **common
         )
     if code == CODE_CONCURRENCY:
-        wait = parse_retry_after(retry_after)
         return KlingConcurrencyLimitError(
             f"Kling runs as many jobs as the account's plan allows ({where}): {said}. No job was created.",
-            retry_after=CONCURRENCY_WAIT if wait is None else wait,
+            retry_after=parse_retry_after(retry_after),
             **common,
         )
     if code in (CODE_BAD_METHOD, CODE_NOT_FOUND) and task_id is not None:
