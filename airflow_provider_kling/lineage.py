@@ -23,12 +23,13 @@ FACET_KEY = "kling_generation"
 class KlingGenerationRunFacet(RunFacet):
     """How a video was made. ``prompt`` only when the task opted in: prompts can be confidential.
 
-    :param model: the vendor's model.
+    :param model: the vendor's model (``kling-2.6`` on UlazAI's API, the ``model_name`` on Kling's own).
     :param mode: ``text_to_video`` or ``image_to_video``.
     :param duration: the video's length in seconds.
     :param sound: whether it was generated with sound.
     :param aspectRatio: the aspect ratio asked for, if any.
-    :param creditsUsed: what the generation cost.
+    :param creditsUsed: what the generation cost, in ``creditUnit``.
+    :param creditUnit: ``credits`` (UlazAI's API) or ``units`` (Kling's own).
     :param vendorTaskId: the vendor's task_id for the job.
     :param prompt: the prompt, when ``openlineage_include_prompt`` is set.
     """
@@ -38,9 +39,10 @@ class KlingGenerationRunFacet(RunFacet):
     duration: int
     sound: bool
     aspectRatio: str | None
-    creditsUsed: int | None
+    creditsUsed: float | None
     vendorTaskId: str
     prompt: str | None = None
+    creditUnit: str = "credits"
 
 
 def dataset_at(url: str) -> Dataset:
@@ -65,7 +67,7 @@ def lineage_of(
     if result.get("path"):
         lineage.outputs.append(dataset_at(result["path"]))
     lineage.run_facets[FACET_KEY] = KlingGenerationRunFacet(
-        model=MODEL,
+        model=request.model_name or MODEL,
         mode=request.generation_mode.value,
         duration=int(result["duration"] or request.duration),
         sound=request.sound,
@@ -73,5 +75,6 @@ def lineage_of(
         creditsUsed=result["credits_used"],
         vendorTaskId=result["task_id"],
         prompt=request.prompt if include_prompt else None,
+        creditUnit=request.dialect.credit_unit,
     )
     return lineage

@@ -22,7 +22,8 @@ F = TypeVar("F", bound=Callable[..., None])
 
 #: Generations the vendor accepted (counter).
 SUBMITTED = "kling.generation.submitted"
-#: Credits the accepted generations cost (counter, incremented by each one's credits).
+#: Credits the accepted generations cost (counter, incremented by each one's credits, tagged
+#: ``unit``: UlazAI's whole credits at the submit, Kling's own API's decimal units when a job ends).
 CREDITS_USED = "kling.generation.credits_used"
 #: The account's credits after the latest submit on the connection (gauge).
 CREDITS_REMAINING = "kling.account.credits_remaining"
@@ -70,13 +71,15 @@ def task_tags(conn_id: str, task_instance: Any) -> dict[str, str]:
 
 
 @_never_fails
-def submitted(tags: dict[str, str], credits_used: int | None, credits_remaining: int | None) -> None:
+def submitted(
+    tags: dict[str, str], credits_used: float | None, credits_remaining: float | None, unit: str
+) -> None:
     stats = _stats()
     stats.incr(SUBMITTED, tags=tags)
     if credits_used is not None and credits_used >= 0:  # a counter only grows
-        stats.incr(CREDITS_USED, count=credits_used, tags=tags)
+        stats.incr(CREDITS_USED, count=credits_used, tags=tags | {"unit": unit})
     if credits_remaining is not None:
-        stats.gauge(CREDITS_REMAINING, credits_remaining, tags={"conn_id": tags["conn_id"]})
+        stats.gauge(CREDITS_REMAINING, credits_remaining, tags={"conn_id": tags["conn_id"], "unit": unit})
 
 
 @_never_fails
@@ -90,6 +93,9 @@ def wait_ended(tags: dict[str, str], event: dict[str, Any], submitted_at: float 
         stats.timing(GENERATION_TIME, timedelta(seconds=max(now - submitted_at, 0)), tags=tags)
     if event.get("seen_late") is not None:
         stats.timing(DETECTION_LAG, timedelta(seconds=event["seen_late"]), tags=tags)
+    status = event.get("result") or {}
+    if status.get("charged"):  # an API that charges when the job ends, and says what
+        stats.incr(CREDITS_USED, count=status["charged"], tags=tags | {"unit": status["charge_unit"]})
 
 
 @_never_fails

@@ -80,8 +80,8 @@ def test_statsd_receives_the_generations_credits_polls_and_times(
     tags = f"conn_id=kling_default,dag_id={DAG_ID},task_id={TASK_ID}"
     expected = [
         f"airflow.kling.generation.submitted,{tags}",  # from the worker
-        f"airflow.kling.generation.credits_used,{tags}",
-        "airflow.kling.account.credits_remaining,conn_id=kling_default",
+        f"airflow.kling.generation.credits_used,{tags},unit=credits",
+        "airflow.kling.account.credits_remaining,conn_id=kling_default,unit=credits",
         f"airflow.kling.generation.wait_ended,{tags},outcome=success",  # from the triggerer
         f"airflow.kling.generation.status_polls,{tags}",
         f"airflow.kling.generation.duration,{tags}",
@@ -93,8 +93,12 @@ def test_statsd_receives_the_generations_credits_polls_and_times(
         received = statsd.kling()
         assert set(expected) <= received.keys(), f"missing {set(expected) - received.keys()} of {received}"
     assert received[f"airflow.kling.generation.submitted,{tags}"] == "1|c"
-    assert received[f"airflow.kling.generation.credits_used,{tags}"] == f"{job['credits_used']}|c"
-    assert received["airflow.kling.account.credits_remaining,conn_id=kling_default"].endswith("|g")
+    assert (
+        received[f"airflow.kling.generation.credits_used,{tags},unit=credits"] == f"{job['credits_used']}|c"
+    )
+    assert received["airflow.kling.account.credits_remaining,conn_id=kling_default,unit=credits"].endswith(
+        "|g"
+    )
     polls, kind = received[f"airflow.kling.generation.status_polls,{tags}"].split("|")
     assert int(polls) == len(job["status_polls"]) and kind == "c"
     assert received[f"airflow.kling.generation.duration,{tags}"].endswith("|ms")

@@ -437,3 +437,48 @@ def test_the_list_is_read_to_its_end_to_find_an_old_job(
     found = hook.find_job("take-5", GenerationMode.TEXT_TO_VIDEO)
     assert found is not None and found.task_id == first.task_id
     assert hook.find_job("take-never", GenerationMode.TEXT_TO_VIDEO) is None
+
+
+# -- Money in units ----------------------------------------------------------------------------------
+
+
+class RecordedStats:
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, float, dict[str, str]]] = []
+
+    def incr(self, name: str, count: float = 1, tags: dict[str, str] | None = None) -> None:
+        self.counted.append((name, count, tags or {}))
+
+    def timing(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def test_a_finished_jobs_charge_is_counted_in_units_when_its_wait_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_kling import metrics
+    from airflow_provider_kling.core.waiting import WaitOutcome, wait_event
+
+    stats = RecordedStats()
+    monkeypatch.setattr(metrics, "_stats", lambda: stats)
+    body = {
+        "data": {
+            "task_id": "t",
+            "task_status": "succeed",
+            "final_unit_deduction": "2.5",
+            "task_result": {"videos": [{"url": "https://cdn.example.com/t.mp4", "duration": "5.042"}]},
+        }
+    }
+    status = DIALECT.read_status(body, "t")
+    event = wait_event(WaitOutcome.SUCCESS, "t", "ready", status=status)
+    metrics.wait_ended({"conn_id": "kling_default"}, event, None, time.time())
+    assert (metrics.CREDITS_USED, 2.5, {"conn_id": "kling_default", "unit": "units"}) in stats.counted
+
+
+def test_the_lineage_facet_names_the_model_and_the_unit() -> None:
+    pytest.importorskip("airflow.providers.openlineage")
+    from airflow_provider_kling.lineage import FACET_KEY, lineage_of
+
+    result = {"task_id": "t", "duration": 5, "credits_used": 2.5}
+    facet = lineage_of(request(mode="pro"), result, include_prompt=False).run_facets[FACET_KEY]
+    assert (facet.model, facet.creditsUsed, facet.creditUnit) == ("kling-v2-6", 2.5, "units")

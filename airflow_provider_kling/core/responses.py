@@ -191,8 +191,10 @@ class JobStatus:
     video_url: str | None = None
     duration: int | None = None
     has_audio: bool | None = None
-    #: What the job was charged, where the status says it (Kling's own API, once the job ended).
+    #: What the job was charged, where the status says it (Kling's own API, once the job ended),
+    #: and in what (its API's unit).
     charged: float | None = None
+    charge_unit: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form, e.g. for XCom or a trigger event."""

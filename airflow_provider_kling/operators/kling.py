@@ -445,7 +445,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                 submitted.credits_remaining,
             )
         tags = metrics.task_tags(self.kling_conn_id, context["ti"])
-        metrics.submitted(tags, submitted.credits_used, submitted.credits_remaining)
+        metrics.submitted(tags, submitted.credits_used, submitted.credits_remaining, dialect.credit_unit)
         return submission.to_json()
 
     def _external_task_id(

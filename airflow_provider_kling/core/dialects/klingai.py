@@ -279,6 +279,7 @@ def read_task(data: dict[str, Any], task_id: str, http_status: int | None) -> Jo
         duration=round(seconds) if seconds is not None else None,
         message=str(message) if message else None,
         charged=_decimal(data.get("final_unit_deduction")),
+        charge_unit=KlingAI.credit_unit,
         extra={k: v for k, v in data.items() if k not in known},
     )
 
