@@ -482,3 +482,19 @@ def test_the_lineage_facet_names_the_model_and_the_unit() -> None:
     result = {"task_id": "t", "duration": 5, "credits_used": 2.5}
     facet = lineage_of(request(mode="pro"), result, include_prompt=False).run_facets[FACET_KEY]
     assert (facet.model, facet.creditsUsed, facet.creditUnit) == ("kling-v2-6", 2.5, "units")
+
+
+def test_a_sensor_told_the_mode_reads_one_path_a_poke_and_one_not_told_asks_each(
+    emulator: KlingEmulator,
+) -> None:
+    from airflow_provider_kling.sensors.kling import KlingStatusSensor
+
+    task_id = quick_hook().submit(request(image_urls=[IMAGE])).task_id
+    told = KlingStatusSensor(task_id="told", kling_task_id=task_id, generation_mode="image_to_video")
+    told.hook = quick_hook()
+    told.poke({})
+    assert emulator.stats()["responses"]["status"] == {"200": 1}
+    untold = KlingStatusSensor(task_id="untold", kling_task_id=task_id)
+    untold.hook = quick_hook()
+    untold.poke({})
+    assert emulator.stats()["responses"]["status"] == {"200": 2, "404": 1}  # text2video first: not there

@@ -25,6 +25,9 @@ from deployment import Deployment, airflow_env, connection_env, free_port, stop,
 
 DAGS = Path(__file__).resolve().parent / "restart_dags"
 API_KEY = "restart-test-key"
+ACCESS_KEY = "restart-test-access-key"
+#: The DAG id suffix of each API's restart cases (restart_dags/kling_restart_cases.py).
+SUFFIX = {"ulazai": "", "klingai": "_klingai"}
 
 #: The first test waits for its real Airflow to start too: on a machine running two suites at once,
 #: that and the test took more than the default 300 s (as in the production-shaped tests).
@@ -32,39 +35,39 @@ pytestmark = pytest.mark.timeout(900)
 
 
 class Restarts(Deployment):
-    """The harness's deployment with the emulator as one of its processes (restartable on its port,
-    keeping its jobs in a state file), and the questions the tests ask of its database."""
+    """The harness's deployment with an emulator of each API as one of its processes (restartable on
+    its port, keeping its jobs in a state file), and the questions the tests ask of its database."""
 
-    def __init__(self, home: Path, env: dict[str, str], emulator_port: int) -> None:
+    def __init__(self, home: Path, env: dict[str, str], emulator_ports: dict[str, int]) -> None:
         super().__init__(home, env)
-        self.emulator_port = emulator_port
-        self.state_file = home / "emulator-state.json"
+        self.emulator_ports = emulator_ports
 
-    def start_emulator(self) -> None:
+    def start_emulator(self, api: str = "ulazai") -> None:
         self.start(
-            "emulator", sys.executable, "-m", "airflow_provider_kling.emulator",
-            "--port", str(self.emulator_port), "--speed", "6",
-            "--api-key", API_KEY, "--state-file", str(self.state_file),
+            f"emulator{SUFFIX[api]}", sys.executable, "-m", "airflow_provider_kling.emulator",
+            "--port", str(self.emulator_ports[api]), "--speed", "6", "--api", api,
+            "--api-key", API_KEY, "--access-key", ACCESS_KEY,
+            "--state-file", str(self.home / f"emulator-state{SUFFIX[api]}.json"),
         )  # fmt: skip
-        wait_until(lambda: self.emulator("stats") is not None, 30, "the emulator to answer")
+        wait_until(lambda: self.emulator("stats", api) is not None, 30, "the emulator to answer")
 
-    def emulator(self, route: str) -> Any:
+    def emulator(self, route: str, api: str = "ulazai") -> Any:
         try:
-            return requests.get(self._control_url(route), timeout=5).json()
+            return requests.get(self._control_url(route, api), timeout=5).json()
         except requests.RequestException:
             return None
 
-    def hold(self, count: int) -> None:
+    def hold(self, count: int, api: str = "ulazai") -> None:
         """Keep the next ``count`` jobs running until :meth:`release`: what a test does to a wait then
         finds it waiting, however slowly a loaded machine gets there."""
-        held = requests.post(self._control_url("hold"), json={"count": count}, timeout=5)
+        held = requests.post(self._control_url("hold", api), json={"count": count}, timeout=5)
         assert held.status_code == 201, held.text
 
-    def release(self) -> None:
-        requests.post(self._control_url("release"), timeout=5).raise_for_status()
+    def release(self, api: str = "ulazai") -> None:
+        requests.post(self._control_url("release", api), timeout=5).raise_for_status()
 
-    def _control_url(self, route: str) -> str:
-        return f"http://127.0.0.1:{self.emulator_port}/_emulator/{route}"
+    def _control_url(self, route: str, api: str) -> str:
+        return f"http://127.0.0.1:{self.emulator_ports[api]}/_emulator/{route}"
 
     def task_states(self, dag_id: str, run_id: str) -> list[str | None]:
         """The states of the run's task instances, in map index order."""
@@ -82,8 +85,8 @@ class Restarts(Deployment):
     def trigger_run(self, dag_id: str) -> str:
         return self.trigger(dag_id, self.has_dag)
 
-    def jobs_for(self, prompt: str) -> list[dict[str, Any]]:
-        return [job for job in self.emulator("jobs") or [] if job["request"]["prompt"] == prompt]
+    def jobs_for(self, prompt: str, api: str = "ulazai") -> list[dict[str, Any]]:
+        return [job for job in self.emulator("jobs", api) or [] if job["request"]["prompt"] == prompt]
 
     def task_process_runs(
         self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
@@ -117,14 +120,21 @@ class Restarts(Deployment):
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
     home = tmp_path_factory.mktemp("restart-airflow-home")
-    emulator_port = free_port()
-    env = airflow_env(home, DAGS, free_port()) | connection_env(f"http://127.0.0.1:{emulator_port}", API_KEY)
+    ports = {"ulazai": free_port(), "klingai": free_port()}
+    env = (
+        airflow_env(home, DAGS, free_port())
+        | connection_env(f"http://127.0.0.1:{ports['ulazai']}", API_KEY)
+        | connection_env(
+            f"http://127.0.0.1:{ports['klingai']}", API_KEY, "kling_klingai", ACCESS_KEY, job_seconds="10-15"
+        )
+    )
     env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
     env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"  # the REST API needs no token
-    running = Restarts(home, env, emulator_port)
+    running = Restarts(home, env, ports)
     try:
         running.cli("db", "migrate")
-        running.start_emulator()
+        running.start_emulator("ulazai")
+        running.start_emulator("klingai")
         for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
             running.start_airflow(component, component)
         running.wait_for_api()
@@ -133,85 +143,83 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarts]:
         running.stop()
 
 
-def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(deployment: Restarts) -> None:
-    deployment.hold(3)
-    run_id = deployment.trigger_run("restart_deferred")
-    wait_until(
-        lambda: deployment.task_states("restart_deferred", run_id) == ["deferred"] * 3, 120, "deferrals"
-    )
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
+def test_killing_the_triggerer_while_deferred_loses_nothing_and_pays_once(
+    deployment: Restarts, api: str
+) -> None:
+    dag_id = f"restart_deferred{SUFFIX[api]}"
+    deployment.hold(3, api)
+    run_id = deployment.trigger_run(dag_id)
+    wait_until(lambda: deployment.task_states(dag_id, run_id) == ["deferred"] * 3, 120, "deferrals")
     deployment.kill("triggerer")
     time.sleep(3)
     deployment.start_airflow("triggerer", "triggerer")
-    deployment.release()
-    wait_until(
-        lambda: deployment.run_state("restart_deferred", run_id) in ("success", "failed"), 180, "the run"
+    deployment.release(api)
+    wait_until(lambda: deployment.run_state(dag_id, run_id) in ("success", "failed"), 180, "the run")
+    assert deployment.task_states(dag_id, run_id) == ["success"] * 3, task_logs_of(
+        deployment.home, dag_id, run_id
     )
-    assert deployment.task_states("restart_deferred", run_id) == ["success"] * 3, task_logs_of(
-        deployment.home, "restart_deferred", run_id
-    )
-    assert [len(deployment.jobs_for(f"triggerer restart {n}")) for n in range(3)] == [1, 1, 1]
+    assert [len(deployment.jobs_for(f"triggerer restart {n}", api)) for n in range(3)] == [1, 1, 1]
 
 
-def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Restarts) -> None:
-    deployment.hold(1)  # the job outlives the wait
-    run_id = deployment.trigger_run("restart_deadline")
-    wait_until(lambda: deployment.task_states("restart_deadline", run_id) == ["deferred"], 120, "deferral")
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
+def test_a_triggerer_restart_does_not_extend_the_deadline(deployment: Restarts, api: str) -> None:
+    dag_id = f"restart_deadline{SUFFIX[api]}"
+    deployment.hold(1, api)  # the job outlives the wait
+    run_id = deployment.trigger_run(dag_id)
+    wait_until(lambda: deployment.task_states(dag_id, run_id) == ["deferred"], 120, "deferral")
     deployment.kill("triggerer")
     time.sleep(4)
     restarted_at = time.time()
     deployment.start_airflow("triggerer", "triggerer")
-    wait_until(
-        lambda: deployment.run_state("restart_deadline", run_id) in ("success", "failed"), 180, "the run"
-    )
-    assert deployment.task_states("restart_deadline", run_id) == ["failed"]
+    wait_until(lambda: deployment.run_state(dag_id, run_id) in ("success", "failed"), 180, "the run")
+    assert deployment.task_states(dag_id, run_id) == ["failed"]
     # The wait had 6 s from its deferral and 4 of them passed while the triggerer was down, so the
     # restarted trigger stops polling within about 2 s; one whose clock restarted would poll for 6 s.
-    [job] = deployment.jobs_for("deadline")
+    [job] = deployment.jobs_for("deadline", api)
     assert all(poll < restarted_at + 3 for poll in job["status_polls"]), (restarted_at, job["status_polls"])
 
 
-def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Restarts) -> None:
-    deployment.hold(1)
-    run_id = deployment.trigger_run("restart_worker")
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
+def test_killing_the_task_mid_wait_retries_onto_the_same_job(deployment: Restarts, api: str) -> None:
+    dag_id = f"restart_worker{SUFFIX[api]}"
+    deployment.hold(1, api)
+    run_id = deployment.trigger_run(dag_id)
     wait_until(
-        lambda: any(job["status_polls"] for job in deployment.jobs_for("worker killed")), 120, "polling"
+        lambda: any(job["status_polls"] for job in deployment.jobs_for("worker killed", api)), 120, "polling"
     )
     [(pid,)] = deployment.query(
-        "SELECT pid FROM task_instance WHERE dag_id = 'restart_worker' AND run_id = ?", run_id
+        "SELECT pid FROM task_instance WHERE dag_id = ? AND run_id = ?", dag_id, run_id
     )
     assert pid, "the running task instance records its process id"
     os.kill(pid, signal.SIGKILL)
-    deployment.release()
-    wait_until(
-        lambda: deployment.run_state("restart_worker", run_id) in ("success", "failed"), 180, "the run"
-    )
-    assert deployment.run_state("restart_worker", run_id) == "success", task_logs_of(
-        deployment.home, "restart_worker", run_id
-    )
+    deployment.release(api)
+    wait_until(lambda: deployment.run_state(dag_id, run_id) in ("success", "failed"), 180, "the run")
+    assert deployment.run_state(dag_id, run_id) == "success", task_logs_of(deployment.home, dag_id, run_id)
     [(try_number,)] = deployment.query(
-        "SELECT try_number FROM task_instance WHERE dag_id = 'restart_worker' AND run_id = ?", run_id
+        "SELECT try_number FROM task_instance WHERE dag_id = ? AND run_id = ?", dag_id, run_id
     )
     assert try_number == 2
-    assert len(deployment.jobs_for("worker killed")) == 1
+    assert len(deployment.jobs_for("worker killed", api)) == 1
 
 
-def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Restarts) -> None:
-    deployment.hold(1)  # held in the state file too
-    run_id = deployment.trigger_run("restart_emulator")
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
+def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Restarts, api: str) -> None:
+    dag_id = f"restart_emulator{SUFFIX[api]}"
+    deployment.hold(1, api)  # held in the state file too
+    run_id = deployment.trigger_run(dag_id)
     wait_until(
-        lambda: any(job["status_polls"] for job in deployment.jobs_for("emulator restart")), 120, "polling"
+        lambda: any(job["status_polls"] for job in deployment.jobs_for("emulator restart", api)),
+        120,
+        "polling",
     )
-    stop(deployment.processes["emulator"])  # a clean stop saves the jobs to the state file
+    stop(deployment.processes[f"emulator{SUFFIX[api]}"])  # a clean stop saves the jobs to the state file
     time.sleep(2)
-    deployment.start_emulator()
-    deployment.release()
-    wait_until(
-        lambda: deployment.run_state("restart_emulator", run_id) in ("success", "failed"), 180, "the run"
-    )
-    assert deployment.run_state("restart_emulator", run_id) == "success", task_logs_of(
-        deployment.home, "restart_emulator", run_id
-    )
-    assert len(deployment.jobs_for("emulator restart")) == 1
+    deployment.start_emulator(api)
+    deployment.release(api)
+    wait_until(lambda: deployment.run_state(dag_id, run_id) in ("success", "failed"), 180, "the run")
+    assert deployment.run_state(dag_id, run_id) == "success", task_logs_of(deployment.home, dag_id, run_id)
+    assert len(deployment.jobs_for("emulator restart", api)) == 1
 
 
 def test_a_deferrable_generation_takes_one_task_process_run(deployment: Restarts) -> None:

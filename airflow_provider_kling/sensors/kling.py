@@ -18,6 +18,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_kling import DEFAULT_CONN_ID
 from airflow_provider_kling.core.errors import KlingError, is_transient
+from airflow_provider_kling.core.request import GenerationMode
 from airflow_provider_kling.core.waiting import (
     TASK_ENDED_EVENT,
     KlingWaitTimeoutError,
@@ -61,6 +62,9 @@ class KlingStatusSensor(BaseSensorOperator):
 
     :param kling_task_id: (templated) the vendor task_id to wait for.
     :param kling_conn_id: the Airflow connection (type ``kling``) to the API.
+    :param generation_mode: the job's mode, ``"text_to_video"`` or ``"image_to_video"``, where the API
+        reads each mode's jobs at a path of its own (Kling's own API): each read then asks one path.
+        Unset, each read asks the paths in turn.
     :param deferrable: wait in the triggerer, holding no worker slot (default
         ``[operators] default_deferrable``).
     :param start_from_trigger: with ``deferrable``, start in the triggerer, which renders
@@ -81,6 +85,7 @@ class KlingStatusSensor(BaseSensorOperator):
         *,
         kling_task_id: str,
         kling_conn_id: str = DEFAULT_CONN_ID,
+        generation_mode: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         start_from_trigger: bool = False,
         poke_interval: float | timedelta = 10.0,
@@ -89,6 +94,7 @@ class KlingStatusSensor(BaseSensorOperator):
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.kling_task_id = kling_task_id
         self.kling_conn_id = kling_conn_id
+        self.generation_mode = GenerationMode(generation_mode) if generation_mode else None
         self.deferrable = deferrable
         if start_from_trigger and deferrable and isinstance(kling_task_id, str):
             self._start_in_triggerer(kling_task_id)
@@ -102,6 +108,7 @@ class KlingStatusSensor(BaseSensorOperator):
             deadline=deadline,
             poll_interval=self.poke_interval,
             kling_conn_id=self.kling_conn_id,
+            generation_mode=self.generation_mode.value if self.generation_mode else None,
             **trigger_ending(self, ti, log),
         )
 
@@ -164,7 +171,9 @@ class KlingStatusSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         try:
-            status = self.hook.get_status(self.kling_task_id, timeout=self._time_left())
+            status = self.hook.get_status(
+                self.kling_task_id, timeout=self._time_left(), generation_mode=self.generation_mode
+            )
         except KlingError as error:
             if is_transient(error):
                 self.log.warning("Kling status unavailable, poking again later: %s", error)
@@ -187,7 +196,8 @@ class KlingStatusSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: Any) -> Any:
         try:
             if event == TASK_ENDED_EVENT:  # the trigger ended the task, and dag.test() resumed it
-                return self._video(self.hook.get_status(self.kling_task_id).as_dict())
+                status = self.hook.get_status(self.kling_task_id, generation_mode=self.generation_mode)
+                return self._video(status.as_dict())
             return self._video(result_from_event(event))
         except KlingWaitTimeoutError as timeout:
             raise AirflowSensorTimeout(str(timeout)) from timeout

@@ -18,27 +18,44 @@ def case(dag_id: str) -> DAG:
     return DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
 
 
-with case("restart_deferred"):
-    KlingGenerateOperator.partial(task_id="generate", deferrable=True, poll_interval=1).expand(
-        prompt=[f"triggerer restart {n}" for n in range(3)]
-    )
+# The restarts of each API: UlazAI's through kling_default, Kling's own through kling_klingai (its
+# DAG ids end in _klingai), each with an emulator of its own.
+for suffix, conn_id in (("", "kling_default"), ("_klingai", "kling_klingai")):
+    with case(f"restart_deferred{suffix}"):
+        KlingGenerateOperator.partial(
+            task_id="generate", deferrable=True, poll_interval=1, kling_conn_id=conn_id
+        ).expand(prompt=[f"triggerer restart {n}" for n in range(3)])
 
-with case("restart_deadline"):
-    # The job takes 10-15 s; the wait gives up 6 s after deferring, whatever happens to the triggerer.
-    KlingGenerateOperator(task_id="generate", prompt="deadline", deferrable=True, poll_interval=1, timeout=6)
+    with case(f"restart_deadline{suffix}"):
+        # The job takes 10-15 s; the wait gives up 6 s after deferring, whatever happens to the triggerer.
+        KlingGenerateOperator(
+            task_id="generate",
+            prompt="deadline",
+            deferrable=True,
+            poll_interval=1,
+            timeout=6,
+            kling_conn_id=conn_id,
+        )
 
-with case("restart_worker"):
-    KlingGenerateOperator(
-        task_id="generate",
-        prompt="worker killed",
-        deferrable=False,
-        poll_interval=1,
-        retries=1,
-        retry_delay=timedelta(seconds=1),
-    )
+    with case(f"restart_worker{suffix}"):
+        KlingGenerateOperator(
+            task_id="generate",
+            prompt="worker killed",
+            deferrable=False,
+            poll_interval=1,
+            retries=1,
+            retry_delay=timedelta(seconds=1),
+            kling_conn_id=conn_id,
+        )
 
-with case("restart_emulator"):
-    KlingGenerateOperator(task_id="generate", prompt="emulator restart", deferrable=True, poll_interval=1)
+    with case(f"restart_emulator{suffix}"):
+        KlingGenerateOperator(
+            task_id="generate",
+            prompt="emulator restart",
+            deferrable=True,
+            poll_interval=1,
+            kling_conn_id=conn_id,
+        )
 
 with case("one_task_start"):
     KlingGenerateOperator(task_id="generate", prompt="one task start", deferrable=True, poll_interval=1)
