@@ -33,12 +33,16 @@ TESTS = Path(__file__).resolve().parent
 BUNDLES = {
     "kling_examples": TESTS.parent / "example_dags",
     "kling_task_end_cases": TESTS / "task_end_dags",
+    "kling_klingai_cases": TESTS / "klingai_dags",
 }
 #: The connection each folder's DAGs use, each to an emulator of its own, with a key no other part of
 #: the setup could produce (so finding it anywhere means it leaked).
 API_KEYS = {
-    conn_id: f"{conn_id}-secret-{uuid.uuid4().hex}" for conn_id in ("kling_default", "kling_task_end")
+    conn_id: f"{conn_id}-secret-{uuid.uuid4().hex}"
+    for conn_id in ("kling_default", "kling_task_end", "kling_klingai")
 }
+#: The connections to Kling's own API (the others are UlazAI's), with their Access Keys.
+ACCESS_KEYS = {"kling_klingai": f"kling_klingai-access-{uuid.uuid4().hex}"}
 #: The users (simple auth manager roles). The outsider may not see kling_review
 #: (tests/restricted_auth_manager.py); the reviewer answers its reviews.
 USERS = {"admin": "admin", "reviewer": "user", "outsider": "viewer"}
@@ -113,6 +117,13 @@ class Standalone(Deployment):
         return self.token(user, self.passwords[user])
 
 
+def api_options(conn_id: str) -> tuple[str, ...]:
+    """The emulator options of a connection to Kling's own API: that API, and the Access Key."""
+    if conn_id not in ACCESS_KEYS:
+        return ()
+    return ("--api", "klingai", "--access-key", ACCESS_KEYS[conn_id])
+
+
 @contextmanager
 def started(home: Path, statsd_port: int) -> Iterator[Standalone]:
     passwords = {user: f"{user}-{uuid.uuid4().hex[:12]}" for user in USERS}
@@ -129,7 +140,7 @@ def started(home: Path, statsd_port: int) -> Iterator[Standalone]:
         # found a hidden DAG's job id on a case's row.
         emulators = {
             conn_id: running.enter_context(
-                EmulatorProcess("--speed", "4", "--seed", str(seed), "--api-key", key)
+                EmulatorProcess("--speed", "4", "--seed", str(seed), "--api-key", key, *api_options(conn_id))
             )
             for seed, (conn_id, key) in enumerate(API_KEYS.items(), start=7)
         }
@@ -148,7 +159,8 @@ def started(home: Path, statsd_port: int) -> Iterator[Standalone]:
             "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
         }
         for conn_id, emulator in emulators.items():
-            env |= connection_env(emulator.url, API_KEYS[conn_id], conn_id)
+            access_key, job_seconds = ACCESS_KEYS.get(conn_id), "15-22.5" if conn_id in ACCESS_KEYS else None
+            env |= connection_env(emulator.url, API_KEYS[conn_id], conn_id, access_key, job_seconds)
         env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env["PYTHONPATH"]])  # the auth manager
         airflow = Standalone(home, env, passwords, emulators)
         running.callback(airflow.stop)

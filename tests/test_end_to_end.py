@@ -11,6 +11,7 @@ emulator while the task is deferred), and exactly one job is created.
 from __future__ import annotations
 
 import html
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -664,3 +665,55 @@ def test_the_api_key_appears_in_no_log_xcom_trigger_or_rendered_field(
     job = clip_job(emulator)
     assert any(job["task_id"] in path.read_text(errors="replace") for path in logs)
     assert job["task_id"] in repr(airflow.query(stored["xcom"]))
+
+
+# -- Kling's own API, in the same deployment (its own DAG folder, connection and emulator) ----------
+
+KLINGAI_DAG_ID = "klingai_text_to_video"
+#: How every token made for Kling's own API begins (its header, base64): in a log, a token leaked.
+TOKEN_HEADER = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
+
+
+@pytest.fixture(scope="module")
+def klingai_run(airflow: Standalone) -> str:
+    """A deferrable generation on Kling's own API, run to its end; its run id."""
+    run_id = airflow.trigger(KLINGAI_DAG_ID, airflow.has_dag, token=airflow.as_user("admin"))
+
+    def run_state() -> str | None:
+        rows = airflow.query(
+            "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", KLINGAI_DAG_ID, run_id
+        )
+        return rows[0][0] if rows else None
+
+    airflow.wait_for(lambda: run_state() in ("success", "failed"), 240, f"the {KLINGAI_DAG_ID} run to end")
+    assert run_state() == "success", task_logs_of(airflow.home, KLINGAI_DAG_ID, run_id)
+    return run_id
+
+
+def test_a_generation_on_kling_s_own_api_makes_one_job_and_returns_its_charge_in_units(
+    klingai_run: str, airflow: Standalone
+) -> None:
+    [job] = airflow.emulators["kling_klingai"].jobs()
+    [(value,)] = airflow.query(
+        "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = 'return_value'",
+        KLINGAI_DAG_ID,
+        klingai_run,
+        TASK_ID,
+    )
+    result = json.loads(value)
+    assert result["task_id"] == job["task_id"] and result["status"] == "succeed"
+    assert result["credits_used"] == 2.5 and job["external_task_id"].startswith("airflow-")
+
+
+def test_statsd_counts_the_charge_of_kling_s_own_api_in_units_when_the_job_ends(
+    klingai_run: str, statsd: StatsdListener
+) -> None:
+    name = f"airflow.kling.generation.credits_used,conn_id=kling_klingai,dag_id={KLINGAI_DAG_ID}"
+    wait_until(lambda: f"{name},task_id={TASK_ID},unit=units" in statsd.kling(), 30, "the charge's line")
+    assert statsd.kling()[f"{name},task_id={TASK_ID},unit=units"] == "2.5|c"
+
+
+def test_the_secret_key_and_its_tokens_are_in_no_log(klingai_run: str, airflow: Standalone) -> None:
+    logs = airflow.logs()
+    assert KLINGAI_DAG_ID in logs  # what was searched holds the run's logs
+    assert API_KEYS["kling_klingai"] not in logs and TOKEN_HEADER not in logs
