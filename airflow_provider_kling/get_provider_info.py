@@ -22,7 +22,7 @@ def get_provider_info() -> dict[str, Any]:
                 # without importing the hook. Airflow 3.1 ignores it and shows the plain form.
                 "conn-fields": {
                     "api": {
-                        "label": "API",
+                        "label": "Which Kling API",
                         "schema": {"type": "string", "enum": ["ulazai", "klingai"], "default": "ulazai"},
                         "description": "ulazai: UlazAI's Kling 2.6 API (password = API key). klingai: "
                         "Kling's own API (login = Access Key, password = Secret Key; Base URL default "

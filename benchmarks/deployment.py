@@ -409,6 +409,10 @@ def production_airflow(
             "AIRFLOW__CELERY__RESULT_BACKEND": database.url("db+postgresql+psycopg2"),
             "AIRFLOW__CORE__PARALLELISM": "16",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            # A killed worker's messages it had taken but not started go back to the queue after this
+            # (Redis's default is an hour, past any test's wait). No task here runs that long on a
+            # worker, so none is run twice by it.
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "60",
             "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
             # The tests and benchmarks drive it through the REST API as an admin, with no login.
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",

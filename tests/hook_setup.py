@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 both_apis = pytest.mark.parametrize("api", ["ulazai", "klingai"], indirect=True)
 
 
+def current_unit() -> str:
+    """The unit of the API the running test's requests are for (the ``api`` fixture's)."""
+    from airflow_provider_kling.core.dialects import DIALECTS
+    from airflow_provider_kling.core.request import GenerationRequest
+
+    return DIALECTS[GenerationRequest.__init__.__kwdefaults__["api"]].credit_unit
+
+
 def only_on(api: str) -> pytest.MarkDecorator:
     """Marks a test of a ``both_apis`` file as about one API's ways (its bodies, prices, paths)."""
     return pytest.mark.only_on(api)

@@ -548,7 +548,7 @@ def test_the_gallery_shows_each_generation_its_video_prompt_and_the_runs_credits
     # The approved take plays from the copy the review kept; both takes' credits count for the run.
     assert f'src="videos/{REVIEW_DAG}/{quote(reviewed_run["run_id"], safe="")}/publish_2/-1"' in text
     takes = review_jobs(emulator)
-    row = f"<td class='n'>2</td><td class='n'>{sum(job['credits_used'] for job in takes)}</td>"
+    row = f"<td class='n'>2</td><td class='n'>{sum(job['credits_used'] for job in takes)} credits</td>"
     assert row in text
 
 
@@ -717,3 +717,33 @@ def test_the_secret_key_and_its_tokens_are_in_no_log(klingai_run: str, airflow: 
     logs = airflow.logs()
     assert KLINGAI_DAG_ID in logs  # what was searched holds the run's logs
     assert API_KEYS["kling_klingai"] not in logs and TOKEN_HEADER not in logs
+
+
+@pytest.mark.parametrize("secret_key", ["right", "wrong"])
+def test_the_test_button_checks_kling_s_own_api_s_keys_without_spending(
+    airflow: Standalone, secret_key: str
+) -> None:
+    from standalone import ACCESS_KEYS
+
+    emulator = airflow.emulators["kling_klingai"]
+    before = emulator.stats()["jobs_created"]
+    form = {  # what the Add Connection form sends when its Test button is pressed
+        "connection_id": "kling_klingai_from_the_form",
+        "conn_type": "kling",
+        "host": emulator.url,
+        "login": ACCESS_KEYS["kling_klingai"],
+        "password": API_KEYS["kling_klingai"] if secret_key == "right" else "not-the-secret-key",
+        "extra": json.dumps({"api": "klingai"}),
+    }
+    answer = airflow.api("POST", "/api/v2/connections/test", airflow.as_user("admin"), json=form)
+    assert answer.status_code == 200, answer.text
+    if secret_key == "right":
+        assert answer.json() == {
+            "status": True,
+            "message": f"Connected to {emulator.url}: the Access Key and Secret Key were accepted "
+            "(no credits spent).",
+        }
+    else:
+        assert answer.json()["status"] is False and "code 1002" in answer.json()["message"]
+        assert "not-the-secret-key" not in answer.text
+    assert emulator.stats()["jobs_created"] == before

@@ -52,18 +52,25 @@ TAKE = Generation(
 )
 
 
-def render(*shown: Generation, spend: dict[tuple[str, str], int] | None = None) -> str:
+def render(*shown: Generation, spend: dict[tuple[str, str], dict[str, float]] | None = None) -> str:
     return page(list(shown), spend or {}, sorted({g.dag_id for g in shown}), None, None, None)
 
 
 def test_a_generation_shows_its_video_prompt_facts_and_links() -> None:
-    text = render(TAKE, spend={TAKE.run: 110})
+    text = render(TAKE, spend={TAKE.run: {"credits": 110}})
     assert '<video controls preload="metadata" src="https://cdn.example.com/v/abc.mp4">' in text
     assert "A fox in the snow" in text and "text_to_video · 5 s · silent · 55 credits · success" in text
     run = "manual__2026-12-02T03%3A00%3A00%2B00%3A00"
     assert f'href="../dags/videos/runs/{run}/tasks/generate"' in text
     assert f'href="../dags/videos/runs/{run}"' in text
-    assert "<td class='n'>1</td><td class='n'>110</td>" in text
+    assert "<td class='n'>1</td><td class='n'>110 credits</td>" in text
+
+
+def test_a_generation_on_kling_s_own_api_shows_its_charge_in_units_and_a_run_of_both_apis_each() -> None:
+    take = replace(TAKE, credits=2.5, unit="units")
+    text = render(take, spend={TAKE.run: {"credits": 55, "units": 2.5}})
+    assert "text_to_video · 5 s · silent · 2.5 units · success" in text
+    assert "<td class='n'>55 credits + 2.5 units</td>" in text
 
 
 def test_a_prompt_is_shown_as_text_never_as_markup() -> None:
@@ -214,7 +221,9 @@ def test_a_runs_generations_are_read_from_airflows_records_with_the_runs_spend(
     assert [g.map_index for g in shown] == [0, 1, 2]
     assert [g.video_url for g in shown] == [r["video_url"] for r in results]
     assert all(g.prompt and g.mode == "text_to_video" and g.state == "success" for g in shown)
-    assert spend[(dag_run.dag_id, dag_run.run_id)] == sum(job["credits_used"] for job in emulator.jobs())
+    assert spend[(dag_run.dag_id, dag_run.run_id)] == {
+        "credits": sum(job["credits_used"] for job in emulator.jobs())
+    }
 
 
 @pytest.mark.usefixtures("airflow_db")
@@ -230,7 +239,7 @@ def test_taskflow_generations_are_shown_with_the_request_their_function_returned
     [job] = emulator.jobs()
     [result] = xcoms(dag_run, "fields_clip")
     assert (shown.prompt, shown.duration, shown.video_url) == ("a heron", 10, result["video_url"])
-    assert spend[(dag_run.dag_id, dag_run.run_id)] == job["credits_used"]
+    assert spend[(dag_run.dag_id, dag_run.run_id)] == {"credits": job["credits_used"]}
 
 
 @pytest.mark.usefixtures("airflow_db")

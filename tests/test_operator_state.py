@@ -15,7 +15,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import AssetAlias
 from dag_runs import needs_task_state_store
-from hook_setup import both_apis, connect, only_on, quick_hook
+from hook_setup import both_apis, connect, current_unit, only_on, quick_hook
 from task_context import FakeStore, context_with, logged
 
 from airflow_provider_kling.core.dialects.ulazai import PRICES, PROMPT_DIRECTORY_DISCOUNT
@@ -410,8 +410,11 @@ def test_a_reattach_read_ends_within_the_operators_timeout(
 # -- The DAG run's credit limit: each generation's entry in the run's ledger (XCom kling_credits) ----
 
 
-def entry(spent: int = 0, pending: int = 0, sending: bool = False) -> dict[str, Any]:
-    return {"spent": spent, "pending": pending, "sending": sending}
+def entry(
+    spent: float = 0, pending: float = 0, sending: bool = False, unit: str | None = None
+) -> dict[str, Any]:
+    """A ledger entry as stored, in the unit of the test's API unless another is named."""
+    return {"spent": spent, "pending": pending, "sending": sending, "unit": unit or current_unit()}
 
 
 @only_on("ulazai")  # its prices
@@ -559,7 +562,8 @@ def test_a_failed_job_found_by_its_id_makes_the_take_go_on_under_the_next_id(
 @only_on("klingai")
 def test_a_run_credit_limit_counts_units_on_kling_s_own_api(emulator: KlingEmulator) -> None:
     context = context_with(FakeStore())
-    context["ti"].others = [entry(spent=1.5)]
+    # UlazAI's credits in the same run do not count against a limit in units: they do not add up.
+    context["ti"].others = [entry(spent=1.5, unit="units"), entry(spent=55, unit="credits")]
     with pytest.raises(AirflowFailException) as refused:
         operator(run_credit_limit=2.5).execute(context)
     assert "spent 1.5 units" in str(refused.value) and "estimate of 1.5 units" in str(refused.value)

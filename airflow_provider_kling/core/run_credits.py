@@ -41,9 +41,11 @@ class LedgerEntry:
     """The estimate of the submit it is about to make, if any."""
     sending: bool = False
     """Whether that submit goes ahead (it fit under the limit, or the task has none)."""
+    unit: str = "credits"
+    """What it counts: its API's unit (``credits`` on UlazAI's, ``units`` on Kling's own)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"spent": self.spent, "pending": self.pending, "sending": self.sending}
+        return {"spent": self.spent, "pending": self.pending, "sending": self.sending, "unit": self.unit}
 
     @classmethod
     def from_json(cls, stored: Any) -> LedgerEntry | None:
@@ -55,7 +57,10 @@ class LedgerEntry:
             return None
         if not _is_amount(spent) or not _is_amount(pending):
             return None
-        return cls(spent, pending, stored.get("sending") is True)
+        unit = stored.get("unit")  # none in an entry from a version that counted credits only
+        return cls(
+            spent, pending, stored.get("sending") is True, unit if isinstance(unit, str) else "credits"
+        )
 
 
 def _is_amount(value: Any) -> bool:
@@ -76,11 +81,13 @@ class Verdict(Enum):
     EXCEEDED = "exceeded"
 
 
-def judge(entries: Iterable[LedgerEntry], estimate: float, limit: float) -> tuple[Verdict, float]:
-    """Whether ``estimate`` more fits under ``limit``, given every entry of the run (the claimant's
-    own reservation among them), and the credits spent or being sent so far."""
+def judge(
+    entries: Iterable[LedgerEntry], estimate: float, limit: float, unit: str = "credits"
+) -> tuple[Verdict, float]:
+    """Whether ``estimate`` more fits under ``limit``, given every entry of the run in ``unit`` (the
+    claimant's own reservation among them), and what is spent or being sent so far."""
     committed = reserved = 0.0
-    for entry in entries:
+    for entry in (entry for entry in entries if entry.unit == unit):
         committed += entry.spent + (entry.pending if entry.sending else 0)
         reserved += 0 if entry.sending else entry.pending
     if committed + estimate > limit:
@@ -102,7 +109,8 @@ def claim(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Write this generation's entry as sending ``estimate`` on top of ``spent``, once it fits under
-    ``limit`` (None: no limit, nothing to check); raise KlingRunBudgetError when it cannot fit."""
+    ``limit`` (None: no limit, nothing to check); raise KlingRunBudgetError when it cannot fit. Only
+    the run's entries in ``unit`` count: a run may use both APIs, whose units do not add up."""
     if limit is None:
         ledger.write(LedgerEntry(spent, estimate, sending=True))
         return
@@ -110,7 +118,7 @@ def claim(
     while True:
         ledger.write(LedgerEntry(spent, estimate))
         try:
-            verdict, committed = judge(ledger.read(), estimate, limit)
+            verdict, committed = judge(ledger.read(), estimate, limit, unit)
         except BaseException:  # a reservation left behind would hold up the run's other generations
             ledger.write(LedgerEntry(spent))
             raise

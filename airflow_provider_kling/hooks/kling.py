@@ -568,7 +568,7 @@ class KlingHook(BaseHook):
             found = self.find_job(external_task_id, request.generation_mode, timeout=deadline.remaining())
             if found is not None:
                 self.log.warning(
-                    "The Kling submit's answer was lost (%s); found its job %s by external_task_id %s.",
+                    "The Kling submit's fate was unknown (%s); found its job %s by external_task_id %s.",
                     uncertain,
                     found.task_id,
                     external_task_id,
@@ -588,7 +588,12 @@ class KlingHook(BaseHook):
                 uncertain,
                 external_task_id,
             )
-        raise api.uncertain_submit(uncertain)
+        raise KlingSubmitUncertainError(
+            f"The Kling submit's fate is unknown ({uncertain}), and its external_task_id {external_task_id} "
+            f"was not found after {FIND_ROUNDS} tries. Nothing more was sent; a retry looks for the job "
+            "by that id again, and never makes a second one.",
+            http_status=uncertain.http_status,
+        ) from uncertain
 
     def _warn_if_credits_low(self, credits_remaining: int | None) -> None:
         threshold = self._settings.low_credit_warning

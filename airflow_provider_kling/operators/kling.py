@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -345,7 +346,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
                 "new Kling job, paying again, even if the previous try's job is still running; the DAG "
                 "run's credit ledger counts each earlier try at its estimate."
             )
-        self._ledger = _RunLedger(context["ti"], self._generation_task_ids())
+        self._ledger = _RunLedger(context["ti"], self._generation_task_ids(), self.hook.dialect.credit_unit)
         if paid := self._paid_so_far(self._stored(), context):
             # Airflow cleared this task instance's XComs as the try began: what it paid goes back in.
             self._ledger.write(LedgerEntry(paid))
@@ -830,14 +831,16 @@ class KlingKeepVideoOperator(BaseOperator):
 
 class _RunLedger:
     """The DAG run's credit ledger in XCom: each generation task instance writes its own entry
-    (key ``kling_credits``) and reads those of all the DAG's Kling generation tasks."""
+    (key ``kling_credits``), in its API's ``unit``, and reads those of all the DAG's Kling generation
+    tasks."""
 
-    def __init__(self, ti: Any, task_ids: list[str]) -> None:
-        self._ti, self._task_ids = ti, task_ids
+    def __init__(self, ti: Any, task_ids: list[str], unit: str) -> None:
+        self._ti, self._task_ids, self._unit = ti, task_ids, unit
         self._written: LedgerEntry | None = None
 
     def write(self, entry: LedgerEntry) -> None:
         """Write this task instance's entry, unless it already says so."""
+        entry = replace(entry, unit=self._unit)
         if entry != self._written:
             self._ti.xcom_push(key=LEDGER_KEY, value=entry.to_json())
             self._written = entry

@@ -74,11 +74,13 @@ class Generation:
     mode: str | None
     duration: Any
     sound: bool | None
-    credits: int | None
+    credits: float | None
     video_url: str | None
     kept: tuple[str, int, str] | None
     """Where a copy of the video was kept: (task, map index) of the task instance that kept it (this
     one with ``output_path``, or a KlingKeepVideoOperator of the run), and the copy's path."""
+    unit: str = "credits"
+    """What ``credits`` counts: its API's unit, as its entry in the run's credit ledger says."""
 
     @property
     def run(self) -> tuple[str, str]:
@@ -227,6 +229,7 @@ def generations(
     rendered = _rendered_fields(session, dag_ids, {run_id for _, run_id in runs})
     # A @task.kling function's request: its rendered fields hold only a placeholder.
     returned = _xcoms(session, runs, REQUEST_KEY, (TASKFLOW_NAME,))
+    ledger = _xcoms(session, runs, LEDGER_KEY, GENERATORS)
     shown = []
     for ti, run_after in rows:
         key = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
@@ -235,7 +238,9 @@ def generations(
         request = returned.get(key)
         fields = request if isinstance(request, dict) else rendered.get(key) or {}
         kept = kept_copies.get((ti.dag_id, ti.run_id, result.get("task_id")))
-        shown.append(_generation(ti, run_after, result, fields, kept))
+        entry = LedgerEntry.from_json(ledger.get(key))
+        unit = entry.unit if entry is not None else "credits"
+        shown.append(_generation(ti, run_after, result, fields, kept, unit))
     return shown
 
 
@@ -292,6 +297,7 @@ def _generation(
     result: dict[str, Any],
     fields: dict[str, Any],
     kept: tuple[str, int, str] | None,
+    unit: str,
 ) -> Generation:
     """One card's facts: the request from the rendered fields, the outcome from the result."""
     return Generation(
@@ -309,6 +315,7 @@ def _generation(
         credits=result.get("credits_used"),
         video_url=_text(result.get("video_url")),
         kept=kept,
+        unit=unit,
     )
 
 
@@ -316,19 +323,31 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value and value != "None" else None
 
 
-def run_spend(session: Session, shown: list[Generation]) -> dict[tuple[str, str], float]:
-    """Credits spent by each shown generation's DAG run: the sum of its credit ledger, which counts
-    every generation of the run (refused and failed ones too); else the shown results' charges."""
+def run_spend(session: Session, shown: list[Generation]) -> dict[tuple[str, str], dict[str, float]]:
+    """What each shown generation's DAG run spent, by unit (a run may use both APIs): the sum of its
+    credit ledger, which counts every generation of the run (refused and failed ones too); else the
+    shown results' charges."""
     runs = {generation.run for generation in shown}
-    spent: dict[tuple[str, str], float] = {}
+    spent: dict[tuple[str, str], dict[str, float]] = {}
     for (dag_id, run_id, _, _), value in _xcoms(session, runs, LEDGER_KEY, GENERATORS).items():
         if (entry := LedgerEntry.from_json(value)) is not None:
-            charged = entry.spent + (entry.pending if entry.sending else 0)
-            spent[(dag_id, run_id)] = spent.get((dag_id, run_id), 0) + charged
+            units = spent.setdefault((dag_id, run_id), {})
+            units[entry.unit] = (
+                units.get(entry.unit, 0) + entry.spent + (entry.pending if entry.sending else 0)
+            )
     for generation in shown:
         if generation.run not in spent:
-            spent[generation.run] = sum(other.credits or 0 for other in shown if other.run == generation.run)
+            units = {}
+            for other in shown:
+                if other.run == generation.run:
+                    units[other.unit] = units.get(other.unit, 0) + (other.credits or 0)
+            spent[generation.run] = units
     return spent
+
+
+def _amounts(units: dict[str, float]) -> str:
+    """``55 credits``, ``2.5 units``, or both for a run that used both APIs."""
+    return " + ".join(f"{amount:g} {unit}" for unit, amount in sorted(units.items())) or "0"
 
 
 def create_app() -> FastAPI:
@@ -433,7 +452,7 @@ def _card(generation: Generation) -> str:
         generation.mode or "",
         f"{generation.duration} s" if generation.duration is not None else "",
         {True: "sound", False: "silent", None: ""}[generation.sound],
-        f"{generation.credits} credits" if generation.credits is not None else "",
+        f"{generation.credits:g} {generation.unit}" if generation.credits is not None else "",
         generation.state or "",
     ]
     return (
@@ -450,7 +469,7 @@ def _card(generation: Generation) -> str:
 
 def page(
     shown: list[Generation],
-    spend: dict[tuple[str, str], float],
+    spend: dict[tuple[str, str], dict[str, float]],
     dags: list[str],
     dag_id: str | None,
     since: date | None,
@@ -466,7 +485,7 @@ def page(
         f"<tr><td>{_e(dag)}</td><td><a target='_top' href='{_e(_ui_link(first, False))}'>{_e(run)}</a></td>"
         f"<td>{_e(first.run_after.date() if first.run_after else '')}</td>"
         f"<td class='n'>{sum(1 for g in shown if g.run == (dag, run))}</td>"
-        f"<td class='n'>{spend.get((dag, run), 0)}</td></tr>"
+        f"<td class='n'>{_e(_amounts(spend.get((dag, run), {})))}</td></tr>"
         for (dag, run), first in runs.items()
     )
     cards = "".join(_card(generation) for generation in shown) or "<p>No Kling generations to show.</p>"
@@ -481,7 +500,7 @@ def page(
   <button type="submit">Show</button>
 </form>
 <div class="grid">{cards}</div>
-<h2>Credits spent per DAG run</h2>
-<table><tr><th>DAG</th><th>run</th><th>date</th><th>generations shown</th><th>credits spent</th></tr>
+<h2>Spent per DAG run</h2>
+<table><tr><th>DAG</th><th>run</th><th>date</th><th>generations shown</th><th>spent</th></tr>
 {rows}</table>
 </body></html>"""
