@@ -23,10 +23,11 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "api": {
                         "label": "Which Kling API",
-                        "schema": {"type": "string", "enum": ["ulazai", "klingai"], "default": "ulazai"},
-                        "description": "ulazai: UlazAI's Kling 2.6 API (password = API key). klingai: "
-                        "Kling's own API (login = Access Key, password = Secret Key; Base URL default "
-                        "https://api-singapore.klingai.com).",
+                        # A text, as the other extras: with an enum, Airflow 3.3.2's form showed no label.
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Empty or ulazai: UlazAI's Kling 2.6 API (password = API key). "
+                        "klingai: Kling's own API (login = Access Key, password = Secret Key; Base URL "
+                        "default https://api-singapore.klingai.com).",
                     },
                     "low_credit_warning": {
                         "label": "Warn below credits",

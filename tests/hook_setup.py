@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +98,26 @@ def quick_hook(
     from airflow_provider_kling.hooks.kling import KlingHook
 
     return KlingHook(conn_id, status_retry_policy=retries, submit_retry_policy=retries, budgets=budgets)
+
+
+@contextmanager
+def one_slot_taken_for(
+    seconds: float, factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[KlingEmulator]:
+    """An emulator of Kling's own API, ``kling_default`` pointed at it, whose account may run one job
+    at a time: another task's job holds that slot for ``seconds`` (a 1303 asks to wait 0.5 s)."""
+    from airflow_provider_kling.core.request import GenerationRequest
+
+    emulator: KlingEmulator = factory(api="klingai", concurrency=1, retry_after=0.5)
+    connect(monkeypatch, emulator)
+    emulator.hold(1)
+    running = quick_hook().submit(GenerationRequest("another task's fox", api="klingai"))
+    releaser = threading.Timer(seconds, emulator.release, args=([running.task_id],))
+    releaser.start()
+    try:
+        yield emulator
+    finally:
+        releaser.cancel()
 
 
 def resolving(monkeypatch: pytest.MonkeyPatch, name: str, address: str) -> None:

@@ -5,16 +5,14 @@ The DAGs are in tests/dags/kling_operator_cases.py, one behaviour each.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 from airflow.utils.state import DagRunState, TaskInstanceState
 from dag_runs import HAS_TASK_STATE_STORE, needs_task_state_store, task_instance, xcoms
-from hook_setup import both_apis, connect, only_on, quick_hook
+from hook_setup import both_apis, connect, one_slot_taken_for, only_on
 
 from airflow_provider_kling.core.dialects.ulazai import PRICES
-from airflow_provider_kling.core.request import GenerationRequest
 from airflow_provider_kling.emulator import KlingEmulator
 
 pytestmark = [pytest.mark.usefixtures("airflow_db"), both_apis]
@@ -205,16 +203,8 @@ def test_a_deferred_generation_logs_no_error_on_its_way_to_success(
 def test_a_deferred_submit_refused_for_the_accounts_running_jobs_waits_in_the_triggerer_then_goes(
     case_dagbag: Any, kling_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulator = kling_emulator_factory(api="klingai", concurrency=1, retry_after=0.5)
-    connect(monkeypatch, emulator)
-    emulator.hold(1)
-    running = quick_hook().submit(GenerationRequest("another task's fox"))  # the account's one slot
-    releaser = threading.Timer(3.0, emulator.release, args=([running.task_id],))
-    releaser.start()
-    try:
+    with one_slot_taken_for(3.0, kling_emulator_factory, monkeypatch) as emulator:
         dag_run = run(case_dagbag, "case_deferrable_generate")
-    finally:
-        releaser.cancel()
     assert dag_run.state == DagRunState.SUCCESS
     assert task_instance(dag_run, "generate").try_number == 1  # no try failed for it
     assert emulator.stats()["jobs_created"] == 2

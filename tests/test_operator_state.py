@@ -7,7 +7,6 @@ which test_operator.py and test_end_to_end.py use) and the emulator as the API.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import AssetAlias
 from dag_runs import needs_task_state_store
-from hook_setup import both_apis, connect, current_unit, only_on, quick_hook
+from hook_setup import both_apis, connect, current_unit, one_slot_taken_for, only_on, quick_hook
 from task_context import FakeStore, context_with, logged
 
 from airflow_provider_kling.core.dialects.ulazai import PRICES, PROMPT_DIRECTORY_DISCOUNT
@@ -590,16 +589,8 @@ def test_a_field_kling_s_own_api_lacks_fails_the_task_before_sending(emulator: K
 def test_a_full_concurrency_limit_holds_the_submit_back_until_a_running_job_ends(
     kling_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    emulator = kling_emulator_factory(api="klingai", concurrency=1, retry_after=0.5)
-    connect(monkeypatch, emulator)
-    emulator.hold(1)
-    running = quick_hook().submit(GenerationRequest("another task's fox"))  # the account's one slot
-    releaser = threading.Timer(3.0, emulator.release, args=([running.task_id],))
-    releaser.start()
-    try:
+    with one_slot_taken_for(3.0, kling_emulator_factory, monkeypatch) as emulator:
         result = operator().execute(context_with(FakeStore()))
-    finally:
-        releaser.cancel()
     assert result["status"] == "succeed"
     assert "Submitting again in 0.5 s" in logged(capfd)
     assert emulator.stats()["jobs_created"] == 2
