@@ -747,3 +747,13 @@ def test_the_test_button_checks_kling_s_own_api_s_keys_without_spending(
         assert answer.json()["status"] is False and "code 1002" in answer.json()["message"]
         assert "not-the-secret-key" not in answer.text
     assert emulator.stats()["jobs_created"] == before
+
+
+def test_the_gallery_shows_a_generation_on_kling_s_own_api_with_its_charge_in_units(
+    klingai_run: str, airflow: Standalone
+) -> None:
+    [job] = airflow.emulators["kling_klingai"].jobs()
+    text = airflow.api("GET", WHOLE_GALLERY, airflow.as_user("admin")).text
+    assert f'src="{airflow.emulators["kling_klingai"].url}/_emulator/videos/{job["task_id"]}.mp4"' in text
+    assert "text_to_video · 5 s · 2.5 units · success" in text  # Kling's own API says nothing of sound
+    assert "<td class='n'>1</td><td class='n'>2.5 units</td>" in text

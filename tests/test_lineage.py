@@ -23,7 +23,7 @@ from hook_setup import connect
 from airflow_provider_kling.emulator import KlingEmulator
 from airflow_provider_kling.emulator.pytest_plugin import TEST_DEFAULTS
 
-#: The three generations run in the first test's set-up.
+#: The generations run in the first test's set-up.
 pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.timeout(600)]
 
 IMAGE_URL = "https://images.example.com/cats/tabby.png"
@@ -51,6 +51,10 @@ CASES: dict[str, Callable[[Path], str]] = {
     ),
     "prompt_asked": lambda folder: operator_task(
         prompt=prompt_of("prompt_asked"), openlineage_include_prompt=True
+    ),
+    # On Kling's own API, through a connection to an emulator speaking it.
+    "klingai": lambda folder: operator_task(
+        prompt=prompt_of("klingai"), mode="pro", kling_conn_id="kling_klingai", deferrable=True
     ),
     "taskflow": lambda folder: (
         f"""\
@@ -128,13 +132,16 @@ def run_with_lineage(folder: Path) -> dict[str, list[dict[str, Any]]]:
 def lineage(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) -> Lineage:
     folder = tmp_path_factory.mktemp("lineage")
     emulator = KlingEmulator(**TEST_DEFAULTS).start()
+    klingai = KlingEmulator(**TEST_DEFAULTS, api="klingai").start()
     try:
         with pytest.MonkeyPatch.context() as monkeypatch:
             connect(monkeypatch, emulator)
+            connect(monkeypatch, klingai, conn_id="kling_klingai")
             events = run_with_lineage(folder)
-        jobs = emulator.jobs()
+        jobs = emulator.jobs() + klingai.jobs()
     finally:
         emulator.stop()
+        klingai.stop()
     assert {case: len(completes) for case, completes in events.items()} == dict.fromkeys(CASES, 1)
     jobs_by_prompt = {job["request"]["prompt"]: job for job in jobs}
     assert len(jobs) == len(jobs_by_prompt) == len(CASES)  # one job for each generation
@@ -160,10 +167,18 @@ def test_a_finished_generation_reports_its_image_video_and_how_it_was_made(linea
         "duration": 5,
         "sound": False,
         "vendorTaskId": job["task_id"],
+        "creditUnit": "credits",
         # Before Airflow 3.3 a resumed task no longer knows its submit's answer (no task_state_store).
         **({"creditsUsed": job["credits_used"]} if HAS_TASK_STATE_STORE else {}),
     }  # OpenLineage leaves out what is None: no aspect ratio was asked for, and no prompt
     assert PROMPT not in json.dumps(complete)
+
+
+def test_a_generation_on_kling_s_own_api_reports_its_model_and_its_charge_in_units(lineage: Lineage) -> None:
+    facet = lineage.events["klingai"]["run"]["facets"]["kling_generation"]
+    assert (facet["model"], facet["creditUnit"]) == ("kling-v2-6", "units")
+    assert facet["creditsUsed"] == 2.5  # from the finished job's status: on every Airflow
+    assert facet["vendorTaskId"] == lineage.jobs["klingai"]["task_id"]
 
 
 def test_the_prompt_reaches_lineage_only_when_asked(lineage: Lineage) -> None:

@@ -430,7 +430,7 @@ def test_mapped_snippet_hands_report_a_sequence_of_result_dicts(
 
 # ---- The emulator -----------------------------------------------------------------------------------
 
-EMULATOR = readme_block("bash", "The emulator")
+EMULATOR = readme_block("bash", "The emulator", "--port 8088")
 
 
 def emulator_commands() -> dict[str, list[str]]:
