@@ -292,18 +292,25 @@ def test_creates_whose_answers_are_lost_are_found_by_their_external_task_id(prod
     assert logs.count("found its job") >= 4, logs[-5000:]
 
 
-def test_concurrent_mapped_generations_never_spend_past_the_runs_credit_limit(production: Production) -> None:
-    run_id = production.trigger("kling_budget")
-    production.wait_for_run("kling_budget", run_id, 600)
-    jobs = production.jobs_for("kling_budget")
-    states = [state for _, state, _ in production.task_instances("kling_budget", run_id)]
-    logs = task_logs_of(production.airflow.home, "kling_budget", run_id, tail=100_000)
-    # 5 x 55 = 275 credits fit under 300; a sixth would make 330.
+@pytest.mark.parametrize(
+    ("api", "spent", "limit", "estimate"),
+    # 5 x 55 = 275 credits fit under 300, a sixth would make 330; 5 x 1.5 = 7.5 units under 8.
+    [("ulazai", "275 credits", "300", "55 credits"), ("klingai", "7.5 units", "8", "1.5 units")],
+)
+def test_concurrent_mapped_generations_never_spend_past_the_runs_credit_limit(
+    production: Production, api: str, spent: str, limit: str, estimate: str
+) -> None:
+    dag_id = f"kling_budget{SUFFIX[api]}"
+    run_id = production.trigger(dag_id)
+    production.wait_for_run(dag_id, run_id, 600)
+    jobs = production.jobs_for(dag_id)
+    states = [state for _, state, _ in production.task_instances(dag_id, run_id)]
+    logs = task_logs_of(production.airflow.home, dag_id, run_id, tail=100_000)
     assert len(jobs) == 5 and set(jobs.values()) == {1}, jobs
     assert states.count("success") == 5 and states.count("failed") == 7, states
-    refusal = "spent 275 credits (those being submitted included) of its limit of 300"
-    assert logs.count(refusal) >= 7 and "estimate of 55 credits" in logs, logs[-5000:]
-    assert production.most_at_once("kling_budget", run_id) >= 2
+    refusal = f"spent {spent} (those being submitted included) of its limit of {limit}"
+    assert logs.count(refusal) >= 7 and f"estimate of {estimate}" in logs, logs[-5000:]
+    assert production.most_at_once(dag_id, run_id) >= 2
 
 
 def test_the_keys_and_tokens_are_in_no_table_and_no_log(production: Production) -> None:

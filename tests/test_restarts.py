@@ -222,49 +222,53 @@ def test_the_api_restarting_mid_wait_is_ridden_out(deployment: Restarts, api: st
     assert len(deployment.jobs_for("emulator restart", api)) == 1
 
 
-def test_a_deferrable_generation_takes_one_task_process_run(deployment: Restarts) -> None:
-    run_id = deployment.trigger_run("one_task_start")
-    assert deployment.finish("one_task_start", run_id) == "success"
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
+def test_a_deferrable_generation_takes_one_task_process_run(deployment: Restarts, api: str) -> None:
+    dag_id = f"one_task_start{SUFFIX[api]}"
+    run_id = deployment.trigger_run(dag_id)
+    assert deployment.finish(dag_id, run_id) == "success"
     # Submitted and deferred on a worker; the triggerer ended the task once the video was ready.
-    assert deployment.task_process_runs("one_task_start", run_id, "generate") == {1: 1}
-    [job] = deployment.jobs_for("one task start")
-    result = deployment.returned("one_task_start", run_id, "generate")
+    assert deployment.task_process_runs(dag_id, run_id, "generate") == {1: 1}
+    [job] = deployment.jobs_for("one task start", api)
+    result = deployment.returned(dag_id, run_id, "generate")
     assert (result["task_id"], result["credits_used"]) == (job["task_id"], job["credits_used"])
     assert result["video_url"].endswith(f"{job['task_id']}.mp4")
 
 
-def test_a_timeout_resumes_on_a_worker_and_the_retry_reattaches(deployment: Restarts) -> None:
-    deployment.hold(1)  # until the first try has timed out
-    run_id = deployment.trigger_run("resume_on_worker")
-    wait_until(
-        lambda: deployment.task_process_runs("resume_on_worker", run_id, "generate").get(2), 120, "a retry"
-    )
-    deployment.release()
-    state = deployment.finish("resume_on_worker", run_id)
-    assert state == "success", task_logs_of(deployment.home, "resume_on_worker", run_id)
-    runs = deployment.task_process_runs("resume_on_worker", run_id, "generate")
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
+def test_a_timeout_resumes_on_a_worker_and_the_retry_reattaches(deployment: Restarts, api: str) -> None:
+    dag_id = f"resume_on_worker{SUFFIX[api]}"
+    deployment.hold(1, api)  # until the first try has timed out
+    run_id = deployment.trigger_run(dag_id)
+    wait_until(lambda: deployment.task_process_runs(dag_id, run_id, "generate").get(2), 120, "a retry")
+    deployment.release(api)
+    state = deployment.finish(dag_id, run_id)
+    assert state == "success", task_logs_of(deployment.home, dag_id, run_id)
+    runs = deployment.task_process_runs(dag_id, run_id, "generate")
     last = max(runs)
     assert last >= 2, runs
     # Each timed-out try ran twice: its start, then its resumption on a worker to raise the timeout.
     # The last try reattached to the job, and either found its video or had the triggerer end it.
     assert runs == {**dict.fromkeys(range(1, last), 2), last: 1}
-    [job] = deployment.jobs_for("timeout then retry")
-    assert deployment.returned("resume_on_worker", run_id, "generate")["task_id"] == job["task_id"]
+    [job] = deployment.jobs_for("timeout then retry", api)
+    assert deployment.returned(dag_id, run_id, "generate")["task_id"] == job["task_id"]
 
 
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
 def test_a_mapped_taskflow_generation_retries_onto_its_jobs_and_ends_in_the_triggerer(
-    deployment: Restarts,
+    deployment: Restarts, api: str
 ) -> None:
-    deployment.hold(2)  # until both map indexes' first tries have timed out
-    run_id = deployment.trigger_run("taskflow_retry")
+    dag_id = f"taskflow_retry{SUFFIX[api]}"
+    deployment.hold(2, api)  # until both map indexes' first tries have timed out
+    run_id = deployment.trigger_run(dag_id)
 
     def runs(map_index: int) -> dict[int, int]:
-        return deployment.task_process_runs("taskflow_retry", run_id, "taskflow_clip", map_index)
+        return deployment.task_process_runs(dag_id, run_id, "taskflow_clip", map_index)
 
     wait_until(lambda: runs(0).get(2) and runs(1).get(2), 120, "both retries")
-    deployment.release()
-    state = deployment.finish("taskflow_retry", run_id)
-    assert state == "success", task_logs_of(deployment.home, "taskflow_retry", run_id)
+    deployment.release(api)
+    state = deployment.finish(dag_id, run_id)
+    assert state == "success", task_logs_of(deployment.home, dag_id, run_id)
     for map_index in (0, 1):
         # Each timed-out try ran twice (its start, then its resumption to raise the timeout); the
         # last one reattached, and the triggerer ended it.
@@ -272,36 +276,46 @@ def test_a_mapped_taskflow_generation_retries_onto_its_jobs_and_ends_in_the_trig
         assert runs(map_index) == {**dict.fromkeys(range(1, last), 2), last: 1}
     # The function wrote a new prompt on each call, yet each map index has one job.
     jobs = [
-        [job["task_id"] for job in deployment.emulator("jobs") if job["request"]["prompt"].startswith(prefix)]
+        [
+            job["task_id"]
+            for job in deployment.emulator("jobs", api)
+            if job["request"]["prompt"].startswith(prefix)
+        ]
         for prefix in ("taskflow fox ", "taskflow owl ")
     ]
     assert [len(found) for found in jobs] == [1, 1]
-    assert deployment.returned("taskflow_retry", run_id, "collect") == [found for [found] in jobs]
+    assert deployment.returned(dag_id, run_id, "collect") == [found for [found] in jobs]
 
 
-def test_a_deferrable_sensor_runs_no_task_process(deployment: Restarts) -> None:
-    run_id = deployment.trigger_run("submit_then_sense")
-    state = deployment.finish("submit_then_sense", run_id)
-    assert state == "success", task_logs_of(deployment.home, "submit_then_sense", run_id)
-    assert deployment.task_process_runs("submit_then_sense", run_id, "submit") == {1: 1}
+@pytest.mark.parametrize(("api", "completed"), [("ulazai", "completed"), ("klingai", "succeed")])
+def test_a_deferrable_sensor_runs_no_task_process(deployment: Restarts, api: str, completed: str) -> None:
+    dag_id = f"submit_then_sense{SUFFIX[api]}"
+    run_id = deployment.trigger_run(dag_id)
+    state = deployment.finish(dag_id, run_id)
+    assert state == "success", task_logs_of(deployment.home, dag_id, run_id)
+    assert deployment.task_process_runs(dag_id, run_id, "submit") == {1: 1}
     # The triggerer started it, rendering the xcom_pull template, and ended it with the video.
-    assert deployment.task_process_runs("submit_then_sense", run_id, "wait") == {}
-    [job] = deployment.jobs_for("sensed")
-    result = deployment.returned("submit_then_sense", run_id, "wait")
-    assert (result["task_id"], result["status"]) == (job["task_id"], "completed")
+    assert deployment.task_process_runs(dag_id, run_id, "wait") == {}
+    [job] = deployment.jobs_for("sensed", api)
+    result = deployment.returned(dag_id, run_id, "wait")
+    assert (result["task_id"], result["status"]) == (job["task_id"], completed)
     assert result["video_url"].endswith(f"{job['task_id']}.mp4")
 
 
-def test_marking_a_deferred_generation_failed_warns_that_the_job_goes_on(deployment: Restarts) -> None:
-    deployment.hold(1)  # still running when it is marked
-    run_id = deployment.trigger_run("kill_deferred")
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
+def test_marking_a_deferred_generation_failed_warns_that_the_job_goes_on(
+    deployment: Restarts, api: str
+) -> None:
+    dag_id = f"kill_deferred{SUFFIX[api]}"
+    deployment.hold(1, api)  # still running when it is marked
+    run_id = deployment.trigger_run(dag_id)
     # Until the triggerer polls, it runs no trigger that a kill could reach.
     wait_until(
-        lambda: any(job["status_polls"] for job in deployment.jobs_for("marked failed")), 120, "polling"
+        lambda: any(job["status_polls"] for job in deployment.jobs_for("marked failed", api)), 120, "polling"
     )
-    [job] = deployment.jobs_for("marked failed")
+    [job] = deployment.jobs_for("marked failed", api)
     marked = requests.patch(
-        f"{deployment.api_url}/api/v2/dags/kill_deferred/dagRuns/{run_id}/taskInstances/generate",
+        f"{deployment.api_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/generate",
         json={"new_state": "failed"},
         timeout=30,
     )

@@ -57,44 +57,68 @@ for suffix, conn_id in (("", "kling_default"), ("_klingai", "kling_klingai")):
             kling_conn_id=conn_id,
         )
 
-with case("one_task_start"):
-    KlingGenerateOperator(task_id="generate", prompt="one task start", deferrable=True, poll_interval=1)
+    with case(f"one_task_start{suffix}"):
+        KlingGenerateOperator(
+            task_id="generate",
+            prompt="one task start",
+            deferrable=True,
+            poll_interval=1,
+            kling_conn_id=conn_id,
+        )
 
-with case("resume_on_worker"):
-    # The wait's 8 s end before the 10-15 s job: the timeout resumes the task on a worker, which
-    # raises; the retry reattaches to the job and waits again, and its ready video ends it.
-    KlingGenerateOperator(
-        task_id="generate",
-        prompt="timeout then retry",
-        deferrable=True,
-        poll_interval=1,
-        timeout=8,
-        retries=2,
-        retry_delay=timedelta(seconds=1),
-    )
+    with case(f"resume_on_worker{suffix}"):
+        # The wait's 8 s end before the 10-15 s job: the timeout resumes the task on a worker, which
+        # raises; the retry reattaches to the job and waits again, and its ready video ends it.
+        KlingGenerateOperator(
+            task_id="generate",
+            prompt="timeout then retry",
+            deferrable=True,
+            poll_interval=1,
+            timeout=8,
+            retries=2,
+            retry_delay=timedelta(seconds=1),
+            kling_conn_id=conn_id,
+        )
 
-with case("kill_deferred"):
-    KlingGenerateOperator(task_id="generate", prompt="marked failed", deferrable=True, poll_interval=1)
+    with case(f"kill_deferred{suffix}"):
+        KlingGenerateOperator(
+            task_id="generate",
+            prompt="marked failed",
+            deferrable=True,
+            poll_interval=1,
+            kling_conn_id=conn_id,
+        )
 
-with case("submit_then_sense"):
-    submit = KlingGenerateOperator(task_id="submit", prompt="sensed", wait_for_completion=False)
-    KlingStatusSensor(
-        task_id="wait",
-        kling_task_id="{{ ti.xcom_pull(task_ids='submit', key='task_id', map_indexes=-1) }}",
-        deferrable=True,
-        start_from_trigger=True,
-        poke_interval=1,
-    ).set_upstream(submit)
+    with case(f"submit_then_sense{suffix}"):
+        submit = KlingGenerateOperator(
+            task_id="submit", prompt="sensed", wait_for_completion=False, kling_conn_id=conn_id
+        )
+        KlingStatusSensor(
+            task_id="wait",
+            kling_task_id="{{ ti.xcom_pull(task_ids='submit', key='task_id', map_indexes=-1) }}",
+            kling_conn_id=conn_id,
+            generation_mode="text_to_video",
+            deferrable=True,
+            start_from_trigger=True,
+            poke_interval=1,
+        ).set_upstream(submit)
 
-with case("taskflow_retry"):
-    # Each try's wait ends 8 s after it defers, and the jobs are held until both have retried: each
-    # retry reattaches to its map index's job, and the triggerer ends it once the video is ready.
-    @task.kling(deferrable=True, poll_interval=1, timeout=8, retries=3, retry_delay=timedelta(seconds=1))
-    def taskflow_clip(subject: str) -> str:
-        return f"taskflow {subject} {uuid.uuid4().hex}"  # a new prompt on every call
+    with case(f"taskflow_retry{suffix}"):
+        # Each try's wait ends 8 s after it defers, and the jobs are held until both have retried: each
+        # retry reattaches to its map index's job, and the triggerer ends it once the video is ready.
+        @task.kling(
+            deferrable=True,
+            poll_interval=1,
+            timeout=8,
+            retries=3,
+            retry_delay=timedelta(seconds=1),
+            kling_conn_id=conn_id,
+        )
+        def taskflow_clip(subject: str) -> str:
+            return f"taskflow {subject} {uuid.uuid4().hex}"  # a new prompt on every call
 
-    @task
-    def collect(results: list[dict[str, Any]]) -> list[str]:
-        return [result["task_id"] for result in results]
+        @task
+        def collect(results: list[dict[str, Any]]) -> list[str]:
+            return [result["task_id"] for result in results]
 
-    collect(taskflow_clip.expand(subject=["fox", "owl"]))
+        collect(taskflow_clip.expand(subject=["fox", "owl"]))
