@@ -198,8 +198,15 @@ def test_a_stalled_download_is_tried_again_within_the_download_budget(
 # -- answers bounded in shape -------------------------------------------------------------------
 
 NESTED = b"[" * 100_000 + b"]" * 100_000
+#: A finished job whose video is a local file, in each API's words.
+FILE_URL_ANSWERS = {
+    "ulazai": b'{"data": {"status": "completed", "video_url": "file:///etc/passwd"}}',
+    "klingai": b'{"code": 0, "data": {"task_status": "succeed", '
+    b'"task_result": {"videos": [{"url": "file:///etc/passwd"}]}}}',
+}
 
 
+@both_apis
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
@@ -220,8 +227,9 @@ def test_a_malformed_status_answer_is_a_clear_error_on_both_paths(
     error: type[Exception],
     serve: Callable[..., ScriptedServer],
     monkeypatch: pytest.MonkeyPatch,
+    api: str,
 ) -> None:
-    use_connection(monkeypatch, serve(answering(status, body)).url)
+    use_connection(monkeypatch, serve(answering(status, body)).url, api=api)
     with pytest.raises(error) as sync_raised:
         quick_hook().get_status("t")
     with pytest.raises(error) as async_raised:
@@ -230,26 +238,28 @@ def test_a_malformed_status_answer_is_a_clear_error_on_both_paths(
         assert raised.value.http_status == int(status.split()[0])  # type: ignore[attr-defined]
 
 
+@both_apis
 @pytest.mark.parametrize(
     "body",
     [NESTED, b'{"data": {"status": "processing", "pad": "' + b"x" * (10 * 1024 * 1024) + b'"}}'],
     ids=["nested", "10-MB"],
 )
 def test_an_answer_that_will_not_shrink_is_not_asked_for_again(
-    body: bytes, serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+    body: bytes, serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
     server = serve(answering("200 OK", body))
-    use_connection(monkeypatch, server.url)
+    use_connection(monkeypatch, server.url, api=api)
     with pytest.raises(KlingResponseRefusedError):
         quick_hook().get_status("t")
     assert len(server.requests) == 1
 
 
+@both_apis
 def test_a_nested_answer_ends_the_trigger_with_an_error_event_after_one_poll(
-    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
     server = serve(answering("200 OK", NESTED))
-    use_connection(monkeypatch, server.url)
+    use_connection(monkeypatch, server.url, api=api)
     trigger = KlingStatusTrigger(kling_task_id="t", deadline=time.time() + 30, poll_interval=0.05)
     trigger.hook = quick_hook()
     event = asyncio.run(trigger.wait())
@@ -258,12 +268,12 @@ def test_a_nested_answer_ends_the_trigger_with_an_error_event_after_one_poll(
     assert len(server.requests) == 1
 
 
+@both_apis
 def test_a_completed_job_with_a_file_url_ends_the_wait_at_once(
-    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch, api: str
 ) -> None:
-    body = b'{"data": {"status": "completed", "video_url": "file:///etc/passwd"}}'
-    server = serve(answering("200 OK", body))
-    use_connection(monkeypatch, server.url)
+    server = serve(answering("200 OK", FILE_URL_ANSWERS[api]))
+    use_connection(monkeypatch, server.url, api=api)
     trigger = KlingStatusTrigger(kling_task_id="t", deadline=time.time() + 30, poll_interval=0.05)
     trigger.hook = quick_hook()
     event = asyncio.run(trigger.wait())
