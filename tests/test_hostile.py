@@ -26,6 +26,7 @@ from hook_setup import (
     TIGHT_BUDGETS,
     VIDEO,
     both_apis,
+    connect,
     quick_hook,
     resolving,
     use_connection,
@@ -45,6 +46,7 @@ from airflow_provider_kling.core.dialects.ulazai import read_submit_body
 from airflow_provider_kling.core.errors import (
     KlingAuthError,
     KlingDownloadError,
+    KlingError,
     KlingRateLimitError,
     KlingRedirectError,
     KlingResponseError,
@@ -397,6 +399,21 @@ def test_the_key_is_registered_with_airflows_secrets_masker(
     assert quote("sk-masked/Key+77", safe="") not in _secrets_masker().redact(
         f"x {quote('sk-masked/Key+77', safe='')}"
     )
+
+
+def test_every_token_made_from_the_secret_key_is_registered_with_the_masker(
+    kling_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
+
+    emulator = kling_emulator_factory(api="klingai")
+    connect(monkeypatch, emulator)
+    hook = quick_hook()
+    with pytest.raises(KlingError):  # any answer will do: the request made its token
+        hook.get_status("no-such-task")
+    [secret_key, token] = hook._settings.credentials.secrets()
+    assert secret_key == emulator.api_key
+    assert token not in _secrets_masker().redact(f"the header was Bearer {token}")
 
 
 # -- no redirects on the API --------------------------------------------------------------------
