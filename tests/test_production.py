@@ -175,20 +175,20 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]
         yield Production(airflow, database, {"ulazai": ulazai, "klingai": klingai})
 
 
+@pytest.mark.parametrize("api", ["ulazai", "klingai"])
 def test_a_bulk_run_under_a_pool_waits_all_at_once_on_both_triggerers_with_one_job_per_task(
-    production: Production,
+    production: Production, api: str
 ) -> None:
+    dag_id, emulator = f"kling_bulk{SUFFIX[api]}", production.emulators[api]
     # Every job runs until all 20 waits have deferred: the pool's 6 slots hold none of them.
-    production.emulators["ulazai"].control("/_emulator/hold", "POST", {"count": 20})
-    run_id = production.trigger("kling_bulk")
-    wait_until(lambda: production.deferred_on_both("kling_bulk", run_id, 20), 300, "all 20 waits deferred")
-    production.emulators["ulazai"].control("/_emulator/release", "POST", {})
-    state = production.wait_for_run("kling_bulk", run_id, 300)
-    assert state == "success", task_logs_of(production.airflow.home, "kling_bulk", run_id)
-    assert [ti_state for _, ti_state, _ in production.task_instances("kling_bulk", run_id)] == [
-        "success"
-    ] * 20
-    jobs = production.jobs_for("kling_bulk")
+    emulator.control("/_emulator/hold", "POST", {"count": 20})
+    run_id = production.trigger(dag_id)
+    wait_until(lambda: production.deferred_on_both(dag_id, run_id, 20), 300, "all 20 waits deferred")
+    emulator.control("/_emulator/release", "POST", {})
+    state = production.wait_for_run(dag_id, run_id, 300)
+    assert state == "success", task_logs_of(production.airflow.home, dag_id, run_id)
+    assert [ti_state for _, ti_state, _ in production.task_instances(dag_id, run_id)] == ["success"] * 20
+    jobs = production.jobs_for(dag_id)
     assert len(jobs) == 20 and set(jobs.values()) == {1}
 
 

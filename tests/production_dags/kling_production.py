@@ -34,9 +34,9 @@ def generations(dag_id: str, count: int, api: str = "ulazai", **operator: object
         ).expand(prompt=[f"{dag_id} clip {index}: a lighthouse at dusk" for index in range(count)])
 
 
-# Submits under a pool of 6 (deferred waits hold no slot), waits spread over both triggerers.
-generations("kling_bulk", 20, pool="kling_bulk", retries=0)
 for api, suffix in (("ulazai", ""), ("klingai", "_klingai")):
+    # Submits under a pool of 6 (deferred waits hold no slot), waits spread over both triggerers.
+    generations(f"kling_bulk{suffix}", 20, api, pool="kling_bulk", retries=0)
     generations(f"kling_failover{suffix}", 20, api, retries=0)
     # A worker killed mid-submit: the retry reattaches, or on UlazAI fails as an unconfirmed submit.
     generations(f"kling_worker_kill{suffix}", 8, api, retries=2, retry_delay=timedelta(seconds=2))
