@@ -21,72 +21,63 @@ def case(dag_id: str) -> DAG:
 # The restarts of each API: UlazAI's through kling_default, Kling's own through kling_klingai (its
 # DAG ids end in _klingai), each with an emulator of its own.
 for suffix, conn_id in (("", "kling_default"), ("_klingai", "kling_klingai")):
+    # Each case's task "generate": polling every second, through its API's connection.
+    generate = {"task_id": "generate", "poll_interval": 1, "kling_conn_id": conn_id}
+
     with case(f"restart_deferred{suffix}"):
-        KlingGenerateOperator.partial(
-            task_id="generate", deferrable=True, poll_interval=1, kling_conn_id=conn_id
-        ).expand(prompt=[f"triggerer restart {n}" for n in range(3)])
+        KlingGenerateOperator.partial(**generate, deferrable=True).expand(
+            prompt=[f"triggerer restart {n}" for n in range(3)]
+        )
 
     with case(f"restart_deadline{suffix}"):
         # The job takes 10-15 s; the wait gives up 6 s after deferring, whatever happens to the triggerer.
         KlingGenerateOperator(
-            task_id="generate",
+            **generate,
             prompt="deadline",
             deferrable=True,
-            poll_interval=1,
             timeout=6,
-            kling_conn_id=conn_id,
         )
 
     with case(f"restart_worker{suffix}"):
         KlingGenerateOperator(
-            task_id="generate",
+            **generate,
             prompt="worker killed",
             deferrable=False,
-            poll_interval=1,
             retries=1,
             retry_delay=timedelta(seconds=1),
-            kling_conn_id=conn_id,
         )
 
     with case(f"restart_emulator{suffix}"):
         KlingGenerateOperator(
-            task_id="generate",
+            **generate,
             prompt="emulator restart",
             deferrable=True,
-            poll_interval=1,
-            kling_conn_id=conn_id,
         )
 
     with case(f"one_task_start{suffix}"):
         KlingGenerateOperator(
-            task_id="generate",
+            **generate,
             prompt="one task start",
             deferrable=True,
-            poll_interval=1,
-            kling_conn_id=conn_id,
         )
 
     with case(f"resume_on_worker{suffix}"):
         # The wait's 8 s end before the 10-15 s job: the timeout resumes the task on a worker, which
         # raises; the retry reattaches to the job and waits again, and its ready video ends it.
         KlingGenerateOperator(
-            task_id="generate",
+            **generate,
             prompt="timeout then retry",
             deferrable=True,
-            poll_interval=1,
             timeout=8,
             retries=2,
             retry_delay=timedelta(seconds=1),
-            kling_conn_id=conn_id,
         )
 
     with case(f"kill_deferred{suffix}"):
         KlingGenerateOperator(
-            task_id="generate",
+            **generate,
             prompt="marked failed",
             deferrable=True,
-            poll_interval=1,
-            kling_conn_id=conn_id,
         )
 
     with case(f"submit_then_sense{suffix}"):
