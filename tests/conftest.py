@@ -42,10 +42,10 @@ SHARED_AIRFLOW_FILES = ("test_end_to_end.py", "test_task_end_differential.py")
 #: first (seconds each, about, on the 2-core machine): test processes start them before the rest,
 #: so that their waits overlap the other files' work instead of ending the run alone.
 LONGEST_FIRST = (
+    "test_production.py",  # 390, both APIs
+    "test_restarts.py",  # 350, both APIs
+    "standalone_airflow",  # 250, SHARED_AIRFLOW_FILES
     "test_benchmark_rate_limit.py",  # 180
-    "standalone_airflow",  # 160, SHARED_AIRFLOW_FILES
-    "test_production.py",  # 160
-    "test_restarts.py",  # 145
     "test_task_end_listener.py",  # 100
     "test_benchmark_real_triggerer.py",  # 95
     "test_benchmark_worker_slots.py",  # 85
