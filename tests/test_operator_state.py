@@ -595,3 +595,15 @@ def test_a_full_concurrency_limit_holds_the_submit_back_until_a_running_job_ends
     assert "Submitting again in 0.5 s" in logged(capfd)
     assert emulator.stats()["jobs_created"] == 2
     assert emulator.stats()["responses"]["submit"]["429"] >= 3  # refused while the slot was taken
+
+
+def test_a_failed_job_costs_nothing_in_the_runs_ledger_where_failed_jobs_are_not_charged(
+    kling_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, api: str
+) -> None:
+    emulator = kling_emulator_factory(api=api, job_failure_rate=1.0)
+    connect(monkeypatch, emulator)
+    context = context_with(FakeStore())
+    with pytest.raises(KlingError, match="failed"):
+        operator(run_credit_limit=500).execute(context)
+    # Kling's own API charges only jobs that succeed; UlazAI's says nothing of refunds: counted.
+    assert context["ti"].xcoms[LEDGER_KEY] == entry(spent={"ulazai": DEFAULT_PRICE, "klingai": 0}[api])

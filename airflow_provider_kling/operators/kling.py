@@ -25,6 +25,7 @@ from airflow_provider_kling.core.errors import (
     KlingConnectionSettingError,
     KlingError,
     KlingInsufficientCreditsError,
+    KlingJobFailedError,
     KlingNotFoundError,
     KlingRunBudgetError,
     KlingSubmitUncertainError,
@@ -534,6 +535,8 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         stored record's count; without task_state_store, the estimate once per earlier try, since each
         may have paid for a job and nothing else remembers (the run's credit limit errs safe)."""
         if previous is not None:
+            if getattr(self, "_stored_job_failed", False) and not self.hook.dialect.charges_failed_jobs:
+                return previous.paid_before  # its job failed, and a failed job is not charged
             return previous.spent(self._request.estimated_credits)
         if self._store is None:
             return (context["ti"].try_number - 1) * self._request.estimated_credits
@@ -623,6 +626,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             status = self.hook.get_status(
                 task_id, timeout=self._time_left(), generation_mode=self._request.generation_mode
             )
+            self._stored_job_failed = status.state is JobState.FAILED
             return status.state.value  # what the vendor's word means, whichever API said it
         except KlingNotFoundError:
             self.log.warning("The vendor no longer knows the stored Kling job %s: submitting anew.", task_id)
@@ -682,7 +686,7 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
         metrics.wait_ended(
             metrics.task_tags(self.kling_conn_id, context["ti"]), event, job.submitted_at, time.time()
         )
-        return self._result(result_from_event(event), job, context)
+        return self._result(self._ended(event, job, context), job, context)
 
     @staticmethod
     def _job(external_id: Any) -> Submission:
@@ -725,10 +729,21 @@ class KlingGenerateOperator(ResumableJobMixin, BaseOperator):
             if event == TASK_ENDED_EVENT:  # the trigger ended the task, and dag.test() resumed it
                 status = self.hook.get_status(self._announced_task_id(context, job)).as_dict()
             else:
-                status = result_from_event(event)
+                status = self._ended(event, job, context)
             return self._result(status, job, context)
         except FINAL_ERRORS as error:
             raise AirflowFailException(str(error)) from error
+
+    def _ended(self, event: Any, job: Submission | None, context: Context) -> dict[str, Any]:
+        """The finished job's status from its wait's event; where a failed job is not charged, its
+        entry in the run's credit ledger takes back the estimate first."""
+        try:
+            return result_from_event(event)
+        except KlingJobFailedError:
+            if job is not None and not self.hook.dialect.charges_failed_jobs:
+                ledger = _RunLedger(context["ti"], self._generation_task_ids(), self.hook.dialect.credit_unit)
+                ledger.write(LedgerEntry(job.paid_before))
+            raise
 
     def _announced_task_id(self, context: Context, job: Submission | None) -> str:
         """The job's vendor task_id: from its stored record, else from the XCom this try pushed."""

@@ -53,6 +53,10 @@ class Dialect(Protocol):
         """Whether a submit can carry the caller's own id, which makes an uncertain submit findable."""
 
     @property
+    def charges_failed_jobs(self) -> bool:
+        """Whether a job that fails may still be charged (as far as the documentation tells)."""
+
+    @property
     def login_label(self) -> str | None:
         """What the connection's login holds (None: not used), for the form and for messages."""
 

@@ -407,6 +407,7 @@ class KlingAI:
     credit_unit = "units"
     prompt_max_chars = PROMPT_MAX_CHARS
     has_external_task_id = True
+    charges_failed_jobs = False
     login_label: str | None = "Access Key"
     password_label = "Secret Key"
     #: The list's largest page.

@@ -155,6 +155,8 @@ class UlazAI:
     credit_unit = "credits"
     prompt_max_chars = PROMPT_MAX_CHARS
     has_external_task_id = False
+    #: The documentation does not say a failed job's credits are refunded: they are counted.
+    charges_failed_jobs = True
     login_label: str | None = None
     password_label = "API key"
 
