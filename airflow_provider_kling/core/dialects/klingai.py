@@ -223,10 +223,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _price_key(request_mode: str, sound: bool) -> tuple[str, bool]:
-    return (request_mode, sound)
-
-
 # -- Reading answers -------------------------------------------------------------------------------
 
 SUBMITTED, PROCESSING, SUCCEED, FAILED = "submitted", "processing", "succeed", "failed"
@@ -336,11 +332,10 @@ def error_for_code(
         "vendor_code": code,
     }
     where = f"HTTP {http_status}, code {code}"
-    if code is None or not 300 <= http_status < 600 or 300 <= http_status < 400:
-        error = error_from_response(
+    if code is None or not 400 <= http_status < 600:  # no code, or a redirect: read as any API's
+        return error_from_response(
             http_status, body, retry_after=retry_after, task_id=task_id, location=location
         )
-        return error
     if 1000 <= code <= 1004 or code == CODE_NO_PERMISSION:
         return KlingAuthError(
             f"Kling API refused the credentials ({where}): {said}. Check the Access Key (login) and "
@@ -564,7 +559,7 @@ class KlingAI:
 
     def estimate(self, request: GenerationRequest) -> float:
         model = self.models[str(request.model_name)]
-        return model.prices[_price_key(str(request.mode), request.sound)] * int(request.duration) / 5
+        return model.prices[(str(request.mode), request.sound)] * int(request.duration) / 5
 
     def submit_path(self, request: GenerationRequest) -> str:
         return VIDEOS_PATH.format(kind=KIND_OF[request.generation_mode])
